@@ -1,0 +1,291 @@
+//! The proxy's configuration: typed, validated, and parsed from YAML or JSON.
+//!
+//! `parse` turns text into a [`ProxyConfig`] or into [`ConfigErrors`] listing every bad field
+//! with its path. No I/O here: sources (file, in-process handle) read the text and call in.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::Authority;
+use serde::{Serialize, Serializer};
+
+use crate::route::HostMatch;
+use crate::split::{KeySource, Override, Side, Weight};
+
+/// Default data-plane listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default admin listen address: loopback, so metrics and config are not exposed by accident.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// Default response header naming the side that served a request.
+pub const DEFAULT_SIDE_HEADER: &str = "x-weir-side";
+
+/// A whole, valid proxy configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Data-plane listen address. Read at startup only.
+    pub listen: SocketAddr,
+    /// Admin listen address. Read at startup only.
+    pub admin: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM. Read at startup only.
+    pub drain_timeout: Duration,
+    /// Response header naming the side that served the request; `None` turns it off.
+    pub side_header: Option<HeaderName>,
+    /// Routes in config order.
+    pub routes: Vec<RouteConfig>,
+    /// Backends by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+/// One route: which requests it takes and how it splits them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Unique name; the `route` label of its metrics.
+    pub name: String,
+    /// Host the route answers for.
+    pub host: HostMatch,
+    /// Path prefix, matched on segment boundaries.
+    pub path_prefix: String,
+    /// Backend name of the stable side.
+    pub stable: String,
+    /// Backend name of the candidate side, if a candidate exists.
+    pub candidate: Option<String>,
+    /// Candidate share of weight- and sticky-decided requests.
+    pub candidate_weight: Weight,
+    /// Header and cookie rules, first match wins.
+    pub overrides: Vec<Override>,
+    /// Key for sticky assignment.
+    pub sticky: Option<KeySource>,
+    /// Time allowed from sending the request upstream to receiving the response headers.
+    pub timeout: Duration,
+}
+
+/// A set of interchangeable endpoints of one version of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// `host:port` of each endpoint; requests are balanced over them.
+    pub endpoints: Vec<Authority>,
+}
+
+/// One invalid field: where it is and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// Path of the field, e.g. `routes[2].candidateWeight`; empty for the document itself.
+    pub path: String,
+    /// What is wrong, e.g. `10001 is over 10000`.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in a rejected config, in document order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// Parses and validates a config written in YAML or JSON (JSON is detected by a leading `{`).
+pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
+    let document: serde_json::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text)
+            .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?
+    } else {
+        serde_saphyr::from_str(text)
+            .map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?
+    };
+    if document.is_null() {
+        return Err(ConfigErrors::one("", "the config is empty"));
+    }
+    let mut unknown = Vec::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        unknown.push(ConfigError {
+            path: ignored_path(&path),
+            message: "unknown field".into(),
+        })
+    };
+    let shaped = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        document,
+        &mut on_unknown,
+    ));
+    match shaped {
+        Ok(raw) => {
+            let checked = validate::validate(raw);
+            match (checked, unknown.is_empty()) {
+                (Ok(config), true) => Ok(config),
+                (Ok(_), false) => Err(ConfigErrors(unknown)),
+                (Err(ConfigErrors(mut errors)), _) => {
+                    unknown.append(&mut errors);
+                    Err(ConfigErrors(unknown))
+                }
+            }
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            unknown.push(ConfigError {
+                path: if path == "." { String::new() } else { path },
+                message,
+            });
+            Err(ConfigErrors(unknown))
+        }
+    }
+}
+
+/// Renders a path from `serde_ignored` in the same form as `serde_path_to_error`: `a.b[2].c`.
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = ignored_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+impl ProxyConfig {
+    /// The route with this name.
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// The route with this name, for changing it (as the controller does with weights).
+    pub fn route_mut(&mut self, name: &str) -> Option<&mut RouteConfig> {
+        self.routes.iter_mut().find(|r| r.name == name)
+    }
+
+    /// The config in its written JSON form, which [`parse`] reads back to an equal config.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises: it is plain data")
+    }
+}
+
+impl Serialize for ProxyConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        raw::RawConfig::from(self).serialize(serializer)
+    }
+}
+
+impl From<&ProxyConfig> for raw::RawConfig {
+    fn from(cfg: &ProxyConfig) -> Self {
+        let key = |source: &KeySource| match source {
+            KeySource::Header(name) => raw::RawKey {
+                header: Some(name.to_string()),
+                cookie: None,
+            },
+            KeySource::Cookie(name) => raw::RawKey {
+                header: None,
+                cookie: Some(name.clone()),
+            },
+        };
+        raw::RawConfig {
+            listen: cfg.listen.to_string(),
+            admin: cfg.admin.to_string(),
+            drain_timeout: humantime::format_duration(cfg.drain_timeout).to_string(),
+            side_header: cfg.side_header.as_ref().map(ToString::to_string),
+            routes: cfg
+                .routes
+                .iter()
+                .map(|r| raw::RawRoute {
+                    name: r.name.clone(),
+                    matches: raw::RawMatch {
+                        host: match &r.host {
+                            HostMatch::Any => None,
+                            HostMatch::Exact(h) => Some(h.clone()),
+                            HostMatch::Suffix(s) => Some(format!("*{s}")),
+                        },
+                        path_prefix: r.path_prefix.clone(),
+                    },
+                    stable: raw::RawTarget {
+                        backend: r.stable.clone(),
+                    },
+                    candidate: r
+                        .candidate
+                        .as_ref()
+                        .map(|b| raw::RawTarget { backend: b.clone() }),
+                    candidate_weight: i64::from(r.candidate_weight.basis_points()),
+                    overrides: r
+                        .overrides
+                        .iter()
+                        .map(|o| {
+                            let k = key(&o.key);
+                            raw::RawOverride {
+                                header: k.header,
+                                cookie: k.cookie,
+                                equals: o.equals.clone(),
+                                side: o.side.to_string(),
+                            }
+                        })
+                        .collect(),
+                    sticky: r.sticky.as_ref().map(key),
+                    timeout: humantime::format_duration(r.timeout).to_string(),
+                })
+                .collect(),
+            backends: cfg
+                .backends
+                .iter()
+                .map(|(name, b)| {
+                    (
+                        name.clone(),
+                        raw::RawBackend {
+                            endpoints: b.endpoints.iter().map(ToString::to_string).collect(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Side {
+    fn parse(text: &str) -> Option<Side> {
+        match text {
+            "stable" => Some(Side::Stable),
+            "candidate" => Some(Side::Candidate),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! The config as written: the serde shape of the file, before validation. Fields that can be
+//! wrong in more than one way (durations, addresses, weights, sides) stay loose here so that
+//! validation can report every bad one at once instead of stopping at the first.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+    /// `null` turns the response header off.
+    #[serde(default = "default_side_header")]
+    pub side_header: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matches: RawMatch,
+    pub stable: RawTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<RawTarget>,
+    #[serde(default)]
+    pub candidate_weight: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<RawOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<RawKey>,
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+}
+
+impl Default for RawMatch {
+    fn default() -> Self {
+        RawMatch {
+            host: None,
+            path_prefix: default_path_prefix(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawTarget {
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    pub equals: String,
+    pub side: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawBackend {
+    pub endpoints: Vec<String>,
+}
+
+fn default_listen() -> String {
+    super::DEFAULT_LISTEN.to_owned()
+}
+
+fn default_admin() -> String {
+    super::DEFAULT_ADMIN.to_owned()
+}
+
+fn default_drain_timeout() -> String {
+    "30s".to_owned()
+}
+
+fn default_side_header() -> Option<String> {
+    Some(super::DEFAULT_SIDE_HEADER.to_owned())
+}
+
+fn default_timeout() -> String {
+    "30s".to_owned()
+}
+
+fn default_path_prefix() -> String {
+    "/".to_owned()
+}

@@ -1,0 +1,204 @@
+use super::*;
+use proptest::prelude::*;
+
+const GOOD: &str = r#"
+listen: 127.0.0.1:8080
+admin: 127.0.0.1:9901
+drainTimeout: 10s
+routes:
+  - name: sentiment
+    match: { host: sentiment.models.svc, pathPrefix: / }
+    stable:    { backend: sentiment-v1 }
+    candidate: { backend: sentiment-v2 }
+    candidateWeight: 500
+    overrides:
+      - { header: x-weir-side, equals: candidate, side: candidate }
+      - { cookie: beta, equals: "1", side: candidate }
+    sticky: { header: x-user-id }
+    timeout: 2s
+  - name: catch-all
+    stable: { backend: sentiment-v1 }
+backends:
+  sentiment-v1: { endpoints: ["127.0.0.1:9001", "localhost:9002"] }
+  sentiment-v2: { endpoints: ["127.0.0.1:9003"] }
+"#;
+
+fn messages(text: &str) -> Vec<String> {
+    parse(text)
+        .expect_err("config must be rejected")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_good_config_parses_with_defaults_filled_in() {
+    let cfg = parse(GOOD).expect("good config");
+    assert_eq!(cfg.routes.len(), 2);
+    let r = &cfg.routes[0];
+    assert_eq!(r.candidate_weight.basis_points(), 500);
+    assert_eq!(r.host, HostMatch::Exact("sentiment.models.svc".into()));
+    assert_eq!(r.timeout, Duration::from_secs(2));
+    assert_eq!(r.overrides.len(), 2);
+    assert_eq!(cfg.routes[1].path_prefix, "/");
+    assert_eq!(cfg.routes[1].timeout, Duration::from_secs(30));
+    assert_eq!(
+        cfg.side_header,
+        Some(HeaderName::from_static("x-weir-side"))
+    );
+    assert_eq!(cfg.backends["sentiment-v1"].endpoints.len(), 2);
+}
+
+#[test]
+fn json_is_accepted_too() {
+    let cfg = parse(r#"{"routes":[{"name":"a","stable":{"backend":"b"}}],"backends":{"b":{"endpoints":["127.0.0.1:1"]}}}"#)
+        .expect("good JSON config");
+    assert_eq!(cfg.routes[0].name, "a");
+}
+
+#[test]
+fn a_written_config_reads_back_equal() {
+    let cfg = parse(GOOD).expect("good config");
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+}
+
+#[test]
+fn side_header_can_be_turned_off() {
+    let cfg = parse("sideHeader: null\nroutes: []\n").expect("valid");
+    assert_eq!(cfg.side_header, None);
+}
+
+#[test]
+fn every_bad_field_is_reported_with_its_path() {
+    let bad = r#"
+listen: nowhere
+drainTimeout: soon
+colour: blue
+routes:
+  - name: a
+    stable: { backend: v1 }
+    candidate: { backend: v9 }
+    candidateWeight: 10001
+    timeout: 5 parsecs
+    sticky: {}
+    overrides:
+      - { header: x-a, equals: "1", side: sideways }
+    extra: 1
+  - name: a
+    match: { pathPrefix: api }
+    stable: { backend: v1 }
+    candidateWeight: 5
+backends:
+  v1: { endpoints: [] }
+  v2: { endpoints: ["no-port", "127.0.0.1:80"] }
+"#;
+    let got = messages(bad);
+    let expect_prefixes = [
+        "colour: unknown field",
+        "routes[0].extra: unknown field",
+        "listen: \"nowhere\" is not an IP address",
+        "drainTimeout: \"soon\" is not a duration",
+        "backends.v1.endpoints: needs at least one endpoint",
+        "backends.v2.endpoints[0]: \"no-port\" is not host:port",
+        "routes[0].candidate.backend: backend \"v9\" is not defined",
+        "routes[0].candidateWeight: 10001 is over 10000",
+        "routes[0].overrides[0].side: \"sideways\" is neither stable nor candidate",
+        "routes[0].sticky: needs exactly one of header or cookie",
+        "routes[0].timeout: \"5 parsecs\" is not a duration",
+        "routes[1].name: duplicate route name \"a\"",
+        "routes[1].match.pathPrefix: \"api\" does not start with /",
+        "routes[1].candidateWeight: is above 0 but the route has no candidate",
+    ];
+    for prefix in expect_prefixes {
+        assert!(
+            got.iter().any(|m| m.starts_with(prefix)),
+            "missing {prefix:?} in {got:#?}"
+        );
+    }
+    assert_eq!(
+        got.len(),
+        expect_prefixes.len(),
+        "unexpected extra errors: {got:#?}"
+    );
+}
+
+#[test]
+fn a_type_error_names_its_path() {
+    let got =
+        messages("routes:\n  - name: a\n    stable: { backend: v1 }\n    candidateWeight: lots\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("routes[0].candidateWeight: invalid type"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_missing_field_is_named() {
+    let got = messages("routes:\n  - name: a\n");
+    assert!(got[0].contains("missing field `stable`"), "{got:?}");
+}
+
+#[test]
+fn negative_weights_and_bad_hosts_are_rejected() {
+    let got = messages(
+        "routes:\n  - { name: a, match: { host: 'bad host' }, stable: { backend: v1 }, candidate: { backend: v1 }, candidateWeight: -1 }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] } }\n",
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("routes[0].match.host: \"bad host\" is not a host name"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("routes[0].candidateWeight: -1 is negative"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn two_routes_on_the_same_host_and_prefix_are_rejected() {
+    let got = messages(
+        "routes:\n  - { name: a, match: { host: x, pathPrefix: /p }, stable: { backend: v1 } }\n  - { name: b, match: { host: X, pathPrefix: /p }, stable: { backend: v1 } }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] } }\n",
+    );
+    assert_eq!(
+        got,
+        vec![
+            "routes[1].match: another route already matches this host and path prefix".to_string()
+        ]
+    );
+}
+
+#[test]
+fn empty_and_malformed_documents_are_rejected() {
+    assert_eq!(messages(""), vec!["the config is empty".to_string()]);
+    assert!(
+        messages("routes: [")
+            .first()
+            .is_some_and(|m| m.starts_with("invalid YAML"))
+    );
+    assert!(
+        messages("{\"routes\": ")
+            .first()
+            .is_some_and(|m| m.starts_with("invalid JSON"))
+    );
+}
+
+proptest! {
+    #[test]
+    fn weights_are_accepted_exactly_up_to_ten_thousand(w in -20_000i64..20_000) {
+        let text = format!(
+            "routes:\n  - {{ name: a, stable: {{ backend: v1 }}, candidate: {{ backend: v1 }}, candidateWeight: {w} }}\nbackends: {{ v1: {{ endpoints: ['127.0.0.1:1'] }} }}\n"
+        );
+        let result = parse(&text);
+        prop_assert_eq!(result.is_ok(), (0..=10_000).contains(&w));
+        if let Ok(cfg) = result {
+            prop_assert_eq!(i64::from(cfg.routes[0].candidate_weight.basis_points()), w);
+        }
+    }
+
+    #[test]
+    fn parse_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+        let _ = parse(&text);
+    }
+}

@@ -1,0 +1,295 @@
+//! Raw config to typed config, collecting every error with its path. Pure: no I/O.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::Authority;
+
+use super::raw::{RawConfig, RawKey, RawRoute};
+use super::{BackendConfig, ConfigError, ConfigErrors, ProxyConfig, RouteConfig};
+use crate::route::HostMatch;
+use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
+
+/// Longest route name: it becomes a metric label, so keep it short and plain.
+const MAX_NAME_LEN: usize = 63;
+
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Runs a check, recording its error at `path`; returns the value if it passed.
+    fn check<T>(&mut self, path: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.add(path, message)).ok()
+    }
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
+    let mut errors = Errors::default();
+    let listen = errors.check("listen", address(&raw.listen));
+    let admin = errors.check("admin", address(&raw.admin));
+    let drain_timeout = errors.check("drainTimeout", duration(&raw.drain_timeout));
+    let side_header = match &raw.side_header {
+        None => Some(None),
+        Some(name) => errors.check("sideHeader", header_name(name)).map(Some),
+    };
+
+    let mut backends = BTreeMap::new();
+    for (name, backend) in &raw.backends {
+        let path = format!("backends.{name}");
+        if let Err(message) = plain_name(name) {
+            errors.add(&path, message);
+        }
+        if backend.endpoints.is_empty() {
+            errors.add(format!("{path}.endpoints"), "needs at least one endpoint");
+        }
+        let endpoints: Vec<_> = backend
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| errors.check(format!("{path}.endpoints[{i}]"), endpoint(e)))
+            .collect();
+        backends.insert(name.clone(), BackendConfig { endpoints });
+    }
+
+    let mut names = HashSet::new();
+    let mut matches = HashSet::new();
+    let mut routes = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if !names.insert(route.name.as_str()) {
+            errors.add(
+                format!("{path}.name"),
+                format!("duplicate route name {:?}", route.name),
+            );
+        }
+        if let Some(route) = validate_route(route, &path, &raw, &mut errors) {
+            if !matches.insert((route.host.clone(), route.path_prefix.clone())) {
+                errors.add(
+                    format!("{path}.match"),
+                    "another route already matches this host and path prefix",
+                );
+            }
+            routes.push(route);
+        }
+    }
+
+    match (
+        listen,
+        admin,
+        drain_timeout,
+        side_header,
+        errors.0.is_empty(),
+    ) {
+        (Some(listen), Some(admin), Some(drain_timeout), Some(side_header), true) => {
+            Ok(ProxyConfig {
+                listen,
+                admin,
+                drain_timeout,
+                side_header,
+                routes,
+                backends,
+            })
+        }
+        _ => Err(ConfigErrors(errors.0)),
+    }
+}
+
+fn validate_route(
+    route: &RawRoute,
+    path: &str,
+    raw: &RawConfig,
+    errors: &mut Errors,
+) -> Option<RouteConfig> {
+    let name = errors
+        .check(format!("{path}.name"), plain_name(&route.name))
+        .map(|()| route.name.clone());
+    let host = match &route.matches.host {
+        None => Some(HostMatch::Any),
+        Some(h) => errors.check(format!("{path}.match.host"), host_pattern(h)),
+    };
+    let path_prefix = errors.check(
+        format!("{path}.match.pathPrefix"),
+        path_prefix(&route.matches.path_prefix),
+    );
+    let backend_ref = |errors: &mut Errors, field: &str, backend: &str| {
+        if !raw.backends.contains_key(backend) {
+            errors.add(
+                format!("{path}.{field}.backend"),
+                format!("backend {backend:?} is not defined in backends"),
+            );
+        }
+    };
+    backend_ref(errors, "stable", &route.stable.backend);
+    if let Some(candidate) = &route.candidate {
+        backend_ref(errors, "candidate", &candidate.backend);
+    }
+    let has_candidate = route.candidate.is_some();
+    let weight_path = format!("{path}.candidateWeight");
+    let candidate_weight = match u16::try_from(route.candidate_weight)
+        .ok()
+        .and_then(Weight::new)
+    {
+        None if route.candidate_weight < 0 => {
+            errors.add(
+                weight_path,
+                format!("{} is negative", route.candidate_weight),
+            );
+            None
+        }
+        None => {
+            errors.add(
+                weight_path,
+                format!("{} is over {BASIS_POINTS}", route.candidate_weight),
+            );
+            None
+        }
+        Some(w) if w > Weight::ZERO && !has_candidate => {
+            errors.add(weight_path, "is above 0 but the route has no candidate");
+            None
+        }
+        Some(w) => Some(w),
+    };
+
+    let mut overrides = Vec::new();
+    for (j, rule) in route.overrides.iter().enumerate() {
+        let rule_path = format!("{path}.overrides[{j}]");
+        let key = errors.check(
+            &rule_path,
+            key_source(rule.header.as_deref(), rule.cookie.as_deref()),
+        );
+        let side = match Side::parse(&rule.side) {
+            Some(Side::Candidate) if !has_candidate => {
+                errors.add(
+                    format!("{rule_path}.side"),
+                    "is candidate but the route has no candidate",
+                );
+                None
+            }
+            None => {
+                errors.add(
+                    format!("{rule_path}.side"),
+                    format!("{:?} is neither stable nor candidate", rule.side),
+                );
+                None
+            }
+            side => side,
+        };
+        if let (Some(key), Some(side)) = (key, side) {
+            overrides.push(Override {
+                key,
+                side,
+                equals: rule.equals.clone(),
+            });
+        }
+    }
+    let sticky = match &route.sticky {
+        None => Some(None),
+        Some(RawKey { header, cookie }) => errors
+            .check(
+                format!("{path}.sticky"),
+                key_source(header.as_deref(), cookie.as_deref()),
+            )
+            .map(Some),
+    };
+    let timeout = errors.check(format!("{path}.timeout"), duration(&route.timeout));
+
+    Some(RouteConfig {
+        name: name?,
+        host: host?,
+        path_prefix: path_prefix?,
+        stable: route.stable.backend.clone(),
+        candidate: route.candidate.as_ref().map(|c| c.backend.clone()),
+        candidate_weight: candidate_weight?,
+        overrides,
+        sticky: sticky?,
+        timeout: timeout?,
+    })
+}
+
+fn address(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP address with a port, like 127.0.0.1:8080"))
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!("{text:?} is zero")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{text:?} is not a duration like 30s or 500ms ({e})"
+        )),
+    }
+}
+
+fn header_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("{text:?} is not a valid header name"))
+}
+
+fn endpoint(text: &str) -> Result<Authority, String> {
+    let bad = || format!("{text:?} is not host:port");
+    let authority: Authority = text.parse().map_err(|_| bad())?;
+    if authority.port_u16().is_none()
+        || authority.host().is_empty()
+        || authority.as_str().contains('@')
+    {
+        return Err(bad());
+    }
+    Ok(authority)
+}
+
+fn plain_name(name: &str) -> Result<(), String> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty() {
+        Err("is empty".into())
+    } else if name.len() > MAX_NAME_LEN {
+        Err(format!("{name:?} is longer than {MAX_NAME_LEN} characters"))
+    } else if !name.bytes().all(plain) {
+        Err(format!(
+            "{name:?} may only hold letters, digits, '-', '_' and '.'"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn host_pattern(text: &str) -> Result<HostMatch, String> {
+    let host = text.strip_prefix("*.").unwrap_or(text);
+    let label_ok =
+        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if text == "*" || (host.split('.').all(label_ok) && !host.starts_with('-')) {
+        Ok(HostMatch::parse(Some(text)))
+    } else {
+        Err(format!("{text:?} is not a host name or *.suffix"))
+    }
+}
+
+fn path_prefix(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        Err(format!("{text:?} does not start with /"))
+    } else if text.contains(['?', '#', ' ']) {
+        Err(format!("{text:?} may not hold '?', '#' or spaces"))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+fn key_source(header: Option<&str>, cookie: Option<&str>) -> Result<KeySource, String> {
+    match (header, cookie) {
+        (Some(h), None) => header_name(h).map(KeySource::Header),
+        (None, Some(c)) if !c.is_empty() && !c.contains([';', '=', ' ']) => {
+            Ok(KeySource::Cookie(c.to_owned()))
+        }
+        (None, Some(c)) => Err(format!("cookie {c:?} is not a cookie name")),
+        _ => Err("needs exactly one of header or cookie".into()),
+    }
+}

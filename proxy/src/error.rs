@@ -1,0 +1,165 @@
+//! The one error type of the request path, and the rescue that turns it into a response.
+//!
+//! Every proxy-made response comes from [`ProxyError::into_response`], so each carries
+//! `x-weir-error` and each is logged once, here, with its context.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::uri::Authority;
+use http::{Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::split::Side;
+
+/// Response header naming the reason of a proxy-made error.
+pub const ERROR_HEADER: &str = "x-weir-error";
+
+/// Who caused a failed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was malformed or matched nothing.
+    Client,
+    /// The upstream was unreachable, slow or broke the connection.
+    Upstream,
+    /// The proxy cannot serve yet.
+    Proxy,
+}
+
+/// Why the proxy answered a request itself instead of relaying an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No config has been loaded yet.
+    #[error("no config is loaded yet")]
+    NotReady,
+    /// No route matches the request.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// An HTTP/1.1 request without a Host header.
+    #[error("the request has no host")]
+    MissingHost,
+    /// The request's headers are larger than the proxy accepts.
+    #[error("request headers are {size} bytes, over the limit of {limit}")]
+    HeadersTooLarge {
+        /// Bytes of names and values.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A request that cannot be forwarded as it is.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The upstream connection could not be made.
+    #[error("connecting to {endpoint} (route {route}, {side})")]
+    UpstreamConnect {
+        /// Route name.
+        route: String,
+        /// Side the request went to.
+        side: Side,
+        /// Endpoint tried.
+        endpoint: Authority,
+        /// The client's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The upstream sent no response headers within the route's timeout.
+    #[error("no response from {endpoint} within {timeout:?} (route {route}, {side})")]
+    UpstreamTimeout {
+        /// Route name.
+        route: String,
+        /// Side the request went to.
+        side: Side,
+        /// Endpoint tried.
+        endpoint: Authority,
+        /// The route's timeout.
+        timeout: std::time::Duration,
+    },
+    /// The upstream connection failed after the request was sent.
+    #[error("upstream {endpoint} failed before responding (route {route}, {side})")]
+    UpstreamReset {
+        /// Route name.
+        route: String,
+        /// Side the request went to.
+        side: Side,
+        /// Endpoint tried.
+        endpoint: Authority,
+        /// The client's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MissingHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `x-weir-error` value: short, stable, for machines.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NotReady => "not-ready",
+            ProxyError::NoRoute => "no-route",
+            ProxyError::MissingHost => "missing-host",
+            ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::UpstreamConnect { .. } => "upstream-connect",
+            ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
+            ProxyError::UpstreamReset { .. } => "upstream-reset",
+        }
+    }
+
+    /// Who was at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NotReady => Fault::Proxy,
+            ProxyError::NoRoute
+            | ProxyError::MissingHost
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::BadRequest(_) => Fault::Client,
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamReset { .. } => Fault::Upstream,
+        }
+    }
+
+    /// Logs the error once and builds the response the client gets. Details stay in the log.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let reason = self.reason();
+        match self.fault() {
+            Fault::Upstream | Fault::Proxy => {
+                tracing::warn!(error = %ErrorChain(&self), reason, "proxy-made error")
+            }
+            Fault::Client => tracing::info!(error = %ErrorChain(&self), reason, "proxy-made error"),
+        }
+        let mut rsp = Response::new(ProxyBody::full(Bytes::from_static(reason.as_bytes())));
+        *rsp.status_mut() = self.status();
+        let headers = rsp.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(reason));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        rsp
+    }
+}
+
+/// Displays an error with its sources, `outer: inner: innermost`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! weir-proxy: the data plane of weir. It streams requests to the stable or the candidate
+//! version of a service (by override, sticky hash or exact weight) and counts what it sees.
+//! It knows nothing of rollouts: the controller drives it through its config.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod route;
+pub mod server;
+pub mod service;
+pub mod source;
+pub mod split;
+pub mod state;
+pub mod table;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ConfigErrors, ProxyConfig};
+pub use split::{Side, Weight};
+pub use state::ConfigState;
+
+/// How long the admin listener waits for open requests at shutdown.
+const ADMIN_DRAIN: Duration = Duration::from_secs(1);
+
+/// A listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for the {listener} listener")]
+pub struct BindError {
+    /// `listen` or `admin`.
+    pub listener: &'static str,
+    /// The address from the config.
+    pub addr: SocketAddr,
+    /// The socket error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A running proxy: both listeners and the live config. Used by the `weir-proxy` binary, the
+/// demo and tests alike.
+#[derive(Debug)]
+pub struct Proxy {
+    listen_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    state: Arc<ConfigState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Binds the listeners of `config` (port 0 picks a free port), publishes the config and
+    /// starts serving. `source` labels the first load in metrics and `/config`.
+    pub async fn start(config: ProxyConfig, source: &str) -> Result<Proxy, BindError> {
+        let bind = |listener: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| BindError {
+                listener,
+                addr,
+                source,
+            })
+        };
+        let listener = bind("listen", config.listen).await?;
+        let admin = bind("admin", config.admin).await?;
+        let local = |l: &TcpListener, name: &'static str, addr| {
+            l.local_addr().map_err(|source| BindError {
+                listener: name,
+                addr,
+                source,
+            })
+        };
+        let listen_addr = local(&listener, "listen", config.listen)?;
+        let admin_addr = local(&admin, "admin", config.admin)?;
+
+        let mut registry = Registry::default();
+        let metrics = metrics::ProxyMetrics::register(&mut registry);
+        let state = Arc::new(ConfigState::new(metrics));
+        let drain = config.drain_timeout;
+        state.apply(config, source);
+
+        let (shutdown, signal) = watch::channel(false);
+        let shared = Arc::new(service::Shared {
+            state: Arc::clone(&state),
+            client: upstream::client(),
+        });
+        let data = tokio::spawn(server::serve(
+            listener,
+            move |peer| service::ProxyService::new(Arc::clone(&shared), peer, "http"),
+            signal.clone(),
+            drain,
+            "listen",
+        ));
+        let admin_service = admin::AdminService::new(Arc::clone(&state), Arc::new(registry));
+        let admin = tokio::spawn(server::serve(
+            admin,
+            move |_| admin_service.clone(),
+            signal,
+            ADMIN_DRAIN,
+            "admin",
+        ));
+        tracing::info!(%listen_addr, %admin_addr, "weir-proxy listening");
+        Ok(Proxy {
+            listen_addr,
+            admin_addr,
+            state,
+            shutdown,
+            tasks: vec![data, admin],
+        })
+    }
+
+    /// The data-plane address actually bound.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// The admin address actually bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The live config, to apply new configs or read the table.
+    pub fn state(&self) -> &Arc<ConfigState> {
+        &self.state
+    }
+
+    /// Publishes a new validated config from the in-process handle; returns its version.
+    pub fn apply(&self, config: ProxyConfig) -> u64 {
+        self.state.apply(config, "api")
+    }
+
+    /// A signal that fires when the proxy begins shutting down, for tasks tied to its life.
+    pub fn shutdown_signal(&self) -> server::ShutdownSignal {
+        self.shutdown.subscribe()
+    }
+
+    /// Stops accepting, drains in-flight requests up to the drain timeout, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a listener task failed");
+            }
+        }
+    }
+}

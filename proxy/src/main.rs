@@ -1,0 +1,168 @@
+//! The `weir-proxy` binary: parses the command line, sets up logging and the runtime, and
+//! runs the proxy on a config file until SIGTERM or SIGINT.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use weir_proxy::{Proxy, config, source};
+
+/// weir-proxy: streams requests to the stable or candidate version of a service.
+#[derive(Parser, Debug)]
+#[command(name = "weir-proxy", version, about)]
+struct Args {
+    /// Config file, YAML or JSON; reloaded when it changes and on SIGHUP.
+    #[arg(long, value_name = "FILE", required_unless_present = "check")]
+    config: Option<PathBuf>,
+    /// Validate a config file (this one, or --config's), list every error, and exit: 0 valid, 1 not.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    check: Option<PathBuf>,
+    /// Worker threads serving requests [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+
+    if let Some(check) = &args.check {
+        let path = if check.as_os_str().is_empty() {
+            args.config.clone()
+        } else {
+            Some(check.clone())
+        };
+        let Some(path) = path else {
+            eprintln!("weir-proxy: --check needs a file, or --config");
+            return ExitCode::from(2);
+        };
+        return match source::read(&path).and_then(|text| config::parse(&text)) {
+            Ok(cfg) => {
+                println!(
+                    "{}: valid ({} routes, {} backends)",
+                    path.display(),
+                    cfg.routes.len(),
+                    cfg.backends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                report(&path, &errors);
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let path = args
+        .config
+        .expect("clap requires --config unless --check is given");
+    let text = match source::read(&path) {
+        Ok(text) => text,
+        Err(errors) => {
+            report(&path, &errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    let cfg = match config::parse(&text) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            report(&path, &errors);
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("weir-proxy: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(path, text, cfg))
+}
+
+async fn run(path: PathBuf, text: String, cfg: config::ProxyConfig) -> ExitCode {
+    let proxy = match Proxy::start(cfg, source::SOURCE).await {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            eprintln!("weir-proxy: {}", weir_proxy::error::ErrorChain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let watcher = tokio::spawn(source::watch(
+        path,
+        proxy.state().clone(),
+        text,
+        proxy.shutdown_signal(),
+        true,
+    ));
+    match terminated().await {
+        Ok(signal) => tracing::info!(signal, "shutting down"),
+        Err(error) => {
+            eprintln!("weir-proxy: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    proxy.shutdown().await;
+    let _ = watcher.await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn terminated() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+fn report(path: &std::path::Path, errors: &config::ConfigErrors) {
+    eprintln!(
+        "{}: invalid config, {} error(s):",
+        path.display(),
+        errors.0.len()
+    );
+    for error in &errors.0 {
+        eprintln!("  {error}");
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

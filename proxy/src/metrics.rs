@@ -1,0 +1,325 @@
+//! The proxy's Prometheus metrics: names and labels as DESIGN.md fixes them, with handles
+//! prebuilt per route and side so the request path never builds a label set.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::split::Side;
+
+/// Upper bounds of the latency histograms, in seconds. Dense from 1 ms to 1 s, where p99s of
+/// model servers live, so that a 1.2x latency ratio moves a p99 across a bucket boundary.
+pub const LATENCY_BUCKETS: [f64; 24] = [
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The `side` label: which version served, or the mirror copy.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SideLabel {
+    /// The stable version.
+    stable,
+    /// The candidate version.
+    candidate,
+    /// A mirrored copy sent to the candidate.
+    mirror,
+}
+
+impl From<Side> for SideLabel {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Stable => SideLabel::stable,
+            Side::Candidate => SideLabel::candidate,
+        }
+    }
+}
+
+/// The `code` label: the status class of a response, or `error` when no response came.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CodeClass {
+    /// 1xx.
+    Informational,
+    /// 2xx.
+    Success,
+    /// 3xx.
+    Redirection,
+    /// 4xx.
+    ClientError,
+    /// 5xx.
+    ServerError,
+    /// A gRPC status that counts as an error.
+    GrpcError,
+    /// No response: the upstream could not be reached, timed out or reset.
+    Error,
+}
+
+impl EncodeLabelValue for CodeClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl CodeClass {
+    const ALL: [CodeClass; 7] = [
+        CodeClass::Informational,
+        CodeClass::Success,
+        CodeClass::Redirection,
+        CodeClass::ClientError,
+        CodeClass::ServerError,
+        CodeClass::GrpcError,
+        CodeClass::Error,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeClass::Informational => "1xx",
+            CodeClass::Success => "2xx",
+            CodeClass::Redirection => "3xx",
+            CodeClass::ClientError => "4xx",
+            CodeClass::ServerError => "5xx",
+            CodeClass::GrpcError => "grpc_error",
+            CodeClass::Error => "error",
+        }
+    }
+
+    /// The class of an HTTP status.
+    pub fn of_status(status: http::StatusCode) -> CodeClass {
+        match status.as_u16() {
+            100..=199 => CodeClass::Informational,
+            200..=299 => CodeClass::Success,
+            300..=399 => CodeClass::Redirection,
+            400..=499 => CodeClass::ClientError,
+            _ => CodeClass::ServerError,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The `kind` label of an upstream failure.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum UpstreamErrorKind {
+    /// The connection could not be made.
+    connect,
+    /// No response headers within the route's timeout.
+    timeout,
+    /// The connection failed after the request was sent.
+    reset,
+    /// The TLS handshake with the upstream failed.
+    tls,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::connect,
+        UpstreamErrorKind::timeout,
+        UpstreamErrorKind::reset,
+        UpstreamErrorKind::tls,
+    ];
+}
+
+/// The `result` label of a config reload.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    /// The config was valid and is now serving.
+    ok,
+    /// The config was rejected; the previous one keeps serving.
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    side: SideLabel,
+    code: CodeClass,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteSideLabels {
+    route: String,
+    side: SideLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    route: String,
+    side: SideLabel,
+    kind: UpstreamErrorKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    source: String,
+    result: ReloadResult,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric family of the proxy. Cheap to clone: families share their storage.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<RouteSideLabels>,
+    weight: Family<RouteLabels, Gauge>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    /// Registers the proxy's families under the `weir_` prefix.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = ProxyMetrics {
+            requests: Family::default(),
+            duration: HistogramFamily::new_with_constructor(latency_histogram),
+            weight: Family::default(),
+            upstream_errors: Family::default(),
+            reloads: Family::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("weir");
+        registry.register(
+            "requests",
+            "Requests answered, by route, side and status class",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving a request to the end of its response body",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "candidate_weight_basis_points",
+            "Share of traffic for the candidate, in basis points",
+            metrics.weight.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests that got no response from the upstream, by kind",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config loads, by source and result",
+            metrics.reloads.clone(),
+        );
+        metrics
+    }
+
+    /// Prebuilt handles for one route. Call when a routing table is built, never per request.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let side = |side: SideLabel| SideMetrics {
+            codes: CodeClass::ALL.map(|code| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: route.to_owned(),
+                        side,
+                        code,
+                    })
+                    .clone()
+            }),
+            duration: self
+                .duration
+                .get_or_create(&RouteSideLabels {
+                    route: route.to_owned(),
+                    side,
+                })
+                .clone(),
+            upstream_errors: UpstreamErrorKind::ALL.map(|kind| {
+                self.upstream_errors
+                    .get_or_create(&UpstreamErrorLabels {
+                        route: route.to_owned(),
+                        side,
+                        kind,
+                    })
+                    .clone()
+            }),
+        };
+        RouteMetrics {
+            stable: side(SideLabel::stable),
+            candidate: side(SideLabel::candidate),
+            weight: self
+                .weight
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Counts one config load from `source` (`file`, `configmap`, `api`).
+    pub fn record_reload(&self, source: &str, result: ReloadResult) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                source: source.to_owned(),
+                result,
+            })
+            .inc();
+    }
+}
+
+/// Handles for one route's two sides.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    stable: SideMetrics,
+    candidate: SideMetrics,
+    weight: Gauge,
+}
+
+impl RouteMetrics {
+    /// The handles of one side.
+    pub fn side(&self, side: Side) -> &SideMetrics {
+        match side {
+            Side::Stable => &self.stable,
+            Side::Candidate => &self.candidate,
+        }
+    }
+
+    /// Publishes the route's current candidate weight.
+    pub fn set_weight(&self, basis_points: u16) {
+        self.weight.set(i64::from(basis_points));
+    }
+}
+
+/// Handles for one route and side.
+#[derive(Clone, Debug)]
+pub struct SideMetrics {
+    codes: [Counter; 7],
+    duration: Histogram,
+    upstream_errors: [Counter; 4],
+}
+
+impl SideMetrics {
+    /// Counts one answered request.
+    pub fn count(&self, code: CodeClass) {
+        self.codes[code.index()].inc();
+    }
+
+    /// Records how long a request took, headers to end of body.
+    pub fn observe_duration(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+
+    /// Counts one upstream failure.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].inc();
+    }
+}

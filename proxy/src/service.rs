@@ -1,0 +1,209 @@
+//! The request path: route, split, forward, relay. One [`ProxyService`] per client connection.
+//!
+//! Order of work for one request, and why:
+//! 1. load the table once, so the whole request sees one config;
+//! 2. reject what cannot be forwarded (oversized headers, no host) before choosing a side, so
+//!    client mistakes never count against either version;
+//! 3. decide the side, pick an endpoint, rewrite headers, stream the body up;
+//! 4. count the response when its head arrives, and its duration when its body ends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{Completion, ProxyBody};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::metrics::{CodeClass, UpstreamErrorKind};
+use crate::state::ConfigState;
+use crate::table::{Route, Table, side_value};
+use crate::upstream::UpstreamClient;
+
+/// Largest total size of request header names and values the proxy forwards. Larger requests
+/// get 431 `headers-too-large`. Hyper's own parser limit sits above this, so this check is
+/// the one clients normally meet.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+
+/// What every connection shares: the live config and the upstream client.
+#[derive(Debug)]
+pub struct Shared {
+    /// The live config.
+    pub state: Arc<ConfigState>,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+}
+
+/// Serves the requests of one client connection.
+#[derive(Clone, Debug)]
+pub struct ProxyService {
+    shared: Arc<Shared>,
+    /// The client's address as an `x-forwarded-for` entry, formatted once per connection.
+    client_addr: HeaderValue,
+    /// `http` or `https`, for `x-forwarded-proto`.
+    proto: &'static str,
+}
+
+impl ProxyService {
+    /// A service for a connection from `peer`.
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr, proto: &'static str) -> Self {
+        let client_addr = HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ProxyService {
+            shared,
+            client_addr,
+            proto,
+        }
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let Some(table) = self.shared.state.table() else {
+            return ProxyError::NotReady.into_response();
+        };
+        match self.forward(&table, req, start).await {
+            Ok(rsp) => rsp,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    async fn forward(
+        &self,
+        table: &Table,
+        mut req: Request<Incoming>,
+        start: Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let size = headers::size(req.headers());
+        if size > MAX_REQUEST_HEADER_BYTES {
+            return Err(ProxyError::HeadersTooLarge {
+                size,
+                limit: MAX_REQUEST_HEADER_BYTES,
+            });
+        }
+        let version = req.version();
+        let host = request_host(&req)?;
+        let route = table
+            .find(
+                host.to_str()
+                    .map_err(|_| ProxyError::BadRequest("host is not ASCII"))?,
+                req.uri().path(),
+            )
+            .ok_or(ProxyError::NoRoute)?;
+        let (backend, side) = route.backend(route.decide(req.headers()).0);
+        let endpoint = backend.pick().clone();
+
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(endpoint.clone());
+        parts.path_and_query = Some(path);
+        *req.uri_mut() = Uri::from_parts(parts)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        *req.version_mut() = Version::HTTP_11;
+        let h = req.headers_mut();
+        headers::strip_hop_by_hop(h);
+        h.insert(header::HOST, host);
+        headers::add_forwarding(h, &self.client_addr, self.proto, version);
+
+        let side_metrics = route.metrics.side(side);
+        let upstream =
+            match tokio::time::timeout(route.timeout, self.shared.client.request(req)).await {
+                Ok(Ok(rsp)) => rsp,
+                Ok(Err(source)) => {
+                    let connect = source.is_connect();
+                    let kind = if connect {
+                        UpstreamErrorKind::connect
+                    } else {
+                        UpstreamErrorKind::reset
+                    };
+                    record_failure(route, side, kind, start);
+                    let (route, side) = (route.name.clone(), side);
+                    return Err(if connect {
+                        ProxyError::UpstreamConnect {
+                            route,
+                            side,
+                            endpoint,
+                            source,
+                        }
+                    } else {
+                        ProxyError::UpstreamReset {
+                            route,
+                            side,
+                            endpoint,
+                            source,
+                        }
+                    });
+                }
+                Err(_elapsed) => {
+                    record_failure(route, side, UpstreamErrorKind::timeout, start);
+                    return Err(ProxyError::UpstreamTimeout {
+                        route: route.name.clone(),
+                        side,
+                        endpoint,
+                        timeout: route.timeout,
+                    });
+                }
+            };
+
+        side_metrics.count(CodeClass::of_status(upstream.status()));
+        let (mut head, body) = upstream.into_parts();
+        headers::strip_hop_by_hop(&mut head.headers);
+        head.headers.remove(header::TE);
+        head.headers.append(header::VIA, headers::via(head.version));
+        if let Some(name) = &table.side_header {
+            head.headers.insert(name.clone(), side_value(side));
+        }
+        let completion = Completion::new(Arc::clone(route), side, start);
+        Ok(Response::from_parts(
+            head,
+            ProxyBody::upstream(body, completion),
+        ))
+    }
+}
+
+fn record_failure(
+    route: &Route,
+    side: crate::split::Side,
+    kind: UpstreamErrorKind,
+    start: Instant,
+) {
+    let metrics = route.metrics.side(side);
+    metrics.count(CodeClass::Error);
+    metrics.upstream_error(kind);
+    metrics.observe_duration(start.elapsed().as_secs_f64());
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or the Host
+/// header. HTTP/1.1 requires one; HTTP/1.0 may omit it and then matches host-less routes.
+fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
+    if let Some(authority) = req.uri().authority() {
+        return HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid authority"));
+    }
+    match req.headers().get(header::HOST) {
+        Some(host) => Ok(host.clone()),
+        None if req.version() == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
+        None => Err(ProxyError::MissingHost),
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}

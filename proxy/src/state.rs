@@ -1,0 +1,234 @@
+//! The live config: the table in use behind one `ArcSwap`, and the outcome of the last load.
+//!
+//! Every source (file, in-process handle) funnels through [`ConfigState::apply_text`] or
+//! [`ConfigState::apply`], so a rejected config is handled the same way everywhere: the old
+//! table keeps serving, the errors are logged, counted and shown in `/config`.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::config::{self, ConfigError, ConfigErrors, ProxyConfig};
+use crate::metrics::{ProxyMetrics, ReloadResult};
+use crate::table::Table;
+
+/// The outcome of the most recent config load.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// When it happened, RFC 3339.
+    pub at: String,
+    /// Where the config came from: `file`, `api`.
+    pub source: String,
+    /// `ok` or `error`.
+    pub result: &'static str,
+    /// The version now serving after this load.
+    pub version: u64,
+    /// Every error of a rejected config, with its path.
+    pub errors: Vec<ConfigError>,
+    /// Changes that were accepted but only take effect at restart.
+    pub warnings: Vec<String>,
+}
+
+/// The table in use and the history needed to explain it.
+#[derive(Debug)]
+pub struct ConfigState {
+    table: ArcSwapOption<Table>,
+    metrics: ProxyMetrics,
+    /// Serialises loads, so versions increase in the order tables are published, and keeps
+    /// the last outcome.
+    last: Mutex<Option<ReloadStatus>>,
+}
+
+impl ConfigState {
+    /// A state with no table yet: the proxy answers 503 `not-ready` until a config is applied.
+    pub fn new(metrics: ProxyMetrics) -> Self {
+        ConfigState {
+            table: ArcSwapOption::empty(),
+            metrics,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The table in use, if any. Load once per request and pass it down.
+    pub fn table(&self) -> Option<Arc<Table>> {
+        self.table.load_full()
+    }
+
+    /// The outcome of the last load.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.last
+            .lock()
+            .expect("no panics while holding the reload lock")
+            .clone()
+    }
+
+    /// The metric families, for the admin endpoint.
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Parses, validates and publishes `text`; on error the current table stays.
+    pub fn apply_text(&self, text: &str, source: &str) -> Result<u64, ConfigErrors> {
+        match config::parse(text) {
+            Ok(cfg) => Ok(self.apply(cfg, source)),
+            Err(errors) => {
+                self.reject(&errors, source);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Records a config that could not even be read (a missing file, say) as a rejected load.
+    pub fn reject(&self, errors: &ConfigErrors, source: &str) {
+        let mut last = self
+            .last
+            .lock()
+            .expect("no panics while holding the reload lock");
+        let version = self.table.load().as_ref().map_or(0, |t| t.version);
+        tracing::error!(source, version, errors = %errors, "config rejected; the previous config keeps serving");
+        self.metrics.record_reload(source, ReloadResult::error);
+        *last = Some(ReloadStatus {
+            at: now(),
+            source: source.to_owned(),
+            result: "error",
+            version,
+            errors: errors.0.clone(),
+            warnings: Vec::new(),
+        });
+    }
+
+    /// Publishes a validated config and returns its version.
+    pub fn apply(&self, cfg: ProxyConfig, source: &str) -> u64 {
+        let mut last = self
+            .last
+            .lock()
+            .expect("no panics while holding the reload lock");
+        let previous = self.table.load_full();
+        let warnings = previous
+            .as_deref()
+            .map(|p| startup_changes(&p.config, &cfg))
+            .unwrap_or_default();
+        for warning in &warnings {
+            tracing::warn!(source, "{warning}");
+        }
+        let version = previous.as_ref().map_or(1, |t| t.version + 1);
+        let table = Table::compile(Arc::new(cfg), version, &self.metrics, previous.as_deref());
+        let routes = table.config.routes.len();
+        self.table.store(Some(Arc::new(table)));
+        self.metrics.record_reload(source, ReloadResult::ok);
+        tracing::info!(source, version, routes, "config loaded");
+        *last = Some(ReloadStatus {
+            at: now(),
+            source: source.to_owned(),
+            result: "ok",
+            version,
+            errors: Vec::new(),
+            warnings,
+        });
+        version
+    }
+}
+
+/// Startup-only fields that differ between the serving config and a new one.
+fn startup_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<String> {
+    let mut changes = Vec::new();
+    if old.listen != new.listen {
+        changes.push(format!(
+            "listen changed to {}; it takes effect at restart",
+            new.listen
+        ));
+    }
+    if old.admin != new.admin {
+        changes.push(format!(
+            "admin changed to {}; it takes effect at restart",
+            new.admin
+        ));
+    }
+    if old.drain_timeout != new.drain_timeout {
+        changes.push("drainTimeout changed; it takes effect at restart".to_owned());
+    }
+    changes
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+    use proptest::prelude::*;
+
+    fn state() -> ConfigState {
+        ConfigState::new(ProxyMetrics::register(&mut Registry::default()))
+    }
+
+    fn config(weight: u16) -> String {
+        format!(
+            "routes:\n  - {{ name: a, stable: {{ backend: v1 }}, candidate: {{ backend: v2 }}, candidateWeight: {weight} }}\nbackends: {{ v1: {{ endpoints: ['127.0.0.1:1'] }}, v2: {{ endpoints: ['127.0.0.1:2'] }} }}\n"
+        )
+    }
+
+    #[test]
+    fn no_table_until_a_config_is_applied() {
+        let s = state();
+        assert!(s.table().is_none());
+        assert_eq!(s.apply_text(&config(100), "api"), Ok(1));
+        assert_eq!(s.table().map(|t| t.version), Some(1));
+    }
+
+    #[test]
+    fn a_rejected_config_keeps_the_old_table_and_reports_why() {
+        let s = state();
+        s.apply_text(&config(100), "file").expect("valid");
+        let errors = s.apply_text(&config(20_000), "file").expect_err("invalid");
+        assert_eq!(errors.0[0].path, "routes[0].candidateWeight");
+        let table = s.table().expect("still serving");
+        assert_eq!(table.version, 1);
+        assert_eq!(table.config.routes[0].candidate_weight.basis_points(), 100);
+        let last = s.last_reload().expect("recorded");
+        assert_eq!((last.result, last.version), ("error", 1));
+    }
+
+    #[test]
+    fn weight_sequence_carries_over_a_reload() {
+        let s = state();
+        s.apply_text(&config(5000), "api").expect("valid");
+        let before = s.table().expect("loaded");
+        let headers = http::HeaderMap::new();
+        let first = before.route("a").expect("route").decide(&headers).0;
+        s.apply_text(&config(5000), "api").expect("valid");
+        let second = s
+            .table()
+            .expect("loaded")
+            .route("a")
+            .expect("route")
+            .decide(&headers)
+            .0;
+        assert_ne!(
+            first, second,
+            "at 50 % the second request must go to the other side"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn an_invalid_config_never_replaces_a_valid_one(weights in proptest::collection::vec(0u16..20_000, 1..12)) {
+            let s = state();
+            let mut serving: Option<u16> = None;
+            for w in weights {
+                let accepted = s.apply_text(&config(w), "api").is_ok();
+                prop_assert_eq!(accepted, w <= 10_000);
+                if accepted {
+                    serving = Some(w);
+                }
+                let now = s.table().map(|t| t.config.routes[0].candidate_weight.basis_points());
+                prop_assert_eq!(now, serving);
+            }
+        }
+    }
+}
