@@ -17,8 +17,9 @@ struct Args {
     #[arg(long, value_name = "FILE", required_unless_present = "check")]
     config: Option<PathBuf>,
     /// Validate a config file (this one, or --config's), list every error, and exit: 0 valid, 1 not.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
-    check: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    #[allow(clippy::option_option)]
+    check: Option<Option<PathBuf>>,
     /// Worker threads serving requests [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
@@ -38,12 +39,7 @@ fn main() -> ExitCode {
     init_logging(args.log_format);
 
     if let Some(check) = &args.check {
-        let path = if check.as_os_str().is_empty() {
-            args.config.clone()
-        } else {
-            Some(check.clone())
-        };
-        let Some(path) = path else {
+        let Some(path) = check.clone().or_else(|| args.config.clone()) else {
             eprintln!("weir-proxy: --check needs a file, or --config");
             return ExitCode::from(2);
         };
@@ -160,7 +156,8 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -1,0 +1,10 @@
+//! The proxy over real loopback sockets: real hyper clients and backends, the proxy started
+//! in-process (and, for signals, as the real binary).
+
+mod failures;
+mod forwarding;
+mod reload;
+mod shutdown;
+mod splitting;
+mod streaming;
+mod support;

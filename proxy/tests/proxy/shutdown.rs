@@ -1,0 +1,149 @@
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero() {
+    let (stable, candidate) = (
+        Backend::start("stable").await,
+        Backend::start("candidate").await,
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 0, "")).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
+        .args([
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir-proxy");
+
+    // The proxy logs the address it bound; the rest of its log is kept for failure messages.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = event["listen_addr"].as_str()
+            {
+                let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("listen address"));
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = addr_rx
+        .recv_timeout(DEADLINE)
+        .expect("weir-proxy logs its listen address");
+
+    let client = h1_client();
+    let rsp = within(client.request(get(addr, "/stream")))
+        .await
+        .expect("response");
+    let mut body = rsp.into_body();
+    let first = within(body.frame())
+        .await
+        .expect("frame")
+        .expect("no error");
+    assert_eq!(first.into_data().expect("data"), "data: first\n\n");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    eventually("new connections to be refused", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+
+    stable.release();
+    let mut rest = Vec::new();
+    while let Some(frame) = within(body.frame()).await {
+        rest.extend_from_slice(
+            &frame
+                .expect("the in-flight response completes")
+                .into_data()
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(rest, b"data: second\n\n");
+
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "weir-proxy did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = log.join().expect("log reader");
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));
+}
+
+#[test]
+fn check_lists_every_error_of_a_bad_file_and_passes_a_good_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.yaml");
+    let bad = dir.path().join("bad.yaml");
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    std::fs::write(&good, config_yaml(addr, addr, 500, "")).expect("write");
+    std::fs::write(&bad, config_yaml(addr, addr, 10_001, "    timeout: soon\n")).expect("write");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
+        .arg("--check")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
+        .arg("--check")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes[0].candidateWeight: 10001 is over 10000"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].timeout: \"soon\" is not a duration"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
+        .args(["--config"])
+        .arg(&good)
+        .arg("--check")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "--check without a value checks --config's file"
+    );
+}
