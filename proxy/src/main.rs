@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         return match source::read(&path).and_then(|text| config::parse(&text)) {
             Ok(cfg) => {
                 println!(
-                    "{}: valid ({} routes, {} backends)",
+                    "{}: valid ({} route(s), {} backend(s))",
                     path.display(),
                     cfg.routes.len(),
                     cfg.backends.len()

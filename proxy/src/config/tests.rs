@@ -202,3 +202,9 @@ proptest! {
         let _ = parse(&text);
     }
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let cfg = parse(include_str!("../../../examples/weir-proxy.yaml")).expect("examples/weir-proxy.yaml is valid");
+    assert_eq!(cfg.routes[0].candidate_weight.basis_points(), 500);
+}
