@@ -205,6 +205,7 @@ proptest! {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let cfg = parse(include_str!("../../../examples/weir-proxy.yaml")).expect("examples/weir-proxy.yaml is valid");
+    let cfg = parse(include_str!("../../../examples/weir-proxy.yaml"))
+        .expect("examples/weir-proxy.yaml is valid");
     assert_eq!(cfg.routes[0].candidate_weight.basis_points(), 500);
 }
