@@ -62,6 +62,11 @@ impl Body for ProxyBody {
             Inner::Upstream { body, completion } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
+                    Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                        if let Some(c) = completion.as_mut() {
+                            c.first_byte();
+                        }
+                    }
                     Poll::Ready(None) => drop(completion.take()),
                     Poll::Ready(Some(Err(_))) => {
                         if let Some(c) = completion.take() {
@@ -100,17 +105,35 @@ pub struct Completion {
     route: Arc<Route>,
     side: Side,
     start: Instant,
+    first_byte_seen: bool,
 }
 
 impl Completion {
     /// Starts the observation of a request that began at `start`.
     pub fn new(route: Arc<Route>, side: Side, start: Instant) -> Self {
-        Completion { route, side, start }
+        Completion {
+            route,
+            side,
+            start,
+            first_byte_seen: false,
+        }
+    }
+
+    fn first_byte(&mut self) {
+        if !self.first_byte_seen {
+            self.first_byte_seen = true;
+            self.route
+                .metrics
+                .side(self.side)
+                .observe_first_byte(self.start.elapsed().as_secs_f64());
+        }
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        // A response without a body has its first (and last) byte at its end.
+        self.first_byte();
         self.route
             .metrics
             .side(self.side)

@@ -180,6 +180,7 @@ fn latency_histogram() -> Histogram {
 pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<RouteSideLabels>,
+    first_byte: HistogramFamily<RouteSideLabels>,
     weight: Family<RouteLabels, Gauge>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -191,6 +192,7 @@ impl ProxyMetrics {
         let metrics = ProxyMetrics {
             requests: Family::default(),
             duration: HistogramFamily::new_with_constructor(latency_histogram),
+            first_byte: HistogramFamily::new_with_constructor(latency_histogram),
             weight: Family::default(),
             upstream_errors: Family::default(),
             reloads: Family::default(),
@@ -205,6 +207,11 @@ impl ProxyMetrics {
             "request_duration_seconds",
             "Time from receiving a request to the end of its response body",
             metrics.duration.clone(),
+        );
+        registry.register(
+            "response_first_byte_seconds",
+            "Time from receiving a request to the first byte of its response body",
+            metrics.first_byte.clone(),
         );
         registry.register(
             "candidate_weight_basis_points",
@@ -238,6 +245,13 @@ impl ProxyMetrics {
             }),
             duration: self
                 .duration
+                .get_or_create(&RouteSideLabels {
+                    route: route.to_owned(),
+                    side,
+                })
+                .clone(),
+            first_byte: self
+                .first_byte
                 .get_or_create(&RouteSideLabels {
                     route: route.to_owned(),
                     side,
@@ -304,6 +318,7 @@ impl RouteMetrics {
 pub struct SideMetrics {
     codes: [Counter; 7],
     duration: Histogram,
+    first_byte: Histogram,
     upstream_errors: [Counter; 4],
 }
 
@@ -316,6 +331,12 @@ impl SideMetrics {
     /// Records how long a request took, headers to end of body.
     pub fn observe_duration(&self, seconds: f64) {
         self.duration.observe(seconds);
+    }
+
+    /// Records how long a request waited for the first byte of its response body: what an
+    /// LLM user feels as time to first token.
+    pub fn observe_first_byte(&self, seconds: f64) {
+        self.first_byte.observe(seconds);
     }
 
     /// Counts one upstream failure.
