@@ -1,0 +1,24 @@
+//! Reasons of conditions and Events, in one place so that users can match on them.
+
+/// The spec passed validation.
+pub const SPEC_VALID: &str = "SpecValid";
+/// The spec failed validation; the message names every bad field.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// A rollout began.
+pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+/// The candidate's template changed mid-rollout; the rollout starts again.
+pub const CANDIDATE_CHANGED: &str = "CandidateChanged";
+/// The next step began.
+pub const STEP_ADVANCED: &str = "StepAdvanced";
+/// An analysis failed a check without aborting yet.
+pub const ANALYSIS_FAILED: &str = "AnalysisFailed";
+/// The rollout was paused.
+pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+/// The rollout was resumed.
+pub const ROLLOUT_RESUMED: &str = "RolloutResumed";
+/// Promotion began: stable takes the candidate's template.
+pub const ROLLOUT_PROMOTING: &str = "RolloutPromoting";
+/// Promotion finished.
+pub const ROLLOUT_SUCCEEDED: &str = "RolloutSucceeded";
+/// The rollout was aborted; all traffic is on stable.
+pub const ROLLOUT_ABORTED: &str = "RolloutAborted";

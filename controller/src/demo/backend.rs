@@ -1,0 +1,173 @@
+//! A demo model server: a real HTTP/1.1 server on loopback that streams a few tokens per
+//! request, with an error rate and a latency distribution that can change at run time (a
+//! Deployment rolling to a new template changes its backend's behaviour).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// How a version of the model server behaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Behavior {
+    /// The version's name; two versions that behave alike are still two templates.
+    pub version: &'static str,
+    /// Share of requests answered 500.
+    pub error_rate: f64,
+    /// Median time to the first token, in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl Behavior {
+    /// A short stable hash, standing in for a pod template hash.
+    pub fn template_hash(&self) -> String {
+        let text = format!("{}/{}/{}", self.version, self.error_rate, self.latency_ms);
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        format!("{:08x}", hash as u32)
+    }
+}
+
+/// Tokens streamed per answer, and the gap between them.
+const TOKENS: usize = 4;
+const TOKEN_GAP: Duration = Duration::from_millis(2);
+/// Spread of latency around its median (log-normal sigma): p99 is about 2.3x the median.
+const LATENCY_SIGMA: f64 = 0.35;
+
+/// A running demo backend.
+pub struct DemoBackend {
+    /// Its address.
+    pub addr: SocketAddr,
+    behavior: Arc<Mutex<Behavior>>,
+}
+
+impl DemoBackend {
+    /// Starts a backend on a free loopback port; it stops when `shutdown` flips.
+    pub async fn start(
+        behavior: Behavior,
+        seed: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<DemoBackend> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let behavior = Arc::new(Mutex::new(behavior));
+        let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(seed)));
+        let shared = Arc::clone(&behavior);
+        tokio::spawn(async move {
+            let mut shutdown = shutdown;
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        let (behavior, rng) = (Arc::clone(&shared), Arc::clone(&rng));
+                        let service = hyper::service::service_fn(move |req| answer(req, Arc::clone(&behavior), Arc::clone(&rng)));
+                        conns.spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                        while conns.try_join_next().is_some() {}
+                    }
+                }
+            }
+            conns.abort_all();
+        });
+        Ok(DemoBackend { addr, behavior })
+    }
+
+    /// Changes how the backend behaves from the next request on.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *self
+            .behavior
+            .lock()
+            .expect("no panics while holding the behavior lock") = behavior;
+    }
+}
+
+async fn answer(
+    _req: Request<Incoming>,
+    behavior: Arc<Mutex<Behavior>>,
+    rng: Arc<Mutex<SmallRng>>,
+) -> Result<Response<Tokens>, Infallible> {
+    let b = *behavior
+        .lock()
+        .expect("no panics while holding the behavior lock");
+    let (fail, delay) = {
+        let mut rng = rng.lock().expect("no panics while holding the rng lock");
+        let fail = rng.random::<f64>() < b.error_rate;
+        let latency =
+            LogNormal::new(b.latency_ms.max(0.1).ln(), LATENCY_SIGMA).expect("sigma is positive");
+        (
+            fail,
+            Duration::from_secs_f64(latency.sample(&mut *rng) / 1000.0),
+        )
+    };
+    tokio::time::sleep(delay).await;
+    if fail {
+        let mut rsp = Response::new(Tokens::error());
+        *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return Ok(rsp);
+    }
+    let (tx, rx) = mpsc::channel(TOKENS);
+    tokio::spawn(async move {
+        for i in 0..TOKENS {
+            if i > 0 {
+                tokio::time::sleep(TOKEN_GAP).await;
+            }
+            if tx
+                .send(Bytes::from(format!("data: token {i}\n\n")))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut rsp = Response::new(Tokens::Stream(rx));
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    Ok(rsp)
+}
+
+/// A streamed answer, or a one-frame error body.
+enum Tokens {
+    Stream(mpsc::Receiver<Bytes>),
+    Error(Option<Bytes>),
+}
+
+impl Tokens {
+    fn error() -> Self {
+        Tokens::Error(Some(Bytes::from_static(b"model error\n")))
+    }
+}
+
+impl Body for Tokens {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Tokens::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
+            Tokens::Error(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+}

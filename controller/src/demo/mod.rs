@@ -1,0 +1,340 @@
+//! `weir demo`: a whole rollout in one process, on loopback, with no cluster. Two model
+//! servers (stable and candidate, their behaviour set by flags), the real proxy, a load
+//! generator, and the controller loop running the real `decide` and `judge` on metrics scraped
+//! from the proxy's `/metrics`.
+
+pub mod backend;
+pub mod load;
+pub mod report;
+pub mod world;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weir_proxy::{Proxy, ProxyConfig};
+
+use crate::decide::{Commands, Observation, decide};
+use crate::ports::{Metrics, Workloads, act};
+use crate::rollout::validate::validate;
+use crate::rollout::{
+    Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Phase, RolloutSpec,
+    RolloutStatus, Step, Strategy,
+};
+use backend::{Behavior, DemoBackend};
+use report::{Mode, Reporter, Summary};
+
+/// The route the demo drives.
+const ROUTE: &str = "model";
+/// Stable replicas; the candidate's follow its share.
+const STABLE_REPLICAS: u32 = 4;
+
+/// The rollout strategy to demonstrate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoStrategy {
+    /// Weight steps 5 %, 25 %, 50 %.
+    Canary,
+    /// Preview by header, then switch all traffic.
+    BlueGreen,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Progress for people.
+    Text,
+    /// One JSON event per line.
+    Json,
+}
+
+/// Flags of `weir demo`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Share of candidate requests that fail (0..1) [default: stable's].
+    #[arg(long, value_parser = rate)]
+    pub candidate_error_rate: Option<f64>,
+    /// Median candidate latency in milliseconds [default: stable's].
+    #[arg(long, value_parser = latency)]
+    pub candidate_latency_ms: Option<f64>,
+    /// Share of stable requests that fail (0..1).
+    #[arg(long, value_parser = rate, default_value_t = 0.005)]
+    pub stable_error_rate: f64,
+    /// Median stable latency in milliseconds.
+    #[arg(long, value_parser = latency, default_value_t = 40.0)]
+    pub stable_latency_ms: f64,
+    /// Rollout strategy.
+    #[arg(long, value_enum, default_value_t = DemoStrategy::Canary)]
+    pub strategy: DemoStrategy,
+    /// Short holds and intervals: the run takes under 20 s instead of about a minute.
+    #[arg(long)]
+    pub fast: bool,
+    /// Requests per second [default: 400, or 600 with --fast].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(50..=5000))]
+    pub rate: Option<u32>,
+    /// Seed of the backends' and load generator's randomness.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    let r: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("{r} is not between 0 and 1"))
+    }
+}
+
+fn latency(text: &str) -> Result<f64, String> {
+    let ms: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if ms > 0.0 && ms <= 10_000.0 {
+        Ok(ms)
+    } else {
+        Err(format!("{ms} is not above 0 and at most 10000 ms"))
+    }
+}
+
+impl DemoArgs {
+    fn stable(&self) -> Behavior {
+        Behavior {
+            version: "model-v1",
+            error_rate: self.stable_error_rate,
+            latency_ms: self.stable_latency_ms,
+        }
+    }
+
+    fn candidate(&self) -> Behavior {
+        Behavior {
+            version: "model-v2",
+            error_rate: self.candidate_error_rate.unwrap_or(self.stable_error_rate),
+            latency_ms: self.candidate_latency_ms.unwrap_or(self.stable_latency_ms),
+        }
+    }
+
+    /// What the flags predict: a candidate clearly worse than stable is aborted, any other
+    /// is promoted.
+    pub fn expected(&self) -> Phase {
+        let (s, c) = (self.stable(), self.candidate());
+        let worse = c.error_rate > s.error_rate * 1.5 + 0.002 || c.latency_ms > s.latency_ms * 1.25;
+        if worse {
+            Phase::Aborted
+        } else {
+            Phase::Succeeded
+        }
+    }
+
+    fn rate(&self) -> u32 {
+        self.rate.unwrap_or(if self.fast { 600 } else { 400 })
+    }
+
+    /// The Rollout the demo runs.
+    pub fn spec(&self) -> RolloutSpec {
+        let (hold, interval, min_requests) = if self.fast {
+            ("4s", "1s", 20)
+        } else {
+            ("15s", "2s", 30)
+        };
+        let strategy = match self.strategy {
+            DemoStrategy::Canary => Strategy {
+                canary: Some(Canary {
+                    steps: [5.0, 25.0, 50.0]
+                        .iter()
+                        .map(|w| Step {
+                            weight: *w,
+                            hold: hold.into(),
+                        })
+                        .collect(),
+                }),
+                blue_green: None,
+            },
+            DemoStrategy::BlueGreen => Strategy {
+                canary: None,
+                blue_green: Some(BlueGreen {
+                    preview_header: "x-weir-side".into(),
+                    hold_before_switch: hold.into(),
+                    keep_old_for: hold.into(),
+                }),
+            },
+        };
+        RolloutSpec {
+            route: ROUTE.into(),
+            stable: DeploymentRef {
+                deployment: "model-v1".into(),
+            },
+            candidate: DeploymentRef {
+                deployment: "model-v2".into(),
+            },
+            strategy,
+            analysis: Analysis {
+                interval: interval.into(),
+                min_requests,
+                failure_limit: 2,
+                false_abort_rate: 0.01,
+                checks: vec![
+                    Check {
+                        metric: Some(CheckMetric::ErrorRatio),
+                        max: Some(0.25),
+                        ..Check::default()
+                    },
+                    Check {
+                        metric: Some(CheckMetric::LatencyP99),
+                        max_ms: Some(5000.0),
+                        ..Check::default()
+                    },
+                ],
+                ..Analysis::default()
+            },
+        }
+    }
+}
+
+fn proxy_config(stable: std::net::SocketAddr, candidate: std::net::SocketAddr) -> ProxyConfig {
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 2s\nroutes:\n  - name: {ROUTE}\n    stable: {{ backend: model-v1 }}\n    candidate: {{ backend: model-v2 }}\n    sticky: {{ header: x-user-id }}\n    timeout: 10s\nbackends:\n  model-v1: {{ endpoints: [\"{stable}\"] }}\n  model-v2: {{ endpoints: [\"{candidate}\"] }}\n"
+    );
+    weir_proxy::config::parse(&text).expect("the demo's proxy config is valid")
+}
+
+/// Runs the demo; the exit code says whether the outcome was the one the flags predict.
+pub async fn run(args: DemoArgs) -> ExitCode {
+    let mode = match args.output {
+        Output::Json => Mode::Json,
+        Output::Text if std::io::IsTerminal::is_terminal(&std::io::stdout()) => Mode::Live,
+        Output::Text => Mode::Plain,
+    };
+    match run_inner(&args, mode).await {
+        Ok(summary) => {
+            let as_expected = summary.phase == summary.expected;
+            Reporter::new(mode).summary(&summary);
+            if as_expected {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("weir demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo itself, returning its summary.
+pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
+    let spec = args.spec();
+    let steps = validate(&spec)
+        .map_err(|e| anyhow::anyhow!("demo spec: {}", crate::rollout::validate::describe(&e)))?
+        .strategy
+        .step_count();
+    // Shut down in the order traffic flows: load first, then the proxy, then the backends, so
+    // that no request in flight is cut off and reported as an upstream failure.
+    let (stop_backends, backends_stopped) = watch::channel(false);
+    let (stop_load, load_stopped) = watch::channel(false);
+    let stable_backend =
+        DemoBackend::start(args.stable(), args.seed, backends_stopped.clone()).await?;
+    let candidate_backend = DemoBackend::start(
+        args.candidate(),
+        args.seed.wrapping_add(1),
+        backends_stopped,
+    )
+    .await?;
+    let config = proxy_config(stable_backend.addr, candidate_backend.addr);
+    let proxy = Proxy::start(config.clone(), "api").await?;
+    let workloads = world::DemoWorkloads::new(
+        stable_backend,
+        candidate_backend,
+        args.stable(),
+        args.candidate(),
+        STABLE_REPLICAS,
+    );
+    let preview_header = http::HeaderName::from_static("x-weir-side");
+    let traffic = world::DemoTraffic::new(&proxy, config, ROUTE, preview_header);
+    let metrics = world::ScrapedMetrics::new(proxy.admin_addr(), ROUTE);
+    let tally = Arc::new(load::ClientTally::default());
+    let preview_share = if args.strategy == DemoStrategy::BlueGreen {
+        0.05
+    } else {
+        0.0
+    };
+    let load = tokio::spawn(load::run(
+        proxy.listen_addr(),
+        args.rate(),
+        preview_share,
+        args.seed.wrapping_add(2),
+        Arc::clone(&tally),
+        load_stopped,
+    ));
+
+    let limit = if args.fast {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(180)
+    };
+    let mut reporter = Reporter::new(mode);
+    let mut status = RolloutStatus::default();
+    let start = Instant::now();
+    let mut step_started = start;
+    let mut time_to_zero = None;
+    let result = loop {
+        let (stable, candidate) = workloads.observe().await?;
+        let observation = Observation {
+            stable,
+            candidate,
+            metrics: metrics.counters().await,
+            commands: Commands::default(),
+        };
+        let decision = decide(&spec, &status, &observation, SystemTime::now());
+        act(&decision.actions, &workloads, &traffic).await?;
+        let next = &decision.status;
+        if next.phase == Phase::Progressing
+            && (status.phase != Phase::Progressing || next.step != status.step)
+        {
+            step_started = Instant::now();
+        }
+        if next.phase == Phase::Aborted && status.phase != Phase::Aborted {
+            time_to_zero = Some(step_started.elapsed());
+        }
+        reporter.decision(&decision, start.elapsed(), steps);
+        status = decision.status;
+        if status.phase.is_terminal() || start.elapsed() > limit {
+            break Ok(());
+        }
+        tokio::time::sleep(decision.requeue_after.min(Duration::from_millis(250))).await;
+    };
+    let _ = stop_load.send(true);
+    let _ = load.await;
+    proxy.shutdown().await;
+    let _ = stop_backends.send(true);
+    result.map(|()| Summary {
+        phase: status.phase,
+        expected: args.expected(),
+        message: if status.phase.is_terminal() {
+            status.message.clone()
+        } else {
+            format!(
+                "the rollout did not finish within {}s: {}",
+                limit.as_secs(),
+                status.message
+            )
+        },
+        elapsed: start.elapsed(),
+        time_to_zero,
+        values: status.last_analysis.map(|a| a.values),
+        clients: (
+            tally.stable.load(Ordering::Relaxed),
+            tally.candidate.load(Ordering::Relaxed),
+            tally.errors.load(Ordering::Relaxed),
+            tally.skipped.load(Ordering::Relaxed),
+        ),
+    })
+}

@@ -1,0 +1,214 @@
+//! What the demo shows: a live progress line on a terminal, plain lines otherwise, or one JSON
+//! object per line with `-o json`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::decide::{Decision, percent};
+use crate::judge::{AnalysisValues, SideValues};
+use crate::rollout::{Phase, RolloutStatus};
+
+/// How to show progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A progress bar redrawn in place, events above it.
+    Live,
+    /// Plain lines, for logs and pipes.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The end of a demo run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Succeeded, Aborted, or anything else for a run that timed out.
+    pub phase: Phase,
+    /// The expected phase, from the flags.
+    pub expected: Phase,
+    /// The rollout's last message.
+    pub message: String,
+    /// Seconds since the demo started.
+    pub elapsed: Duration,
+    /// For an abort: from the start of the step that failed to weight zero.
+    pub time_to_zero: Option<Duration>,
+    /// The last analysis's numbers.
+    pub values: Option<AnalysisValues>,
+    /// What the clients saw: (stable answers, candidate answers, errors, skipped).
+    pub clients: (u64, u64, u64, u64),
+}
+
+/// Writes progress to stdout.
+pub struct Reporter {
+    mode: Mode,
+    live_line: bool,
+}
+
+impl Reporter {
+    /// A reporter in `mode`.
+    pub fn new(mode: Mode) -> Self {
+        Reporter {
+            mode,
+            live_line: false,
+        }
+    }
+
+    /// Shows one decision: its events, its analysis, and (live) the progress bar.
+    pub fn decision(&mut self, d: &Decision, elapsed: Duration, steps: usize) {
+        let at = elapsed.as_secs_f64();
+        match self.mode {
+            Mode::Json => {
+                for e in &d.events {
+                    self.line(&json!({"t": round2(at), "event": e.reason, "warning": e.warning, "message": e.message}).to_string());
+                }
+                if let Some(j) = &d.judgement {
+                    self.line(
+                        &json!({
+                            "t": round2(at),
+                            "analysis": j.verdict,
+                            "step": d.status.step + 1,
+                            "weightBasisPoints": d.status.candidate_weight,
+                            "reason": j.reason,
+                            "values": j.values,
+                        })
+                        .to_string(),
+                    );
+                }
+            }
+            Mode::Plain => {
+                for e in &d.events {
+                    self.line(&format!("{at:6.1}s  {:<18} {}", e.reason, e.message));
+                }
+                if let Some(j) = &d.judgement {
+                    self.line(&format!(
+                        "{at:6.1}s  {:<18} {}",
+                        format!("analysis: {:?}", j.verdict).to_lowercase(),
+                        j.reason
+                    ));
+                }
+            }
+            Mode::Live => {
+                for e in &d.events {
+                    self.line(&format!("{at:6.1}s  {:<18} {}", e.reason, e.message));
+                }
+                self.bar(&d.status, at, steps);
+            }
+        }
+    }
+
+    fn bar(&mut self, status: &RolloutStatus, at: f64, steps: usize) {
+        let done = match status.phase {
+            Phase::Promoting | Phase::Succeeded => steps as f64,
+            Phase::Aborted => status.step as f64,
+            _ => f64::from(status.step) + if status.step_passed { 0.5 } else { 0.0 },
+        };
+        let width = 20;
+        let filled = ((done / steps.max(1) as f64) * width as f64).round() as usize;
+        let (cand, stable) = status
+            .last_analysis
+            .as_ref()
+            .map(|a| (side(&a.values.candidate), side(&a.values.stable)))
+            .unwrap_or_else(|| ("-".into(), "-".into()));
+        let evidence = status.last_analysis.as_ref().map_or("-".to_owned(), |a| {
+            format!(
+                "{:.1}/{:.1} of {:.0}",
+                a.values.error_evidence, a.values.latency_evidence, a.values.threshold
+            )
+        });
+        let text = format!(
+            "[{}{}] {at:5.1}s {:?} step {}/{} at {} | candidate {cand} | stable {stable} | evidence {evidence}",
+            "#".repeat(filled.min(width)),
+            ".".repeat(width - filled.min(width)),
+            status.phase,
+            status.step + 1,
+            steps,
+            percent(status.candidate_weight),
+        );
+        print!("\r\x1b[2K{text}");
+        let _ = std::io::stdout().flush();
+        self.live_line = true;
+    }
+
+    fn line(&mut self, text: &str) {
+        if self.live_line {
+            print!("\r\x1b[2K");
+            self.live_line = false;
+        }
+        println!("{text}");
+    }
+
+    /// Shows the end of the run.
+    pub fn summary(&mut self, s: &Summary) {
+        let (stable, candidate, errors, skipped) = s.clients;
+        let time_to_zero = s.time_to_zero.map(|d| round2(d.as_secs_f64()));
+        if self.mode == Mode::Json {
+            self.line(
+                &json!({
+                    "summary": {
+                        "outcome": s.phase,
+                        "expected": s.expected,
+                        "asExpected": s.phase == s.expected,
+                        "message": s.message,
+                        "seconds": round2(s.elapsed.as_secs_f64()),
+                        "badStepToWeightZeroSeconds": time_to_zero,
+                        "lastAnalysis": s.values,
+                        "clients": {"stable": stable, "candidate": candidate, "errors": errors, "skipped": skipped},
+                    }
+                })
+                .to_string(),
+            );
+            return;
+        }
+        let outcome = match s.phase {
+            Phase::Succeeded => "PROMOTED",
+            Phase::Aborted => "ABORTED",
+            _ => "DID NOT FINISH",
+        };
+        self.line("");
+        self.line(&format!(
+            "{outcome} after {:.1}s: {}",
+            s.elapsed.as_secs_f64(),
+            s.message
+        ));
+        if let Some(t) = s.time_to_zero {
+            self.line(&format!(
+                "  time from the bad step's start to weight 0: {:.2}s",
+                t.as_secs_f64()
+            ));
+        }
+        if let Some(v) = &s.values {
+            self.line(&format!(
+                "  last window: candidate {} | stable {}",
+                side(&v.candidate),
+                side(&v.stable)
+            ));
+            self.line(&format!(
+                "  evidence against the candidate: errors {:.2}, latency {:.2} (abort at {:.0})",
+                v.error_evidence, v.latency_evidence, v.threshold
+            ));
+        }
+        self.line(&format!("  clients saw {stable} stable and {candidate} candidate answers, {errors} errors, {skipped} skipped"));
+        let verdict = if s.phase == s.expected {
+            "as the flags predict"
+        } else {
+            "NOT what the flags predict"
+        };
+        self.line(&format!("  expected {:?}: {verdict}", s.expected));
+    }
+}
+
+fn side(v: &SideValues) -> String {
+    format!(
+        "{} req {} err p99 {}",
+        v.requests,
+        v.error_ratio
+            .map_or("-".into(), |r| format!("{:.2}%", r * 100.0)),
+        v.p99_ms.map_or("-".into(), |m| format!("{m:.0}ms"))
+    )
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

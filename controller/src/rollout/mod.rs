@@ -1,0 +1,357 @@
+//! The `Rollout` custom resource (`weir.dev/v1alpha1`): spec as users write it, status as the
+//! controller writes it. Plain data; validation is in [`validate`]. No I/O here.
+
+pub mod validate;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What to roll out and how: the proxy route to drive, the two Deployments, the strategy and
+/// how to judge the candidate.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "ro",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.step"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","description":"candidate weight in basis points","jsonPath":".status.candidateWeight"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The weir-proxy route whose candidate weight this rollout drives.
+    pub route: String,
+    /// The Deployment serving today.
+    pub stable: DeploymentRef,
+    /// The Deployment under rollout.
+    pub candidate: DeploymentRef,
+    /// Canary steps or blue-green.
+    pub strategy: Strategy,
+    /// How the candidate is judged against stable.
+    #[serde(default)]
+    pub analysis: Analysis,
+}
+
+/// A Deployment in the Rollout's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRef {
+    /// The Deployment's name.
+    pub deployment: String,
+}
+
+/// Exactly one of `canary` or `blueGreen`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    /// Move the weight through steps, judging at each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// Preview the candidate by header, then switch all traffic at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
+}
+
+/// Canary steps, in ascending weight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    /// Each step sets a weight and holds it while the analysis passes.
+    pub steps: Vec<Step>,
+}
+
+/// One canary step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Percent of traffic for the candidate, 0.01 to 100, in steps of 0.01.
+    pub weight: f64,
+    /// How long to hold this weight, like `60s`; the step ends once it has passed and the
+    /// analysis has passed.
+    pub hold: String,
+}
+
+/// Blue-green: the candidate takes only preview traffic (requests carrying the preview
+/// header), then all traffic, while stable is kept for a quick switch back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreen {
+    /// Requests with this header set to `candidate` reach the candidate during preview.
+    #[serde(default = "default_preview_header")]
+    pub preview_header: String,
+    /// How long to preview (with analysis of preview traffic) before switching.
+    #[serde(default = "default_hold_before_switch")]
+    pub hold_before_switch: String,
+    /// How long the candidate serves all traffic, with stable kept for switching back,
+    /// before promotion.
+    #[serde(default = "default_keep_old_for")]
+    pub keep_old_for: String,
+}
+
+/// How and how often the candidate is judged.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Time between analyses, like `15s`.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    /// Candidate requests an analysis window needs; fewer is inconclusive, never a pass.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// Consecutive failed checks that abort the rollout.
+    #[serde(default = "default_failure_limit")]
+    pub failure_limit: u32,
+    /// Bound on the chance of aborting a candidate that is as good as stable.
+    #[serde(default = "default_false_abort_rate")]
+    pub false_abort_rate: f64,
+    /// What to check; empty means: compare error ratio and p99 latency with stable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    /// Where metrics come from.
+    #[serde(default)]
+    pub source: MetricsSource,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval: default_interval(),
+            min_requests: default_min_requests(),
+            failure_limit: default_failure_limit(),
+            false_abort_rate: default_false_abort_rate(),
+            checks: Vec::new(),
+            source: MetricsSource::default(),
+        }
+    }
+}
+
+/// One check: a built-in metric compared with stable and with fixed limits, or a PromQL
+/// query compared with a fixed limit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// A built-in metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<CheckMetric>,
+    /// A PromQL query returning one number (needs `source: { prometheus: ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promql: Option<String>,
+    /// Upper limit of the candidate's value (error ratio, or the query's result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Upper limit of candidate minus stable (error ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_over_stable: Option<f64>,
+    /// Upper limit of the candidate's p99, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+    /// Upper limit of candidate p99 over stable p99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ratio_to_stable: Option<f64>,
+}
+
+/// Built-in metrics, read from weir-proxy's own metrics.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckMetric {
+    /// Share of requests answered 5xx, a gRPC error, or not at all.
+    ErrorRatio,
+    /// 99th percentile of the whole request duration.
+    LatencyP99,
+    /// 99th percentile of the time to the first response byte.
+    FirstByteP99,
+}
+
+impl CheckMetric {
+    /// The name as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckMetric::ErrorRatio => "error-ratio",
+            CheckMetric::LatencyP99 => "latency-p99",
+            CheckMetric::FirstByteP99 => "first-byte-p99",
+        }
+    }
+}
+
+/// Where analysis metrics come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum MetricsSource {
+    /// Scrape every weir-proxy pod's `/metrics` and sum them.
+    #[default]
+    Proxy,
+    /// Query a Prometheus server.
+    Prometheus(PrometheusSource),
+}
+
+/// A Prometheus server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL, like `http://prometheus.monitoring:9090`.
+    pub url: String,
+}
+
+/// Where a rollout is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
+pub enum Phase {
+    /// No rollout: the candidate matches stable, or is not available yet.
+    #[default]
+    Idle,
+    /// Steps are running.
+    Progressing,
+    /// Held by a person; weight stays where it is.
+    Paused,
+    /// Passed: stable is taking the candidate's template.
+    Promoting,
+    /// Stable runs the candidate's template; the candidate is scaled to zero.
+    Succeeded,
+    /// Stopped: all traffic on stable, the candidate scaled to zero.
+    Aborted,
+}
+
+impl Phase {
+    /// Whether the rollout has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Aborted)
+    }
+}
+
+/// Stages of a promotion, in order.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PromotionStage {
+    /// Stable's template is being replaced by the candidate's; waiting for stable to roll out.
+    RollingStable,
+}
+
+/// Analysis verdict.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum VerdictKind {
+    /// Enough data, no check failed.
+    Pass,
+    /// A check failed.
+    Fail,
+    /// Not enough data, or no data: hold, never advance.
+    Inconclusive,
+}
+
+/// The controller's record of a rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Where the rollout is.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Index of the current step (0-based; blue-green: 0 preview, 1 switched).
+    #[serde(default)]
+    pub step: u32,
+    /// Candidate weight the controller set, in basis points.
+    #[serde(default)]
+    pub candidate_weight: u16,
+    /// Whether the preview override (blue-green) is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
+    /// Template hash of stable when the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Template hash of the candidate this rollout is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_revision: Option<String>,
+    /// When the current step (or pause, or phase) began, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<String>,
+    /// Whether an analysis passed since the current step began.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_passed: bool,
+    /// The last analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisRecord>,
+    /// Consecutive failed checks.
+    #[serde(default)]
+    pub failed_checks: u32,
+    /// Promotion stage, while promoting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionStage>,
+    /// Evidence of the sequential tests and the counters they last saw, so a restarted
+    /// controller resumes the same tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::judge::Evidence>,
+    /// Standard conditions: `Ready`, `SpecValid`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One line saying where the rollout is and why.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One analysis, with its numbers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRecord {
+    /// When, RFC 3339.
+    pub at: String,
+    /// The verdict.
+    pub verdict: VerdictKind,
+    /// Why, in one line.
+    pub reason: String,
+    /// The numbers behind it.
+    pub values: crate::judge::AnalysisValues,
+}
+
+/// A status condition, as Kubernetes conventions describe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `SpecValid`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason, from [`crate::decide::reasons`].
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// When the status last changed, RFC 3339.
+    pub last_transition_time: String,
+}
+
+fn default_preview_header() -> String {
+    "x-weir-side".to_owned()
+}
+
+fn default_hold_before_switch() -> String {
+    "120s".to_owned()
+}
+
+fn default_keep_old_for() -> String {
+    "300s".to_owned()
+}
+
+fn default_interval() -> String {
+    "15s".to_owned()
+}
+
+fn default_min_requests() -> u64 {
+    100
+}
+
+fn default_failure_limit() -> u32 {
+    2
+}
+
+fn default_false_abort_rate() -> f64 {
+    0.01
+}
+
+/// The CRD as YAML, for `weir crd`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_saphyr::to_string(&Rollout::crd()).expect("the CRD is plain data and always serialises")
+}

@@ -1,0 +1,481 @@
+//! Checks a [`RolloutSpec`] whole and turns it into a [`ValidSpec`] with parsed durations and
+//! weights in basis points, or lists every bad field with its path. Pure: no I/O.
+
+use std::time::Duration;
+
+use super::{CheckMetric, MetricsSource, RolloutSpec};
+
+/// A Rollout spec that passed validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    /// The proxy route.
+    pub route: String,
+    /// Stable Deployment.
+    pub stable: String,
+    /// Candidate Deployment.
+    pub candidate: String,
+    /// The strategy.
+    pub strategy: ValidStrategy,
+    /// The analysis.
+    pub analysis: ValidAnalysis,
+}
+
+/// A validated strategy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValidStrategy {
+    /// Canary steps in ascending weight.
+    Canary(Vec<ValidStep>),
+    /// Blue-green.
+    BlueGreen {
+        /// Header that routes preview requests to the candidate.
+        preview_header: String,
+        /// Preview time.
+        hold_before_switch: Duration,
+        /// Time on the candidate before promotion.
+        keep_old_for: Duration,
+    },
+}
+
+impl ValidStrategy {
+    /// Number of steps: canary steps, or 2 for blue-green (preview, switched).
+    pub fn step_count(&self) -> usize {
+        match self {
+            ValidStrategy::Canary(steps) => steps.len(),
+            ValidStrategy::BlueGreen { .. } => 2,
+        }
+    }
+}
+
+/// A validated canary step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidStep {
+    /// Candidate weight in basis points.
+    pub weight: u16,
+    /// Hold time.
+    pub hold: Duration,
+}
+
+/// Validated analysis settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidAnalysis {
+    /// Time between analyses.
+    pub interval: Duration,
+    /// Candidate requests a window needs.
+    pub min_requests: u64,
+    /// Consecutive failed checks that abort.
+    pub failure_limit: u32,
+    /// Bound on aborting an equal candidate.
+    pub false_abort_rate: f64,
+    /// Checks; never empty.
+    pub checks: Vec<ValidCheck>,
+    /// Metrics source.
+    pub source: MetricsSource,
+}
+
+/// A validated check.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValidCheck {
+    /// A built-in metric, compared with stable and with optional fixed limits.
+    Metric {
+        /// Which metric.
+        metric: CheckMetric,
+        /// Error ratio: limit of the candidate's ratio.
+        max: Option<f64>,
+        /// Error ratio: limit of candidate minus stable.
+        max_over_stable: Option<f64>,
+        /// Latency: limit of the candidate's p99, in milliseconds.
+        max_ms: Option<f64>,
+        /// Latency: limit of candidate p99 over stable p99.
+        max_ratio_to_stable: Option<f64>,
+    },
+    /// A PromQL query with an upper limit.
+    Promql {
+        /// The query.
+        query: String,
+        /// Upper limit of its value.
+        max: f64,
+    },
+}
+
+/// One invalid field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// Path from `spec`, like `spec.strategy.canary.steps[1].weight`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every error of an invalid spec, joined for a condition message.
+pub fn describe(errors: &[SpecError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+struct Errors(Vec<SpecError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(SpecError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.add(path, format!("{text:?} is zero"));
+                Duration::ZERO
+            }
+            Err(e) => {
+                self.add(path, format!("{text:?} is not a duration like 60s ({e})"));
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// Validates `spec`, reporting every bad field.
+pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
+    let mut errors = Errors(Vec::new());
+    if spec.route.is_empty() {
+        errors.add("spec.route", "is empty");
+    }
+    if spec.stable.deployment.is_empty() {
+        errors.add("spec.stable.deployment", "is empty");
+    }
+    if spec.candidate.deployment.is_empty() {
+        errors.add("spec.candidate.deployment", "is empty");
+    } else if spec.candidate.deployment == spec.stable.deployment {
+        errors.add("spec.candidate.deployment", "names the stable Deployment");
+    }
+
+    let strategy = match (&spec.strategy.canary, &spec.strategy.blue_green) {
+        (Some(canary), None) => {
+            if canary.steps.is_empty() {
+                errors.add("spec.strategy.canary.steps", "needs at least one step");
+            }
+            let mut steps = Vec::new();
+            let mut previous = 0u16;
+            for (i, step) in canary.steps.iter().enumerate() {
+                let path = format!("spec.strategy.canary.steps[{i}]");
+                let hold = errors.duration(&format!("{path}.hold"), &step.hold);
+                let hundredths = step.weight * 100.0;
+                if !(step.weight > 0.0 && step.weight <= 100.0) {
+                    errors.add(
+                        format!("{path}.weight"),
+                        format!("{} is not above 0 and at most 100", step.weight),
+                    );
+                } else if (hundredths - hundredths.round()).abs() > 1e-6 {
+                    errors.add(
+                        format!("{path}.weight"),
+                        format!("{} is finer than 0.01 percent", step.weight),
+                    );
+                } else {
+                    let weight = hundredths.round() as u16;
+                    if weight <= previous {
+                        errors.add(
+                            format!("{path}.weight"),
+                            format!("{} is not above the previous step's weight", step.weight),
+                        );
+                    }
+                    previous = weight;
+                    steps.push(super::validate::ValidStep { weight, hold });
+                }
+            }
+            ValidStrategy::Canary(steps)
+        }
+        (None, Some(bg)) => {
+            if http::HeaderName::from_bytes(bg.preview_header.as_bytes()).is_err() {
+                errors.add(
+                    "spec.strategy.blueGreen.previewHeader",
+                    format!("{:?} is not a header name", bg.preview_header),
+                );
+            }
+            ValidStrategy::BlueGreen {
+                preview_header: bg.preview_header.to_ascii_lowercase(),
+                hold_before_switch: errors.duration(
+                    "spec.strategy.blueGreen.holdBeforeSwitch",
+                    &bg.hold_before_switch,
+                ),
+                keep_old_for: errors
+                    .duration("spec.strategy.blueGreen.keepOldFor", &bg.keep_old_for),
+            }
+        }
+        _ => {
+            errors.add("spec.strategy", "needs exactly one of canary or blueGreen");
+            ValidStrategy::Canary(Vec::new())
+        }
+    };
+
+    let a = &spec.analysis;
+    let interval = errors.duration("spec.analysis.interval", &a.interval);
+    if a.min_requests == 0 {
+        errors.add("spec.analysis.minRequests", "must be at least 1");
+    }
+    if a.failure_limit == 0 {
+        errors.add("spec.analysis.failureLimit", "must be at least 1");
+    }
+    if !(a.false_abort_rate > 0.0 && a.false_abort_rate <= 0.5) {
+        errors.add(
+            "spec.analysis.falseAbortRate",
+            format!("{} is not above 0 and at most 0.5", a.false_abort_rate),
+        );
+    }
+    if let MetricsSource::Prometheus(p) = &a.source
+        && !(p.url.starts_with("http://") || p.url.starts_with("https://"))
+    {
+        errors.add(
+            "spec.analysis.source.prometheus.url",
+            format!("{:?} is not an http(s) URL", p.url),
+        );
+    }
+    let mut checks = Vec::new();
+    for (i, check) in a.checks.iter().enumerate() {
+        let path = format!("spec.analysis.checks[{i}]");
+        for (name, value) in [
+            ("max", check.max),
+            ("maxOverStable", check.max_over_stable),
+            ("maxMs", check.max_ms),
+            ("maxRatioToStable", check.max_ratio_to_stable),
+        ] {
+            if value.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+                errors.add(format!("{path}.{name}"), "must be a number of at least 0");
+            }
+        }
+        let misplaced = |errors: &mut Errors, name: &str, set: bool, what: &str| {
+            if set {
+                errors.add(
+                    format!("{path}.{name}"),
+                    format!("does not apply to {what}"),
+                );
+            }
+        };
+        match (check.metric, &check.promql) {
+            (Some(metric), None) => {
+                match metric {
+                    CheckMetric::ErrorRatio => {
+                        misplaced(&mut errors, "maxMs", check.max_ms.is_some(), "error-ratio");
+                        misplaced(
+                            &mut errors,
+                            "maxRatioToStable",
+                            check.max_ratio_to_stable.is_some(),
+                            "error-ratio",
+                        );
+                    }
+                    CheckMetric::LatencyP99 | CheckMetric::FirstByteP99 => {
+                        misplaced(&mut errors, "max", check.max.is_some(), metric.as_str());
+                        misplaced(
+                            &mut errors,
+                            "maxOverStable",
+                            check.max_over_stable.is_some(),
+                            metric.as_str(),
+                        );
+                    }
+                }
+                if checks
+                    .iter()
+                    .any(|c| matches!(c, ValidCheck::Metric { metric: m, .. } if *m == metric))
+                {
+                    errors.add(
+                        format!("{path}.metric"),
+                        format!("{} is checked twice", metric.as_str()),
+                    );
+                }
+                checks.push(ValidCheck::Metric {
+                    metric,
+                    max: check.max,
+                    max_over_stable: check.max_over_stable,
+                    max_ms: check.max_ms,
+                    max_ratio_to_stable: check.max_ratio_to_stable,
+                });
+            }
+            (None, Some(query)) => {
+                if !matches!(a.source, MetricsSource::Prometheus(_)) {
+                    errors.add(
+                        format!("{path}.promql"),
+                        "needs spec.analysis.source.prometheus",
+                    );
+                }
+                if query.trim().is_empty() {
+                    errors.add(format!("{path}.promql"), "is empty");
+                }
+                for (name, set) in [
+                    ("maxOverStable", check.max_over_stable.is_some()),
+                    ("maxMs", check.max_ms.is_some()),
+                    ("maxRatioToStable", check.max_ratio_to_stable.is_some()),
+                ] {
+                    misplaced(&mut errors, name, set, "a promql check");
+                }
+                match check.max {
+                    Some(max) => checks.push(ValidCheck::Promql {
+                        query: query.clone(),
+                        max,
+                    }),
+                    None => errors.add(format!("{path}.max"), "is required for a promql check"),
+                }
+            }
+            _ => errors.add(path, "needs exactly one of metric or promql"),
+        }
+    }
+    if checks.is_empty() && a.checks.is_empty() {
+        checks = default_checks();
+    }
+
+    if errors.0.is_empty() {
+        Ok(ValidSpec {
+            route: spec.route.clone(),
+            stable: spec.stable.deployment.clone(),
+            candidate: spec.candidate.deployment.clone(),
+            strategy,
+            analysis: ValidAnalysis {
+                interval,
+                min_requests: a.min_requests,
+                failure_limit: a.failure_limit,
+                false_abort_rate: a.false_abort_rate,
+                checks,
+                source: a.source.clone(),
+            },
+        })
+    } else {
+        Err(errors.0)
+    }
+}
+
+/// With no checks written, error ratio and p99 latency are compared with stable.
+fn default_checks() -> Vec<ValidCheck> {
+    [CheckMetric::ErrorRatio, CheckMetric::LatencyP99]
+        .into_iter()
+        .map(|metric| ValidCheck::Metric {
+            metric,
+            max: None,
+            max_over_stable: None,
+            max_ms: None,
+            max_ratio_to_stable: None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::{Analysis, BlueGreen, Canary, Check, DeploymentRef, Step, Strategy};
+
+    pub(crate) fn spec(steps: &[(f64, &str)]) -> RolloutSpec {
+        RolloutSpec {
+            route: "r".into(),
+            stable: DeploymentRef {
+                deployment: "v1".into(),
+            },
+            candidate: DeploymentRef {
+                deployment: "v2".into(),
+            },
+            strategy: Strategy {
+                canary: Some(Canary {
+                    steps: steps
+                        .iter()
+                        .map(|(w, h)| Step {
+                            weight: *w,
+                            hold: (*h).into(),
+                        })
+                        .collect(),
+                }),
+                blue_green: None,
+            },
+            analysis: Analysis::default(),
+        }
+    }
+
+    #[test]
+    fn a_good_spec_converts_weights_to_basis_points() {
+        let valid = validate(&spec(&[(0.5, "60s"), (5.0, "1m"), (25.0, "30s")])).expect("valid");
+        let ValidStrategy::Canary(steps) = valid.strategy else {
+            panic!("canary")
+        };
+        assert_eq!(
+            steps.iter().map(|s| s.weight).collect::<Vec<_>>(),
+            [50, 500, 2500]
+        );
+        assert_eq!(steps[1].hold, Duration::from_secs(60));
+        assert_eq!(valid.analysis.checks.len(), 2, "default checks");
+        assert_eq!(valid.analysis.interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut s = spec(&[(5.0, "soon"), (5.0, "1m"), (0.001, "1m"), (101.0, "1m")]);
+        s.candidate.deployment = "v1".into();
+        s.analysis.failure_limit = 0;
+        s.analysis.false_abort_rate = 0.0;
+        s.analysis.checks = vec![
+            Check {
+                metric: Some(CheckMetric::ErrorRatio),
+                max_ms: Some(5.0),
+                ..Check::default()
+            },
+            Check {
+                promql: Some("up".into()),
+                max: Some(1.0),
+                ..Check::default()
+            },
+            Check::default(),
+        ];
+        let errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let expected = [
+            "spec.candidate.deployment: names the stable Deployment",
+            "spec.strategy.canary.steps[0].hold: \"soon\" is not a duration",
+            "spec.strategy.canary.steps[1].weight: 5 is not above the previous step's weight",
+            "spec.strategy.canary.steps[2].weight: 0.001 is finer than 0.01 percent",
+            "spec.strategy.canary.steps[3].weight: 101 is not above 0 and at most 100",
+            "spec.analysis.failureLimit: must be at least 1",
+            "spec.analysis.falseAbortRate: 0 is not above 0",
+            "spec.analysis.checks[0].maxMs: does not apply to error-ratio",
+            "spec.analysis.checks[1].promql: needs spec.analysis.source.prometheus",
+            "spec.analysis.checks[2]: needs exactly one of metric or promql",
+        ];
+        for prefix in expected {
+            assert!(
+                errors.iter().any(|e| e.starts_with(prefix)),
+                "missing {prefix:?} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    }
+
+    #[test]
+    fn exactly_one_strategy_is_required() {
+        let mut s = spec(&[(5.0, "1m")]);
+        s.strategy.blue_green = Some(BlueGreen {
+            preview_header: "x-weir-side".into(),
+            hold_before_switch: "1m".into(),
+            keep_old_for: "1m".into(),
+        });
+        assert_eq!(
+            validate(&s)
+                .expect_err("both")
+                .first()
+                .map(|e| e.path.as_str()),
+            Some("spec.strategy")
+        );
+        s.strategy.canary = None;
+        assert!(matches!(
+            validate(&s).expect("blue-green").strategy,
+            ValidStrategy::BlueGreen { .. }
+        ));
+    }
+}
