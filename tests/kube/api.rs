@@ -270,3 +270,18 @@ fn testcluster_exits_when_its_stdin_closes() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn cluster_not_ready_by_its_deadline_fails_with_its_log() -> Result<()> {
+    let built = binary::ensure_built()?;
+    // No cluster gets ready in a millisecond: the start must fail, not hang,
+    // and say where the log is and what it held.
+    let err = match Cluster::start(&built.path, Duration::from_millis(1)) {
+        Ok(cluster) => bail!("a cluster was ready within 1ms at {}", cluster.url),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(err.contains("not ready within 1ms"), "{err}");
+    assert!(err.contains("cluster.log"), "{err}");
+    assert!(err.contains("last 50 lines of the cluster log"), "{err}");
+    Ok(())
+}

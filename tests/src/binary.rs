@@ -163,7 +163,8 @@ fn go_version(go: &Path) -> Result<String> {
         Some(m) if m >= MIN_GO_MINOR => Ok(version),
         _ => bail!(
             "{} is {version}; tests/cluster needs Go 1.{MIN_GO_MINOR} or newer. Install a newer Go \
-             (https://go.dev/dl/) and put it first on PATH, or set GO=/path/to/go",
+             (https://go.dev/dl/) and put it first on PATH, or set GO=/path/to/go; `.ci/run` shows \
+             how to fetch one from the Go module proxy (module golang.org/toolchain)",
             go.display()
         ),
     }

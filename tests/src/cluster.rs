@@ -167,10 +167,7 @@ fn start_once(binary: &Path, ready_timeout: Duration) -> Result<Cluster, StartEr
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let _ = child.kill();
             let _ = child.wait();
-            format!(
-                "the cluster was not ready within {}s",
-                ready_timeout.as_secs()
-            )
+            format!("the cluster was not ready within {ready_timeout:?}")
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             // stdout closed without `ready`: the process exited (or is exiting).
