@@ -24,7 +24,10 @@ pub use sequential::SequentialTest;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Buckets {
-    /// Upper bounds in seconds, ascending.
+    /// Upper bounds in seconds, ascending. Stored as Prometheus writes `le` ("0.05", "+Inf"),
+    /// since JSON has no infinity.
+    #[serde(with = "le_strings")]
+    #[schemars(with = "Vec<String>")]
     pub bounds: Vec<f64>,
     /// Cumulative counts, one per bound.
     pub cumulative: Vec<u64>,
@@ -42,9 +45,9 @@ impl Buckets {
             .bounds
             .iter()
             .zip(&self.cumulative)
-            .filter(|(b, _)| **b <= bound)
-            .map(|(_, c)| *c)
-            .last();
+            .rev()
+            .find(|(b, _)| **b <= bound)
+            .map(|(_, c)| *c);
         self.total() - at_or_below.unwrap_or(0)
     }
 
@@ -120,6 +123,32 @@ impl Buckets {
                 .map(|(now, then)| now - then)
                 .collect(),
         }
+    }
+}
+
+mod le_strings {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bounds: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(bounds.iter().map(|b| {
+            if b.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                b.to_string()
+            }
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| match text.as_str() {
+                "+Inf" => Ok(f64::INFINITY),
+                other => other
+                    .parse()
+                    .map_err(|_| D::Error::custom(format!("{other:?} is not a bucket bound"))),
+            })
+            .collect()
     }
 }
 
@@ -302,7 +331,7 @@ pub fn judge(analysis: &ValidAnalysis, evidence: &Evidence, current: &Counters) 
             ValidCheck::Promql { .. } => None,
         })
         .collect();
-    let alpha = analysis.false_abort_rate / compared.len().max(1) as f64;
+    let alpha = 1.0 / threshold(analysis);
     for metric in &compared {
         match metric {
             CheckMetric::ErrorRatio => next
@@ -402,6 +431,17 @@ pub fn judge(analysis: &ValidAnalysis, evidence: &Evidence, current: &Counters) 
         }
     }
     verdict(VerdictKind::Pass, false, "all checks passed".into())
+}
+
+/// The evidence at which a comparison aborts: `falseAbortRate` is split evenly over the
+/// comparisons with stable, so that together they keep within it.
+fn threshold(analysis: &ValidAnalysis) -> f64 {
+    let comparisons = analysis
+        .checks
+        .iter()
+        .filter(|c| matches!(c, ValidCheck::Metric { .. }))
+        .count();
+    comparisons.max(1) as f64 / analysis.false_abort_rate
 }
 
 fn comparison(evidence: &Evidence, metric: CheckMetric) -> (&SequentialTest, &'static str) {

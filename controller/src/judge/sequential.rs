@@ -83,7 +83,10 @@ impl SequentialTest {
             .iter()
             .map(|l| (l - max).exp())
             .sum();
-        (max + (sum / self.log_likelihood_ratios.len() as f64).ln()).exp()
+        // Capped below f64's range, so that status (JSON, which has no infinity) can hold it.
+        (max + (sum / self.log_likelihood_ratios.len() as f64).ln())
+            .min(700.0)
+            .exp()
     }
 
     /// Whether the evidence crossed `1 / alpha`.

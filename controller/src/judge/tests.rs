@@ -14,7 +14,7 @@ fn analysis(checks: Vec<ValidCheck>) -> ValidAnalysis {
         failure_limit: 2,
         false_abort_rate: 0.01,
         checks,
-        source: MetricsSource::Proxy,
+        source: MetricsSource::default(),
     }
 }
 
@@ -531,4 +531,18 @@ fn fixed_thresholds_trade_false_aborts_for_slow_detection() {
     // The point of the comparison: a threshold loose enough to spare equal candidates
     // still aborts them far more often than the sequential test's bound allows.
     assert!(equal > 0.05 && equal_tight > 0.5, "{equal} {equal_tight}");
+}
+
+#[test]
+fn evidence_survives_a_json_round_trip_with_infinite_bounds() {
+    let mut evidence = Evidence::starting_at(Some(Counters {
+        stable: side(10, 1, 0.05),
+        candidate: side(5, 0, 0.05),
+    }));
+    evidence.errors.update(100, 100, 100, 0);
+    let json = serde_json::to_string(&evidence).expect("serialises");
+    assert!(json.contains("\"+Inf\""), "{json}");
+    let back: Evidence = serde_json::from_str(&json).expect("deserialises");
+    assert_eq!(back, evidence);
+    assert!(back.errors.evidence().is_finite());
 }

@@ -178,15 +178,15 @@ impl CheckMetric {
     }
 }
 
-/// Where analysis metrics come from.
+/// Where analysis metrics come from: weir-proxy's own `/metrics` (every proxy pod scraped and
+/// summed) unless `prometheus` is set. A struct rather than an enum of a string and an
+/// object, because Kubernetes structural schemas cannot say "a string or an object".
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
-pub enum MetricsSource {
-    /// Scrape every weir-proxy pod's `/metrics` and sum them.
-    #[default]
-    Proxy,
-    /// Query a Prometheus server.
-    Prometheus(PrometheusSource),
+pub struct MetricsSource {
+    /// Query this Prometheus server instead of scraping the proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
 }
 
 /// A Prometheus server.

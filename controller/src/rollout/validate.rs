@@ -233,7 +233,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             format!("{} is not above 0 and at most 0.5", a.false_abort_rate),
         );
     }
-    if let MetricsSource::Prometheus(p) = &a.source
+    if let Some(p) = &a.source.prometheus
         && !(p.url.starts_with("http://") || p.url.starts_with("https://"))
     {
         errors.add(
@@ -302,7 +302,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
                 });
             }
             (None, Some(query)) => {
-                if !matches!(a.source, MetricsSource::Prometheus(_)) {
+                if a.source.prometheus.is_none() {
                     errors.add(
                         format!("{path}.promql"),
                         "needs spec.analysis.source.prometheus",
