@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,7 +49,7 @@ func startEtcd(dataDir string) (*embed.Etcd, string, error) {
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			lastErr = err
-			if errors.Is(err, syscall.EADDRINUSE) {
+			if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") {
 				continue
 			}
 			return nil, "", fmt.Errorf("start etcd: %w", err)

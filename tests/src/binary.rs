@@ -3,10 +3,12 @@
 //! the Go version. Owns finding the Go toolchain; knows nothing of running the
 //! cluster.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -50,8 +52,18 @@ pub struct Binary {
 }
 
 /// Returns the cached binary for the current sources, building it first when
-/// it is missing or out of date.
+/// it is missing or out of date. Within one process the answer is computed
+/// once: tests calling this at the same time wait for one build, not start
+/// several.
 pub fn ensure_built() -> Result<Binary> {
+    static BUILT: OnceLock<Result<Binary, String>> = OnceLock::new();
+    match BUILT.get_or_init(|| build_if_needed().map_err(|e| format!("{e:#}"))) {
+        Ok(binary) => Ok(binary.clone()),
+        Err(msg) => bail!("{msg}"),
+    }
+}
+
+fn build_if_needed() -> Result<Binary> {
     let go = find_go()?;
     let go_version = go_version(&go)?;
     let module = module_dir();
@@ -114,30 +126,51 @@ pub fn ensure_built() -> Result<Binary> {
     })
 }
 
-/// Finds `go`: `$GO`, then `PATH`, then the usual install places.
+/// Finds `go`: `$GO`, then `PATH`, then `$GOROOT/bin`, then the usual
+/// install places.
 fn find_go() -> Result<PathBuf> {
-    if let Some(go) = std::env::var_os("GO") {
-        return Ok(PathBuf::from(go));
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("go")).collect())
-        .unwrap_or_default();
+    let mut fallbacks = Vec::new();
     if let Some(root) = std::env::var_os("GOROOT") {
-        candidates.push(PathBuf::from(root).join("bin").join("go"));
+        fallbacks.push(PathBuf::from(root).join("bin").join("go"));
     }
-    candidates.push(PathBuf::from("/usr/local/go/bin/go"));
-    candidates.push(PathBuf::from("/usr/lib/go/bin/go"));
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        anyhow!(
-            "the Go toolchain is not installed, and weir's Kubernetes tests need it: they build \
-             a real control plane (etcd, kube-apiserver, controllers) from the Go module in {}.\n\
-             Install Go 1.{MIN_GO_MINOR} or newer and put `go` on PATH (or set GO=/path/to/go):\n  \
-             - Debian/Ubuntu: `apt-get install golang` (check `go version`: older releases ship an older Go)\n  \
-             - otherwise: the official tarball from https://go.dev/dl/, unpacked to /usr/local/go\n\
-             then run `cargo test --workspace` again.",
-            module_dir().display()
-        )
-    })
+    fallbacks.push(PathBuf::from("/usr/local/go/bin/go"));
+    fallbacks.push(PathBuf::from("/usr/lib/go/bin/go"));
+    find_go_in(std::env::var_os("GO"), std::env::var_os("PATH"), &fallbacks)
+}
+
+fn find_go_in(
+    go: Option<OsString>,
+    path: Option<OsString>,
+    fallbacks: &[PathBuf],
+) -> Result<PathBuf> {
+    if let Some(go) = go.filter(|g| !g.is_empty()) {
+        let go = PathBuf::from(go);
+        if go.is_file() {
+            return Ok(go);
+        }
+        bail!("GO={} is not a file; {}", go.display(), install_go_hint());
+    }
+    let on_path = path
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("go"));
+    on_path
+        .chain(fallbacks.iter().cloned())
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("the Go toolchain is not installed; {}", install_go_hint()))
+}
+
+fn install_go_hint() -> String {
+    format!(
+        "weir's Kubernetes tests need it: they build a real control plane (etcd, kube-apiserver, \
+         controllers) from the Go module in {}.\n\
+         Install Go 1.{MIN_GO_MINOR} or newer and put `go` on PATH (or set GO=/path/to/go):\n  \
+         - Debian/Ubuntu: `apt-get install golang`, then check `go version` (Debian 12 ships 1.19, \
+         too old: `.ci/run` shows how to fetch a newer one from the Go module proxy)\n  \
+         - otherwise: the official tarball from https://go.dev/dl/, unpacked to /usr/local/go\n\
+         then run `cargo test --workspace` again.",
+        module_dir().display()
+    )
 }
 
 /// `go env GOVERSION`, checked against the minimum the module needs.
@@ -263,4 +296,42 @@ pub fn tail_lines(path: &Path, n: usize) -> String {
         lines.push_back(String::from_utf8_lossy(&line).into_owned());
     }
     Vec::from(lines).join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_go_is_an_error_that_says_how_to_install_it() {
+        let empty = tempfile::tempdir().expect("temp dir");
+        let err = find_go_in(None, Some(empty.path().as_os_str().to_owned()), &[])
+            .expect_err("no go in an empty PATH");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("the Go toolchain is not installed"), "{msg}");
+        assert!(msg.contains("apt-get install golang"), "{msg}");
+        assert!(msg.contains("GO=/path/to/go"), "{msg}");
+    }
+
+    #[test]
+    fn go_env_naming_no_file_is_an_error() {
+        let err =
+            find_go_in(Some("/nonexistent/go".into()), None, &[]).expect_err("GO names no file");
+        assert!(format!("{err:#}").contains("GO=/nonexistent/go is not a file"));
+    }
+
+    #[test]
+    fn go_is_found_on_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("go"), b"").expect("write fake go");
+        let found = find_go_in(None, Some(dir.path().as_os_str().to_owned()), &[]).expect("found");
+        assert_eq!(found, dir.path().join("go"));
+    }
+
+    #[test]
+    fn version_flags_come_from_go_mod() {
+        let flags = version_ldflags(&module_dir()).expect("go.mod pins k8s.io/kubernetes");
+        assert!(flags.contains("version.gitVersion=v1.36."), "{flags}");
+        assert!(flags.contains("version.gitMinor=36"), "{flags}");
+    }
 }
