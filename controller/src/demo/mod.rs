@@ -18,14 +18,14 @@ use tokio::time::Instant;
 use weir_proxy::{Proxy, ProxyConfig};
 
 use crate::decide::{Commands, Observation, decide};
-use crate::ports::{Metrics, Workloads, act};
+use crate::ports::{Metrics, Report, Workloads, act};
 use crate::rollout::validate::validate;
 use crate::rollout::{
     Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Phase, RolloutSpec,
     RolloutStatus, Step, Strategy,
 };
 use backend::{Behavior, DemoBackend};
-use report::{Mode, Reporter, Summary};
+use report::{Mode, Reporter, Summary, TerminalReport};
 
 /// The route the demo drives.
 const ROUTE: &str = "model";
@@ -280,9 +280,9 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     } else {
         Duration::from_secs(180)
     };
-    let mut reporter = Reporter::new(mode);
     let mut status = RolloutStatus::default();
     let start = Instant::now();
+    let report = TerminalReport::new(mode, start, steps);
     let mut step_started = start;
     let mut time_to_zero = None;
     let result = loop {
@@ -304,7 +304,7 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
         if next.phase == Phase::Aborted && status.phase != Phase::Aborted {
             time_to_zero = Some(step_started.elapsed());
         }
-        reporter.decision(&decision, start.elapsed(), steps);
+        report.report(&decision).await?;
         status = decision.status;
         if status.phase.is_terminal() || start.elapsed() > limit {
             break Ok(());

@@ -2,12 +2,16 @@
 //! object per line with `-o json`.
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::json;
 
 use crate::decide::{Decision, percent};
 use crate::judge::{AnalysisValues, SideValues};
+use crate::ports::{PortError, Report};
 use crate::rollout::{Phase, RolloutStatus};
 
 /// How to show progress.
@@ -196,6 +200,35 @@ impl Reporter {
             "NOT what the flags predict"
         };
         self.line(&format!("  expected {:?}: {verdict}", s.expected));
+    }
+}
+
+/// The demo's [`Report`] port: each decision goes to the terminal (or JSON lines).
+pub struct TerminalReport {
+    reporter: Mutex<Reporter>,
+    start: Instant,
+    steps: usize,
+}
+
+impl TerminalReport {
+    /// Reports a rollout of `steps` steps that began at `start`.
+    pub fn new(mode: Mode, start: Instant, steps: usize) -> Self {
+        TerminalReport {
+            reporter: Mutex::new(Reporter::new(mode)),
+            start,
+            steps,
+        }
+    }
+}
+
+impl Report for TerminalReport {
+    async fn report(&self, decision: &Decision) -> Result<(), PortError> {
+        let mut reporter = self.reporter.lock().map_err(|_| PortError {
+            operation: "report",
+            message: "reporter poisoned".into(),
+        })?;
+        reporter.decision(decision, self.start.elapsed(), self.steps);
+        Ok(())
     }
 }
 
