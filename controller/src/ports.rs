@@ -19,9 +19,7 @@ pub struct PortError {
 /// The two Deployments.
 pub trait Workloads {
     /// Observes (stable, candidate).
-    fn observe(
-        &self,
-    ) -> impl Future<Output = Result<(WorkloadState, WorkloadState), PortError>> + Send;
+    fn observe(&self) -> impl Future<Output = Result<(WorkloadState, WorkloadState), PortError>> + Send;
     /// Sets the candidate's replicas.
     fn scale_candidate(&self, replicas: u32) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Copies the candidate's pod template into stable. Idempotent.
@@ -31,11 +29,7 @@ pub trait Workloads {
 /// The proxy's route.
 pub trait Traffic {
     /// Sets the candidate weight (basis points) and the preview override. Idempotent.
-    fn set_traffic(
-        &self,
-        weight: u16,
-        preview: bool,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn set_traffic(&self, weight: u16, preview: bool) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Where the metrics of the route come from.
@@ -52,16 +46,10 @@ pub trait Report {
 
 /// Carries out a decision's actions, in order, stopping at the first failure: a later action
 /// must never run when an earlier one (weight to zero before scaling down) did not.
-pub async fn act<W: Workloads, T: Traffic>(
-    actions: &[Action],
-    workloads: &W,
-    traffic: &T,
-) -> Result<(), PortError> {
+pub async fn act<W: Workloads, T: Traffic>(actions: &[Action], workloads: &W, traffic: &T) -> Result<(), PortError> {
     for action in actions {
         match action {
-            Action::SetTraffic { weight, preview } => {
-                traffic.set_traffic(*weight, *preview).await?
-            }
+            Action::SetTraffic { weight, preview } => traffic.set_traffic(*weight, *preview).await?,
             Action::ScaleCandidate(replicas) => workloads.scale_candidate(*replicas).await?,
             Action::PromoteTemplate => workloads.promote_template().await?,
         }

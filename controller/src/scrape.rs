@@ -30,10 +30,7 @@ struct Sample<'a> {
 
 impl Sample<'_> {
     fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -48,10 +45,7 @@ pub fn route_counters(text: &str, route: &str) -> Result<Counters, ScrapeError> 
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let sample = parse_line(line).map_err(|message| ScrapeError::Malformed {
-            line: i + 1,
-            message,
-        })?;
+        let sample = parse_line(line).map_err(|message| ScrapeError::Malformed { line: i + 1, message })?;
         if !sample.name.starts_with("weir_") || sample.label("route") != Some(route) {
             continue;
         }
@@ -83,10 +77,7 @@ pub fn route_counters(text: &str, route: &str) -> Result<Counters, ScrapeError> 
                     line: i + 1,
                     message: "bucket without le".into(),
                 })?;
-                let bound = parse_value(le).map_err(|message| ScrapeError::Malformed {
-                    line: i + 1,
-                    message,
-                })?;
+                let bound = parse_value(le).map_err(|message| ScrapeError::Malformed { line: i + 1, message })?;
                 let list = if sample.name.starts_with("weir_request_duration") {
                     &mut latency[side]
                 } else {
@@ -156,9 +147,7 @@ fn parse_line(line: &str) -> Result<Sample<'_>, String> {
                 key_end = i + c.len_utf8();
             }
             let key = after[start..key_end].trim();
-            if chars.next().map(|(_, c)| c) != Some('=')
-                || chars.next().map(|(_, c)| c) != Some('"')
-            {
+            if chars.next().map(|(_, c)| c) != Some('=') || chars.next().map(|(_, c)| c) != Some('"') {
                 return Err(format!("label {key:?} has no quoted value"));
             }
             let mut value = String::new();
@@ -191,9 +180,7 @@ fn parse_value(text: &str) -> Result<f64, String> {
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ => text
-            .parse()
-            .map_err(|_| format!("{text:?} is not a number")),
+        _ => text.parse().map_err(|_| format!("{text:?} is not a number")),
     }
 }
 
@@ -237,24 +224,15 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
     #[test]
     fn garbage_is_rejected_with_its_line() {
         let err = route_counters("<html>oops</html>\n", "r").expect_err("garbage");
-        assert!(
-            matches!(err, ScrapeError::Malformed { line: 1, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ScrapeError::Malformed { line: 1, .. }), "{err}");
         let err = route_counters("weir_requests_total{route=\"r\" 5\n", "r").expect_err("garbage");
-        assert!(
-            matches!(err, ScrapeError::Malformed { line: 1, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ScrapeError::Malformed { line: 1, .. }), "{err}");
     }
 
     #[test]
     fn escaped_label_values_are_unescaped() {
         let s = parse_line(r#"m{a="x\"y",b="z"} 1 1700000000"#).expect("parses");
-        assert_eq!(
-            s.labels,
-            vec![("a", "x\"y".to_string()), ("b", "z".to_string())]
-        );
+        assert_eq!(s.labels, vec![("a", "x\"y".to_string()), ("b", "z".to_string())]);
         assert_eq!(s.value, 1.0);
     }
 

@@ -41,19 +41,12 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
     for (flags, expected, message) in cases {
         let a = args(flags);
         assert_eq!(a.expected(), expected, "{flags:?}");
-        let summary = tokio::time::timeout(
-            std::time::Duration::from_secs(90),
-            run_inner(&a, Mode::Plain),
-        )
-        .await
-        .expect("the demo ends by itself")
-        .expect("the demo runs");
+        let summary = tokio::time::timeout(std::time::Duration::from_secs(90), run_inner(&a, Mode::Plain))
+            .await
+            .expect("the demo ends by itself")
+            .expect("the demo runs");
         assert_eq!(summary.phase, expected, "{flags:?}: {}", summary.message);
-        assert!(
-            summary.message.contains(message),
-            "{flags:?}: {}",
-            summary.message
-        );
+        assert!(summary.message.contains(message), "{flags:?}: {}", summary.message);
         if expected == Phase::Aborted {
             assert!(
                 summary.time_to_zero.is_some(),

@@ -13,7 +13,10 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::body::ProxyBody;
+use std::collections::BTreeMap;
+
 use crate::config::ProxyConfig;
+use crate::failfast::Trip;
 use crate::state::{ConfigState, ReloadStatus};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -34,10 +37,7 @@ impl AdminService {
 
     fn handle(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET and HEAD are served here\n",
-            );
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here\n");
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -56,19 +56,15 @@ impl AdminService {
 
     fn metrics(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         let mut exposition = String::new();
-        if let Err(error) =
-            prometheus_client::encoding::text::encode(&mut exposition, &self.registry)
-        {
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut exposition, &self.registry) {
             tracing::error!(%error, "encoding metrics failed");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "encoding metrics failed\n",
-            );
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n");
         }
-        let wants_openmetrics = req.headers().get_all(ACCEPT).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.contains("application/openmetrics-text"))
-        });
+        let wants_openmetrics = req
+            .headers()
+            .get_all(ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("application/openmetrics-text")));
         let (body, content_type) = if wants_openmetrics {
             (exposition, OPENMETRICS)
         } else {
@@ -84,21 +80,32 @@ impl AdminService {
             version: u64,
             config: Option<&'a ProxyConfig>,
             last_reload: Option<ReloadStatus>,
+            fail_fast: BTreeMap<&'a str, FailFastView<'a>>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct FailFastView<'a> {
+            tripped: Option<&'a Trip>,
         }
         let table = self.state.table();
         let view = ConfigView {
             version: table.as_ref().map_or(0, |t| t.version),
             config: table.as_deref().map(|t| &*t.config),
             last_reload: self.state.last_reload(),
+            fail_fast: table
+                .as_deref()
+                .map(|t| {
+                    t.fail_fast()
+                        .map(|(route, f)| (route, FailFastView { tripped: f.tripped() }))
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         match serde_json::to_vec_pretty(&view) {
             Ok(body) => respond(StatusCode::OK, "application/json", Bytes::from(body)),
             Err(error) => {
                 tracing::error!(%error, "encoding /config failed");
-                text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "encoding the config failed\n",
-                )
+                text(StatusCode::INTERNAL_SERVER_ERROR, "encoding the config failed\n")
             }
         }
     }
@@ -120,9 +127,7 @@ pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
         let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
             let rest = line.strip_prefix(tag)?;
             let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{tag}{name}_total {tail}"))
+            counters.contains(&name).then(|| format!("{tag}{name}_total {tail}"))
         });
         match renamed {
             Some(line) => out.push_str(&line),
@@ -134,11 +139,7 @@ pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        Bytes::from_static(body.as_bytes()),
-    )
+    respond(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ProxyBody> {

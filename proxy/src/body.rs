@@ -53,10 +53,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().inner {
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Inner::Upstream { body, completion } => {
@@ -70,10 +67,7 @@ impl Body for ProxyBody {
                     Poll::Ready(None) => drop(completion.take()),
                     Poll::Ready(Some(Err(_))) => {
                         if let Some(c) = completion.take() {
-                            c.route
-                                .metrics
-                                .side(c.side)
-                                .upstream_error(UpstreamErrorKind::reset);
+                            c.route.metrics.side(c.side).upstream_error(UpstreamErrorKind::reset);
                         }
                     }
                     _ => {}

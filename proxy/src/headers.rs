@@ -65,12 +65,7 @@ pub fn via(version: Version) -> HeaderValue {
 /// Adds the client's address to `x-forwarded-for` (joining onto an existing value, so
 /// upstreams that read only one line see the whole chain), sets `x-forwarded-proto` unless
 /// a proxy before us set it, and appends our `Via` entry.
-pub fn add_forwarding(
-    headers: &mut HeaderMap,
-    client: &HeaderValue,
-    proto: &'static str,
-    version: Version,
-) {
+pub fn add_forwarding(headers: &mut HeaderMap, client: &HeaderValue, proto: &'static str, version: Version) {
     match headers.get(&X_FORWARDED_FOR) {
         None => {
             headers.insert(X_FORWARDED_FOR, client.clone());
@@ -106,10 +101,7 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -125,10 +117,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(
-            h.get(header::TE).map(HeaderValue::as_bytes),
-            Some(&b"trailers"[..])
-        );
+        assert_eq!(h.get(header::TE).map(HeaderValue::as_bytes), Some(&b"trailers"[..]));
     }
 
     #[test]

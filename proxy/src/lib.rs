@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod failfast;
 pub mod headers;
 pub mod metrics;
 pub mod route;
@@ -65,11 +66,9 @@ impl Proxy {
     /// starts serving. `source` labels the first load in metrics and `/config`.
     pub async fn start(config: ProxyConfig, source: &str) -> Result<Proxy, BindError> {
         let bind = |listener: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| BindError {
-                listener,
-                addr,
-                source,
-            })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { listener, addr, source })
         };
         let listener = bind("listen", config.listen).await?;
         let admin = bind("admin", config.admin).await?;

@@ -60,9 +60,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let path = args
-        .config
-        .expect("clap requires --config unless --check is given");
+    let path = args.config.expect("clap requires --config unless --check is given");
     let text = match source::read(&path) {
         Ok(text) => text,
         Err(errors) => {
@@ -83,9 +81,7 @@ fn main() -> ExitCode {
         usize::from,
     );
     let runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -141,11 +137,7 @@ async fn terminated() -> std::io::Result<&'static str> {
 }
 
 fn report(path: &std::path::Path, errors: &config::ConfigErrors) {
-    eprintln!(
-        "{}: invalid config, {} error(s):",
-        path.display(),
-        errors.0.len()
-    );
+    eprintln!("{}: invalid config, {} error(s):", path.display(), errors.0.len());
     for error in &errors.0 {
         eprintln!("  {error}");
     }

@@ -15,8 +15,8 @@ use crate::split::Side;
 /// Upper bounds of the latency histograms, in seconds. Dense from 1 ms to 1 s, where p99s of
 /// model servers live, so that a 1.2x latency ratio moves a p99 across a bucket boundary.
 pub const LATENCY_BUCKETS: [f64; 24] = [
-    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-    1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
+    5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The `side` label: which version served, or the mirror copy.
@@ -182,6 +182,7 @@ pub struct ProxyMetrics {
     duration: HistogramFamily<RouteSideLabels>,
     first_byte: HistogramFamily<RouteSideLabels>,
     weight: Family<RouteLabels, Gauge>,
+    fail_fast_trips: Family<RouteLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
 }
@@ -194,6 +195,7 @@ impl ProxyMetrics {
             duration: HistogramFamily::new_with_constructor(latency_histogram),
             first_byte: HistogramFamily::new_with_constructor(latency_histogram),
             weight: Family::default(),
+            fail_fast_trips: Family::default(),
             upstream_errors: Family::default(),
             reloads: Family::default(),
         };
@@ -222,6 +224,11 @@ impl ProxyMetrics {
             "upstream_errors",
             "Requests that got no response from the upstream, by kind",
             metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "fail_fast_trips",
+            "Times a route stopped sending its candidate traffic because it failed too often",
+            metrics.fail_fast_trips.clone(),
         );
         registry.register(
             "config_reloads",
@@ -270,6 +277,12 @@ impl ProxyMetrics {
         RouteMetrics {
             stable: side(SideLabel::stable),
             candidate: side(SideLabel::candidate),
+            fail_fast_trips: self
+                .fail_fast_trips
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .clone(),
             weight: self
                 .weight
                 .get_or_create(&RouteLabels {
@@ -296,6 +309,7 @@ pub struct RouteMetrics {
     stable: SideMetrics,
     candidate: SideMetrics,
     weight: Gauge,
+    fail_fast_trips: Counter,
 }
 
 impl RouteMetrics {
@@ -310,6 +324,11 @@ impl RouteMetrics {
     /// Publishes the route's current candidate weight.
     pub fn set_weight(&self, basis_points: u16) {
         self.weight.set(i64::from(basis_points));
+    }
+
+    /// Counts a fail-fast trip.
+    pub fn fail_fast_trip(&self) {
+        self.fail_fast_trips.inc();
     }
 }
 

@@ -62,17 +62,12 @@ impl<T: Copy> RouteIndex<T> {
             list.push((prefix, value));
         }
         // Stable sorts keep config order among equal lengths, so "first one wins" holds.
-        let by_longest =
-            |list: &mut Vec<(String, T)>| list.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let by_longest = |list: &mut Vec<(String, T)>| list.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         exact.values_mut().for_each(by_longest);
         suffixes.iter_mut().for_each(|(_, list)| by_longest(list));
         by_longest(&mut any);
         suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        RouteIndex {
-            exact,
-            suffixes,
-            any,
-        }
+        RouteIndex { exact, suffixes, any }
     }
 
     /// The route for a request to `host` (may carry a port, any case) and `path`.
@@ -90,11 +85,7 @@ impl<T: Copy> RouteIndex<T> {
         } else {
             host
         };
-        if let Some(found) = self
-            .exact
-            .get(host)
-            .and_then(|list| longest_prefix(list, path))
-        {
+        if let Some(found) = self.exact.get(host).and_then(|list| longest_prefix(list, path)) {
             return Some(found);
         }
         self.suffixes
@@ -115,12 +106,7 @@ fn longest_prefix<T: Copy>(list: &[(String, T)], path: &str) -> Option<T> {
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         None => false,
-        Some(rest) => {
-            prefix.ends_with('/')
-                || rest.is_empty()
-                || rest.starts_with('/')
-                || rest.starts_with('?')
-        }
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
     }
 }
 
@@ -145,22 +131,10 @@ mod tests {
     fn index() -> RouteIndex<u8> {
         RouteIndex::new([
             (HostMatch::Any, "/".to_string(), 0),
-            (
-                HostMatch::parse(Some("API.example.com")),
-                "/".to_string(),
-                1,
-            ),
-            (
-                HostMatch::parse(Some("api.example.com")),
-                "/v2".to_string(),
-                2,
-            ),
+            (HostMatch::parse(Some("API.example.com")), "/".to_string(), 1),
+            (HostMatch::parse(Some("api.example.com")), "/v2".to_string(), 2),
             (HostMatch::parse(Some("*.example.com")), "/".to_string(), 3),
-            (
-                HostMatch::parse(Some("*.eu.example.com")),
-                "/".to_string(),
-                4,
-            ),
+            (HostMatch::parse(Some("*.eu.example.com")), "/".to_string(), 4),
             (HostMatch::Any, "/static/".to_string(), 5),
         ])
     }

@@ -56,11 +56,8 @@ pub async fn serve<S, F>(
     name: &'static str,
 ) where
     F: Fn(std::net::SocketAddr) -> S,
-    S: Service<
-            hyper::Request<Incoming>,
-            Response = hyper::Response<ProxyBody>,
-            Error = std::convert::Infallible,
-        > + Clone
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<ProxyBody>, Error = std::convert::Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -87,10 +84,7 @@ pub async fn serve<S, F>(
         }
     }
     drop(listener);
-    tracing::info!(
-        listener = name,
-        "stopped accepting; draining open connections"
-    );
+    tracing::info!(listener = name, "stopped accepting; draining open connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(listener = name, "drained"),
         () = tokio::time::sleep(drain) => tracing::warn!(listener = name, ?drain, "drain timeout passed with requests in flight"),
@@ -103,18 +97,13 @@ fn serve_connection<S>(
     stream: TcpStream,
     service: S,
 ) where
-    S: Service<
-            hyper::Request<Incoming>,
-            Response = hyper::Response<ProxyBody>,
-            Error = std::convert::Infallible,
-        > + Clone
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<ProxyBody>, Error = std::convert::Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
+    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(error) = conn.await {

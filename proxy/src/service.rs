@@ -22,6 +22,7 @@ use crate::body::{Completion, ProxyBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::{CodeClass, UpstreamErrorKind};
+use crate::split::Side;
 use crate::state::ConfigState;
 use crate::table::{Route, Table, side_value};
 use crate::upstream::UpstreamClient;
@@ -30,6 +31,9 @@ use crate::upstream::UpstreamClient;
 /// get 431 `headers-too-large`. Hyper's own parser limit sits above this, so this check is
 /// the one clients normally meet.
 pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+
+/// Response header marking a request that fail-fast sent to stable instead of the candidate.
+pub const FAIL_FAST_HEADER: http::HeaderName = http::HeaderName::from_static("x-weir-fail-fast");
 
 /// What every connection shares: the live config and the upstream client.
 #[derive(Debug)]
@@ -53,8 +57,7 @@ pub struct ProxyService {
 impl ProxyService {
     /// A service for a connection from `peer`.
     pub fn new(shared: Arc<Shared>, peer: SocketAddr, proto: &'static str) -> Self {
-        let client_addr = HeaderValue::from_str(&peer.ip().to_string())
-            .expect("an IP address is a valid header value");
+        let client_addr = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
         ProxyService {
             shared,
             client_addr,
@@ -90,12 +93,12 @@ impl ProxyService {
         let host = request_host(&req)?;
         let route = table
             .find(
-                host.to_str()
-                    .map_err(|_| ProxyError::BadRequest("host is not ASCII"))?,
+                host.to_str().map_err(|_| ProxyError::BadRequest("host is not ASCII"))?,
                 req.uri().path(),
             )
             .ok_or(ProxyError::NoRoute)?;
-        let (backend, side) = route.backend(route.decide(req.headers()).0);
+        let (decided, _, diverted) = route.decide(req.headers());
+        let (backend, side) = route.backend(decided);
         let endpoint = backend.pick().clone();
 
         let path = req
@@ -107,8 +110,8 @@ impl ProxyService {
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(endpoint.clone());
         parts.path_and_query = Some(path);
-        *req.uri_mut() = Uri::from_parts(parts)
-            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
         *req.version_mut() = Version::HTTP_11;
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
@@ -116,46 +119,49 @@ impl ProxyService {
         headers::add_forwarding(h, &self.client_addr, self.proto, version);
 
         let side_metrics = route.metrics.side(side);
-        let upstream =
-            match tokio::time::timeout(route.timeout, self.shared.client.request(req)).await {
-                Ok(Ok(rsp)) => rsp,
-                Ok(Err(source)) => {
-                    let connect = source.is_connect();
-                    let kind = if connect {
-                        UpstreamErrorKind::connect
-                    } else {
-                        UpstreamErrorKind::reset
-                    };
-                    record_failure(route, side, kind, start);
-                    let (route, side) = (route.name.clone(), side);
-                    return Err(if connect {
-                        ProxyError::UpstreamConnect {
-                            route,
-                            side,
-                            endpoint,
-                            source,
-                        }
-                    } else {
-                        ProxyError::UpstreamReset {
-                            route,
-                            side,
-                            endpoint,
-                            source,
-                        }
-                    });
-                }
-                Err(_elapsed) => {
-                    record_failure(route, side, UpstreamErrorKind::timeout, start);
-                    return Err(ProxyError::UpstreamTimeout {
-                        route: route.name.clone(),
+        let upstream = match tokio::time::timeout(route.timeout, self.shared.client.request(req)).await {
+            Ok(Ok(rsp)) => rsp,
+            Ok(Err(source)) => {
+                let connect = source.is_connect();
+                let kind = if connect {
+                    UpstreamErrorKind::connect
+                } else {
+                    UpstreamErrorKind::reset
+                };
+                record_failure(route, side, kind, start);
+                let (route, side) = (route.name.clone(), side);
+                return Err(if connect {
+                    ProxyError::UpstreamConnect {
+                        route,
                         side,
                         endpoint,
-                        timeout: route.timeout,
-                    });
-                }
-            };
+                        source,
+                    }
+                } else {
+                    ProxyError::UpstreamReset {
+                        route,
+                        side,
+                        endpoint,
+                        source,
+                    }
+                });
+            }
+            Err(_elapsed) => {
+                record_failure(route, side, UpstreamErrorKind::timeout, start);
+                return Err(ProxyError::UpstreamTimeout {
+                    route: route.name.clone(),
+                    side,
+                    endpoint,
+                    timeout: route.timeout,
+                });
+            }
+        };
 
-        side_metrics.count(CodeClass::of_status(upstream.status()));
+        let code = CodeClass::of_status(upstream.status());
+        side_metrics.count(code);
+        if side == Side::Candidate {
+            route.record_candidate(code == CodeClass::ServerError);
+        }
         let (mut head, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
         head.headers.remove(header::TE);
@@ -163,32 +169,29 @@ impl ProxyService {
         if let Some(name) = &table.side_header {
             head.headers.insert(name.clone(), side_value(side));
         }
+        if diverted {
+            head.headers.insert(FAIL_FAST_HEADER, HeaderValue::from_static("1"));
+        }
         let completion = Completion::new(Arc::clone(route), side, start);
-        Ok(Response::from_parts(
-            head,
-            ProxyBody::upstream(body, completion),
-        ))
+        Ok(Response::from_parts(head, ProxyBody::upstream(body, completion)))
     }
 }
 
-fn record_failure(
-    route: &Route,
-    side: crate::split::Side,
-    kind: UpstreamErrorKind,
-    start: Instant,
-) {
+fn record_failure(route: &Route, side: Side, kind: UpstreamErrorKind, start: Instant) {
     let metrics = route.metrics.side(side);
     metrics.count(CodeClass::Error);
     metrics.upstream_error(kind);
     metrics.observe_duration(start.elapsed().as_secs_f64());
+    if side == Side::Candidate {
+        route.record_candidate(true);
+    }
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or the Host
 /// header. HTTP/1.1 requires one; HTTP/1.0 may omit it and then matches host-less routes.
 fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     if let Some(authority) = req.uri().authority() {
-        return HeaderValue::from_str(authority.as_str())
-            .map_err(|_| ProxyError::BadRequest("invalid authority"));
+        return HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("invalid authority"));
     }
     match req.headers().get(header::HOST) {
         Some(host) => Ok(host.clone()),

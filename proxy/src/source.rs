@@ -27,13 +27,7 @@ pub fn read(path: &Path) -> Result<String, ConfigErrors> {
 /// Watches `path` until `shutdown`, applying each new content to `state`. `initial` is the
 /// text already applied at startup, so it is not loaded twice. With `on_sighup`, SIGHUP loads
 /// the file again even if unchanged.
-pub async fn watch(
-    path: PathBuf,
-    state: Arc<ConfigState>,
-    initial: String,
-    shutdown: ShutdownSignal,
-    on_sighup: bool,
-) {
+pub async fn watch(path: PathBuf, state: Arc<ConfigState>, initial: String, shutdown: ShutdownSignal, on_sighup: bool) {
     let mut last: Result<String, String> = Ok(initial);
     let mut hangup = on_sighup.then(hangup_signal).flatten();
     let stop = stopped(shutdown);

@@ -117,11 +117,7 @@ pub struct SplitPolicy {
 impl SplitPolicy {
     /// Decides the side of one request. `next_sequence` is called only when the weight decides,
     /// so that overrides and sticky requests do not disturb the exactness of the weight split.
-    pub fn decide(
-        &self,
-        headers: &HeaderMap,
-        next_sequence: impl FnOnce() -> u64,
-    ) -> (Side, Reason) {
+    pub fn decide(&self, headers: &HeaderMap, next_sequence: impl FnOnce() -> u64) -> (Side, Reason) {
         for (index, rule) in self.overrides.iter().enumerate() {
             if rule.key.find(headers) == Some(rule.equals.as_bytes()) {
                 return (rule.side, Reason::Override(index));
@@ -211,9 +207,7 @@ mod tests {
     }
 
     fn candidates_in(range: std::ops::Range<u64>, w: Weight) -> u64 {
-        range
-            .filter(|&n| weighted_side(n, w) == Side::Candidate)
-            .count() as u64
+        range.filter(|&n| weighted_side(n, w) == Side::Candidate).count() as u64
     }
 
     #[test]
@@ -250,10 +244,7 @@ mod tests {
     #[test]
     fn cookie_is_found_among_others_and_quotes_are_dropped() {
         let mut headers = HeaderMap::new();
-        headers.append(
-            COOKIE,
-            HeaderValue::from_static("a=1; beta=\"1\" ; uid=u-7"),
-        );
+        headers.append(COOKIE, HeaderValue::from_static("a=1; beta=\"1\" ; uid=u-7"));
         assert_eq!(find_cookie(&headers, b"beta"), Some(&b"1"[..]));
         assert_eq!(find_cookie(&headers, b"uid"), Some(&b"u-7"[..]));
         assert_eq!(find_cookie(&headers, b"bet"), None);
@@ -290,28 +281,16 @@ mod tests {
         let p = policy(0);
         let mut headers = HeaderMap::new();
         headers.insert("x-user-id", HeaderValue::from_static("alice"));
-        assert_eq!(
-            p.decide(&headers, never_called),
-            (Side::Stable, Reason::Sticky)
-        );
+        assert_eq!(p.decide(&headers, never_called), (Side::Stable, Reason::Sticky));
         headers.insert("x-weir-side", HeaderValue::from_static("candidate"));
-        assert_eq!(
-            p.decide(&headers, never_called),
-            (Side::Candidate, Reason::Override(0))
-        );
+        assert_eq!(p.decide(&headers, never_called), (Side::Candidate, Reason::Override(0)));
 
         let p = policy(10_000);
         let mut headers = HeaderMap::new();
         headers.insert("x-user-id", HeaderValue::from_static("alice"));
-        assert_eq!(
-            p.decide(&headers, never_called),
-            (Side::Candidate, Reason::Sticky)
-        );
+        assert_eq!(p.decide(&headers, never_called), (Side::Candidate, Reason::Sticky));
         headers.insert(COOKIE, HeaderValue::from_static("beta=0"));
-        assert_eq!(
-            p.decide(&headers, never_called),
-            (Side::Stable, Reason::Override(1))
-        );
+        assert_eq!(p.decide(&headers, never_called), (Side::Stable, Reason::Override(1)));
 
         let headers = HeaderMap::new();
         assert_eq!(p.decide(&headers, || 7), (Side::Candidate, Reason::Weight));
@@ -347,10 +326,7 @@ mod tests {
                 sticky_bucket("a", key.as_bytes()) == sticky_bucket("b", key.as_bytes())
             })
             .count();
-        assert!(
-            same < 10,
-            "{same} of 1000 users share a bucket on two routes"
-        );
+        assert!(same < 10, "{same} of 1000 users share a bucket on two routes");
     }
 
     proptest! {

@@ -83,10 +83,7 @@ impl ConfigState {
 
     /// Records a config that could not even be read (a missing file, say) as a rejected load.
     pub fn reject(&self, errors: &ConfigErrors, source: &str) {
-        let mut last = self
-            .last
-            .lock()
-            .expect("no panics while holding the reload lock");
+        let mut last = self.last.lock().expect("no panics while holding the reload lock");
         let version = self.table.load().as_ref().map_or(0, |t| t.version);
         tracing::error!(source, version, errors = %errors, "config rejected; the previous config keeps serving");
         self.metrics.record_reload(source, ReloadResult::error);
@@ -102,10 +99,7 @@ impl ConfigState {
 
     /// Publishes a validated config and returns its version.
     pub fn apply(&self, cfg: ProxyConfig, source: &str) -> u64 {
-        let mut last = self
-            .last
-            .lock()
-            .expect("no panics while holding the reload lock");
+        let mut last = self.last.lock().expect("no panics while holding the reload lock");
         let previous = self.table.load_full();
         let warnings = previous
             .as_deref()
@@ -136,16 +130,10 @@ impl ConfigState {
 fn startup_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<String> {
     let mut changes = Vec::new();
     if old.listen != new.listen {
-        changes.push(format!(
-            "listen changed to {}; it takes effect at restart",
-            new.listen
-        ));
+        changes.push(format!("listen changed to {}; it takes effect at restart", new.listen));
     }
     if old.admin != new.admin {
-        changes.push(format!(
-            "admin changed to {}; it takes effect at restart",
-            new.admin
-        ));
+        changes.push(format!("admin changed to {}; it takes effect at restart", new.admin));
     }
     if old.drain_timeout != new.drain_timeout {
         changes.push("drainTimeout changed; it takes effect at restart".to_owned());
@@ -202,17 +190,8 @@ mod tests {
         let headers = http::HeaderMap::new();
         let first = before.route("a").expect("route").decide(&headers).0;
         s.apply_text(&config(5000), "api").expect("valid");
-        let second = s
-            .table()
-            .expect("loaded")
-            .route("a")
-            .expect("route")
-            .decide(&headers)
-            .0;
-        assert_ne!(
-            first, second,
-            "at 50 % the second request must go to the other side"
-        );
+        let second = s.table().expect("loaded").route("a").expect("route").decide(&headers).0;
+        assert_ne!(first, second, "at 50 % the second request must go to the other side");
     }
 
     proptest! {

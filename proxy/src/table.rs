@@ -9,7 +9,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, RouteConfig};
+use crate::failfast::FailFast;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::route::RouteIndex;
 use crate::split::{Reason, Side, SplitPolicy};
@@ -44,13 +45,39 @@ pub struct Route {
     pub timeout: Duration,
     /// Prebuilt metric handles.
     pub metrics: RouteMetrics,
+    /// Fail-fast state, if the route has it. Shared with the next table while the candidate
+    /// and the policy stay the same, so a reload (a weight change) does not clear a trip.
+    pub fail_fast: Option<Arc<FailFast>>,
 }
 
 impl Route {
-    /// Decides the side of a request.
-    pub fn decide(&self, headers: &HeaderMap) -> (Side, Reason) {
-        self.split
-            .decide(headers, || self.sequence.fetch_add(1, Ordering::Relaxed))
+    /// Decides the side of a request. The flag is set when the request would have gone to
+    /// the candidate but fail-fast sent it to stable.
+    pub fn decide(&self, headers: &HeaderMap) -> (Side, Reason, bool) {
+        let (side, reason) = self
+            .split
+            .decide(headers, || self.sequence.fetch_add(1, Ordering::Relaxed));
+        if side == Side::Candidate && self.fail_fast.as_ref().is_some_and(|f| f.tripped().is_some()) {
+            return (Side::Stable, reason, true);
+        }
+        (side, reason, false)
+    }
+
+    /// Records a candidate outcome for fail-fast; trips the route (logged and counted once)
+    /// when the window crosses its limit.
+    pub fn record_candidate(&self, error: bool) {
+        let Some(fail_fast) = &self.fail_fast else { return };
+        if let Some(trip) = fail_fast.record(error) {
+            self.metrics.fail_fast_trip();
+            tracing::warn!(
+                route = %self.name,
+                requests = trip.requests,
+                errors = trip.errors,
+                limit = trip.error_ratio_limit,
+                window = %trip.window,
+                "fail-fast tripped: the candidate gets no more traffic"
+            );
+        }
     }
 
     /// The backend of a side. A candidate decision on a route without a candidate cannot come
@@ -66,38 +93,29 @@ impl Route {
 impl Table {
     /// Compiles `config`. Metric handles come from `metrics`; weight sequences carry over
     /// from `previous` for routes of the same name.
-    pub fn compile(
-        config: Arc<ProxyConfig>,
-        version: u64,
-        metrics: &ProxyMetrics,
-        previous: Option<&Table>,
-    ) -> Table {
+    pub fn compile(config: Arc<ProxyConfig>, version: u64, metrics: &ProxyMetrics, previous: Option<&Table>) -> Table {
         let backends: BTreeMap<&str, Arc<Backend>> = config
             .backends
             .iter()
-            .map(|(name, b)| {
-                (
-                    name.as_str(),
-                    Arc::new(Backend::new(name.clone(), b.endpoints.clone())),
-                )
-            })
+            .map(|(name, b)| (name.as_str(), Arc::new(Backend::new(name.clone(), b.endpoints.clone()))))
             .collect();
-        let backend = |name: &str| {
-            Arc::clone(
-                backends
-                    .get(name)
-                    .expect("validation checks backend references"),
-            )
-        };
+        let backend = |name: &str| Arc::clone(backends.get(name).expect("validation checks backend references"));
         let routes: Vec<Arc<Route>> = config
             .routes
             .iter()
             .map(|r| {
-                let sequence = previous.and_then(|t| t.route(&r.name)).map_or_else(
-                    || Arc::new(AtomicU64::new(0)),
-                    |old| Arc::clone(&old.sequence),
-                );
+                let sequence = previous
+                    .and_then(|t| t.route(&r.name))
+                    .map_or_else(|| Arc::new(AtomicU64::new(0)), |old| Arc::clone(&old.sequence));
                 let route_metrics = metrics.route(&r.name);
+                let fail_fast = r.fail_fast.map(|policy| {
+                    previous
+                        .filter(|p| same_candidate(&p.config, &config, r))
+                        .and_then(|p| p.route(&r.name))
+                        .and_then(|old| old.fail_fast.clone())
+                        .filter(|old| *old.policy() == policy)
+                        .unwrap_or_else(|| Arc::new(FailFast::new(policy)))
+                });
                 route_metrics.set_weight(r.candidate_weight.basis_points());
                 Arc::new(Route {
                     name: r.name.clone(),
@@ -112,6 +130,7 @@ impl Table {
                     candidate: r.candidate.as_deref().map(backend),
                     timeout: r.timeout,
                     metrics: route_metrics,
+                    fail_fast,
                 })
             })
             .collect();
@@ -139,6 +158,28 @@ impl Table {
     /// The route with this name.
     pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// Whether route `r` of `new` has the same candidate (backend name and endpoints) as the
+/// route of the same name in `old`.
+fn same_candidate(old: &ProxyConfig, new: &ProxyConfig, r: &RouteConfig) -> bool {
+    let Some(old_route) = old.route(&r.name) else {
+        return false;
+    };
+    old_route.candidate == r.candidate
+        && r.candidate
+            .as_ref()
+            .is_some_and(|c| old.backends.get(c) == new.backends.get(c))
+}
+
+/// The routes' fail-fast states, for `/config`.
+impl Table {
+    /// (route, fail-fast state) of every route with fail-fast.
+    pub fn fail_fast(&self) -> impl Iterator<Item = (&str, &FailFast)> {
+        self.routes
+            .iter()
+            .filter_map(|r| r.fail_fast.as_deref().map(|f| (r.name.as_str(), f)))
     }
 }
 

@@ -45,10 +45,7 @@ pub struct Backend {
 impl Backend {
     /// A backend over `endpoints`, which validation guarantees is not empty.
     pub fn new(name: String, endpoints: Vec<Authority>) -> Self {
-        assert!(
-            !endpoints.is_empty(),
-            "validation rejects backends without endpoints"
-        );
+        assert!(!endpoints.is_empty(), "validation rejects backends without endpoints");
         Backend {
             name,
             endpoints,

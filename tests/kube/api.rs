@@ -12,9 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use tokio::time::timeout;
@@ -54,12 +52,9 @@ async fn crd_created_with_server_side_apply_reads_back() -> Result<()> {
     });
     let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    timeout(
-        CALL_TIMEOUT,
-        crds.patch(&crd_name, &apply, &Patch::Apply(&crd)),
-    )
-    .await
-    .context("apply CRD: timed out")??;
+    timeout(CALL_TIMEOUT, crds.patch(&crd_name, &apply, &Patch::Apply(&crd)))
+        .await
+        .context("apply CRD: timed out")??;
 
     let read = eventually(
         &format!("CRD {crd_name} Established"),
@@ -70,10 +65,7 @@ async fn crd_created_with_server_side_apply_reads_back() -> Result<()> {
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
             Ok(if established {
                 Check::Done(crd)
             } else {
@@ -89,8 +81,7 @@ async fn crd_created_with_server_side_apply_reads_back() -> Result<()> {
     assert!(
         managers
             .iter()
-            .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER)
-                && m.operation.as_deref() == Some("Apply")),
+            .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")),
         "no Apply entry of {FIELD_MANAGER} in managedFields: {managers:?}"
     );
 
@@ -106,22 +97,15 @@ async fn crd_created_with_server_side_apply_reads_back() -> Result<()> {
         "spec": { "route": "sentiment", "weight": 500 }
     });
     // The new resource may take a moment to be served after Established.
-    eventually(
-        "canary sentiment applied",
-        Duration::from_secs(30),
-        || async {
-            Ok(
-                match canaries
-                    .patch("sentiment", &apply, &Patch::Apply(&canary))
-                    .await
-                {
-                    Ok(obj) => Check::Done(obj),
-                    Err(kube::Error::Api(e)) if e.code == 404 => Check::Waiting(e.message),
-                    Err(e) => return Err(e.into()),
-                },
-            )
-        },
-    )
+    eventually("canary sentiment applied", Duration::from_secs(30), || async {
+        Ok(
+            match canaries.patch("sentiment", &apply, &Patch::Apply(&canary)).await {
+                Ok(obj) => Check::Done(obj),
+                Err(kube::Error::Api(e)) if e.code == 404 => Check::Waiting(e.message),
+                Err(e) => return Err(e.into()),
+            },
+        )
+    })
     .await?;
     let obj = timeout(CALL_TIMEOUT, canaries.get("sentiment")).await??;
     assert_eq!(obj.data["spec"]["route"], "sentiment");
@@ -147,8 +131,7 @@ async fn crd_created_with_server_side_apply_reads_back() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpointslice_of_selectorless_service_arrives_through_a_watch() -> Result<()> {
-    let ns = TestNamespace::create("endpointslice_of_selectorless_service_arrives_through_a_watch")
-        .await?;
+    let ns = TestNamespace::create("endpointslice_of_selectorless_service_arrives_through_a_watch").await?;
     let services: Api<Service> = Api::default_namespaced(ns.client.clone());
     let slices: Api<EndpointSlice> = Api::default_namespaced(ns.client.clone());
 
@@ -157,11 +140,7 @@ async fn endpointslice_of_selectorless_service_arrives_through_a_watch() -> Resu
         "metadata": { "name": "sentiment-v2" },
         "spec": { "ports": [{ "name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP" }] }
     }))?;
-    let created = timeout(
-        CALL_TIMEOUT,
-        services.create(&PostParams::default(), &service),
-    )
-    .await??;
+    let created = timeout(CALL_TIMEOUT, services.create(&PostParams::default(), &service)).await??;
     let cluster_ip = created
         .spec
         .and_then(|s| s.cluster_ip)
@@ -189,10 +168,7 @@ async fn endpointslice_of_selectorless_service_arrives_through_a_watch() -> Resu
     })
     .await
     .context("initial listing of the watch: timed out")??;
-    assert!(
-        initial.is_empty(),
-        "unexpected slices before creation: {initial:?}"
-    );
+    assert!(initial.is_empty(), "unexpected slices before creation: {initial:?}");
 
     let slice: EndpointSlice = serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -233,11 +209,7 @@ async fn endpointslice_of_selectorless_service_arrives_through_a_watch() -> Resu
         .collect();
     assert_eq!(ready, ["10.244.1.7"]);
     assert_eq!(endpoints.len(), 2);
-    let port = seen
-        .ports
-        .as_ref()
-        .and_then(|p| p.first())
-        .and_then(|p| p.port);
+    let port = seen.ports.as_ref().and_then(|p| p.first()).and_then(|p| p.port);
     assert_eq!(port, Some(8000));
     Ok(())
 }
@@ -247,8 +219,7 @@ fn testcluster_exits_when_its_stdin_closes() -> Result<()> {
     let built = binary::ensure_built()?;
     let mut cluster = Cluster::start(&built.path, cluster::ready_timeout()?)?;
     let address = cluster.url.trim_start_matches("https://").to_owned();
-    TcpStream::connect(&address)
-        .with_context(|| format!("the ready cluster does not listen on {address}"))?;
+    TcpStream::connect(&address).with_context(|| format!("the ready cluster does not listen on {address}"))?;
 
     // What happens when a test binary dies: the pipe's write end closes.
     cluster.close_stdin();

@@ -40,11 +40,7 @@ fn deployment(name: &str, version: &str, replicas: i32) -> Result<Deployment> {
     }))?)
 }
 
-async fn wait_available(
-    api: &Api<Deployment>,
-    name: &str,
-    replicas: i32,
-) -> Result<DeploymentStatus> {
+async fn wait_available(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<DeploymentStatus> {
     eventually(
         &format!("deployment {name} with {replicas} available replicas"),
         ROLLOUT_TIMEOUT,
@@ -91,11 +87,7 @@ async fn deployment_with_three_replicas_becomes_available() -> Result<()> {
     // The Pods behind it are real objects: bound to the simulated node,
     // Running, Ready, with an IP.
     let pods: Api<Pod> = Api::default_namespaced(ns.client.clone());
-    let list = timeout(
-        CALL_TIMEOUT,
-        pods.list(&ListParams::default().labels("app=web")),
-    )
-    .await??;
+    let list = timeout(CALL_TIMEOUT, pods.list(&ListParams::default().labels("app=web"))).await??;
     let live: Vec<&Pod> = list
         .items
         .iter()
@@ -105,21 +97,14 @@ async fn deployment_with_three_replicas_becomes_available() -> Result<()> {
         live.len(),
         3,
         "pods: {:?}",
-        list.items
-            .iter()
-            .map(|p| &p.metadata.name)
-            .collect::<Vec<_>>()
+        list.items.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()
     );
     for pod in live {
         let spec = pod.spec.as_ref().context("pod without spec")?;
         let status = pod.status.as_ref().context("pod without status")?;
         assert_eq!(spec.node_name.as_deref(), Some("weir-node-0"));
         assert_eq!(status.phase.as_deref(), Some("Running"));
-        assert!(
-            status.pod_ip.is_some(),
-            "pod {:?} has no IP",
-            pod.metadata.name
-        );
+        assert!(status.pod_ip.is_some(), "pod {:?} has no IP", pod.metadata.name);
         assert!(is_ready(pod), "pod {:?} not Ready", pod.metadata.name);
     }
     Ok(())
@@ -138,22 +123,14 @@ async fn pod_template_update_rolls_out_a_new_replicaset() -> Result<()> {
     .context("create deployment: timed out")??;
     wait_available(&deployments, "api", 3).await?;
 
-    let before = timeout(
-        CALL_TIMEOUT,
-        replicasets.list(&ListParams::default().labels("app=api")),
-    )
-    .await??;
+    let before = timeout(CALL_TIMEOUT, replicasets.list(&ListParams::default().labels("app=api"))).await??;
     let [old] = before.items.as_slice() else {
         bail!(
             "expected one ReplicaSet before the update, found {}",
             before.items.len()
         );
     };
-    let old_name = old
-        .metadata
-        .name
-        .clone()
-        .context("replicaset without name")?;
+    let old_name = old.metadata.name.clone().context("replicaset without name")?;
 
     let patch = json!({ "spec": { "template": { "spec": { "containers": [
         { "name": "server", "image": "registry.invalid/api:v2" }
@@ -169,9 +146,7 @@ async fn pod_template_update_rolls_out_a_new_replicaset() -> Result<()> {
         "a new ReplicaSet with 3 ready replicas and the old one at 0",
         ROLLOUT_TIMEOUT,
         || async {
-            let list = replicasets
-                .list(&ListParams::default().labels("app=api"))
-                .await?;
+            let list = replicasets.list(&ListParams::default().labels("app=api")).await?;
             let mut new_ready = None;
             let mut old_state = None;
             for rs in &list.items {

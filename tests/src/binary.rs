@@ -80,15 +80,10 @@ fn build_if_needed() -> Result<Binary> {
     }
 
     let log_path = cache.join(format!("build-{}.log", &key[..16]));
-    let log = fs::File::create(&log_path)
-        .with_context(|| format!("create build log {}", log_path.display()))?;
+    let log = fs::File::create(&log_path).with_context(|| format!("create build log {}", log_path.display()))?;
     // Build beside the final path and rename: a concurrent test binary sees
     // either no binary or a whole one.
-    let partial = cache.join(format!(
-        ".weir-testcluster-{}.{}",
-        &key[..16],
-        std::process::id()
-    ));
+    let partial = cache.join(format!(".weir-testcluster-{}.{}", &key[..16], std::process::id()));
     let ldflags = format!("-s -w {}", version_ldflags(&module)?);
     let mut cmd = nice_command(&go);
     cmd.current_dir(&module)
@@ -104,9 +99,7 @@ fn build_if_needed() -> Result<Binary> {
         log_path.display()
     );
     let started = Instant::now();
-    let status = cmd
-        .status()
-        .with_context(|| format!("run {}", go.display()))?;
+    let status = cmd.status().with_context(|| format!("run {}", go.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     if !status.success() {
         let _ = fs::remove_file(&partial);
@@ -116,8 +109,7 @@ fn build_if_needed() -> Result<Binary> {
             tail_lines(&log_path, 30)
         );
     }
-    fs::rename(&partial, &path)
-        .with_context(|| format!("move {} to {}", partial.display(), path.display()))?;
+    fs::rename(&partial, &path).with_context(|| format!("move {} to {}", partial.display(), path.display()))?;
     eprintln!("weir-tests: built {} in {seconds:.0}s", path.display());
     Ok(Binary {
         path,
@@ -138,11 +130,7 @@ fn find_go() -> Result<PathBuf> {
     find_go_in(std::env::var_os("GO"), std::env::var_os("PATH"), &fallbacks)
 }
 
-fn find_go_in(
-    go: Option<OsString>,
-    path: Option<OsString>,
-    fallbacks: &[PathBuf],
-) -> Result<PathBuf> {
+fn find_go_in(go: Option<OsString>, path: Option<OsString>, fallbacks: &[PathBuf]) -> Result<PathBuf> {
     if let Some(go) = go.filter(|g| !g.is_empty()) {
         let go = PathBuf::from(go);
         if go.is_file() {
@@ -150,10 +138,7 @@ fn find_go_in(
         }
         bail!("GO={} is not a file; {}", go.display(), install_go_hint());
     }
-    let on_path = path
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("go"));
+    let on_path = path.iter().flat_map(std::env::split_paths).map(|dir| dir.join("go"));
     on_path
         .chain(fallbacks.iter().cloned())
         .find(|p| p.is_file())
@@ -232,18 +217,13 @@ fn source_hash(module: &Path, go_version: &str) -> Result<String> {
     hasher.update(version_ldflags(module)?.as_bytes());
     hasher.update([0]);
     for rel in files {
-        let content = fs::read(module.join(&rel))
-            .with_context(|| format!("read {}", module.join(&rel).display()))?;
+        let content = fs::read(module.join(&rel)).with_context(|| format!("read {}", module.join(&rel).display()))?;
         hasher.update(rel.to_string_lossy().as_bytes());
         hasher.update([0]);
         hasher.update((content.len() as u64).to_le_bytes());
         hasher.update(&content);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -305,8 +285,7 @@ mod tests {
     #[test]
     fn missing_go_is_an_error_that_says_how_to_install_it() {
         let empty = tempfile::tempdir().expect("temp dir");
-        let err = find_go_in(None, Some(empty.path().as_os_str().to_owned()), &[])
-            .expect_err("no go in an empty PATH");
+        let err = find_go_in(None, Some(empty.path().as_os_str().to_owned()), &[]).expect_err("no go in an empty PATH");
         let msg = format!("{err:#}");
         assert!(msg.contains("the Go toolchain is not installed"), "{msg}");
         assert!(msg.contains("apt-get install golang"), "{msg}");
@@ -315,8 +294,7 @@ mod tests {
 
     #[test]
     fn go_env_naming_no_file_is_an_error() {
-        let err =
-            find_go_in(Some("/nonexistent/go".into()), None, &[]).expect_err("GO names no file");
+        let err = find_go_in(Some("/nonexistent/go".into()), None, &[]).expect_err("GO names no file");
         assert!(format!("{err:#}").contains("GO=/nonexistent/go is not a file"));
     }
 

@@ -238,9 +238,10 @@ fn new_run_dir() -> Result<PathBuf> {
 pub fn ready_timeout() -> Result<Duration> {
     match std::env::var("WEIR_TESTCLUSTER_TIMEOUT") {
         Ok(s) => {
-            let secs: u64 = s.trim().parse().with_context(|| {
-                format!("WEIR_TESTCLUSTER_TIMEOUT={s:?} is not a number of seconds")
-            })?;
+            let secs: u64 = s
+                .trim()
+                .parse()
+                .with_context(|| format!("WEIR_TESTCLUSTER_TIMEOUT={s:?} is not a number of seconds"))?;
             Ok(Duration::from_secs(secs))
         }
         Err(_) => Ok(DEFAULT_READY_TIMEOUT),

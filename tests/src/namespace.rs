@@ -71,8 +71,7 @@ impl TestNamespace {
 /// given.
 pub async fn client(kubeconfig: &Path, namespace: Option<&str>) -> Result<kube::Client> {
     install_crypto_provider();
-    let raw = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("read kubeconfig {}", kubeconfig.display()))?;
+    let raw = Kubeconfig::read_from(kubeconfig).with_context(|| format!("read kubeconfig {}", kubeconfig.display()))?;
     let mut config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("load kubeconfig {}", kubeconfig.display()))?;
@@ -95,9 +94,7 @@ fn namespace_name(test: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let suffix = format!("-{n}");
-    let mut base: String = label_value(test)
-        .to_ascii_lowercase()
-        .replace(['_', '.'], "-");
+    let mut base: String = label_value(test).to_ascii_lowercase().replace(['_', '.'], "-");
     base.truncate(63 - 2 - suffix.len());
     let base = base.trim_matches('-');
     format!("t-{base}{suffix}")
@@ -117,9 +114,7 @@ fn label_value(test: &str) -> String {
         })
         .collect();
     value.truncate(63);
-    value
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_owned()
+    value.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
 }
 
 #[cfg(test)]
@@ -128,9 +123,7 @@ mod tests {
 
     #[test]
     fn namespace_names_are_dns_labels() {
-        let name = namespace_name(
-            "deployment_rolls_out::with a very long name that goes on and on and on",
-        );
+        let name = namespace_name("deployment_rolls_out::with a very long name that goes on and on and on");
         assert!(name.len() <= 63, "{name}");
         assert!(name.starts_with("t-deployment-rolls-out"), "{name}");
         assert!(

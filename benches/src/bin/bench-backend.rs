@@ -32,10 +32,7 @@ impl Body for Answer {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(match self.get_mut() {
             Answer::Small(data) => data.take().map(|d| Ok(Frame::data(d))),
             Answer::Zeros { remaining, chunk } => {
@@ -52,9 +49,7 @@ impl Body for Answer {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Answer::Small(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Answer::Small(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Answer::Zeros { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }
@@ -75,22 +70,14 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Answer>, Infallible> 
         while let Some(Ok(frame)) = body.frame().await {
             len += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
-        return Ok(Response::new(Answer::Small(Some(Bytes::from(format!(
-            "{len}\n"
-        ))))));
+        return Ok(Response::new(Answer::Small(Some(Bytes::from(format!("{len}\n"))))));
     }
-    Ok(Response::new(Answer::Small(Some(Bytes::from_static(
-        SMALL,
-    )))))
+    Ok(Response::new(Answer::Small(Some(Bytes::from_static(SMALL)))))
 }
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".to_owned());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".to_owned());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         println!("listening on {}", listener.local_addr()?);

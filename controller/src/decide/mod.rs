@@ -12,9 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::judge::{self, Counters, Evidence, Judgement};
 use crate::rollout::validate::{ValidSpec, ValidStrategy, describe, validate};
-use crate::rollout::{
-    AnalysisRecord, Condition, Phase, PromotionStage, RolloutSpec, RolloutStatus, VerdictKind,
-};
+use crate::rollout::{AnalysisRecord, Condition, Phase, PromotionStage, RolloutSpec, RolloutStatus, VerdictKind};
 
 /// One Deployment as observed.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -133,12 +131,7 @@ pub fn percent(basis_points: u16) -> String {
 }
 
 /// The rollout policy. See the module docs.
-pub fn decide(
-    spec: &RolloutSpec,
-    status: &RolloutStatus,
-    obs: &Observation,
-    now: SystemTime,
-) -> Decision {
+pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now: SystemTime) -> Decision {
     let mut ctx = Ctx {
         obs,
         now,
@@ -162,11 +155,7 @@ pub fn decide(
                 .iter()
                 .all(|c| c.type_ != "SpecValid" || c.message != message)
             {
-                ctx.event(
-                    reasons::INVALID_SPEC,
-                    format!("invalid spec: {message}"),
-                    true,
-                );
+                ctx.event(reasons::INVALID_SPEC, format!("invalid spec: {message}"), true);
             }
             ctx.condition("SpecValid", "False", reasons::INVALID_SPEC, &message);
             ctx.next.message = format!("invalid spec: {message}");
@@ -203,8 +192,7 @@ impl Ctx<'_> {
                 self.set_traffic(0, false);
                 self.next.phase = Phase::Idle;
                 self.next.evidence = None;
-                self.next.message =
-                    format!("candidate changed to revision {candidate_revision}: starting again");
+                self.next.message = format!("candidate changed to revision {candidate_revision}: starting again");
                 self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), false);
                 self.requeue_after = Duration::from_secs(1);
             }
@@ -246,8 +234,7 @@ impl Ctx<'_> {
             return;
         }
         if !candidate.available() {
-            self.actions
-                .push(Action::ScaleCandidate(candidate.replicas.max(1)));
+            self.actions.push(Action::ScaleCandidate(candidate.replicas.max(1)));
             self.next.message = format!(
                 "waiting for candidate revision {} to become available ({}/{} ready)",
                 candidate.template_hash,
@@ -266,15 +253,8 @@ impl Ctx<'_> {
         self.next.failed_checks = 0;
         self.next.last_analysis = None;
         self.next.promotion = None;
-        self.next.evidence = Some(Evidence::starting_at(
-            self.obs.metrics.as_ref().ok().cloned(),
-        ));
-        self.condition(
-            "Ready",
-            "Unknown",
-            reasons::ROLLOUT_STARTED,
-            "rollout in progress",
-        );
+        self.next.evidence = Some(Evidence::starting_at(self.obs.metrics.as_ref().ok().cloned()));
+        self.condition("Ready", "Unknown", reasons::ROLLOUT_STARTED, "rollout in progress");
         self.step_traffic(spec);
         self.next.message = format!("{}: started", self.step_label(spec));
         self.event(
@@ -306,8 +286,7 @@ impl Ctx<'_> {
         }
 
         let started = parse_time(self.old.step_started_at.as_deref()).unwrap_or(self.now);
-        let last = parse_time(self.old.last_analysis.as_ref().map(|a| a.at.as_str()))
-            .filter(|t| *t >= started);
+        let last = parse_time(self.old.last_analysis.as_ref().map(|a| a.at.as_str())).filter(|t| *t >= started);
         let due = last.unwrap_or(started) + spec.analysis.interval;
         if self.now >= due {
             let judgement = match &self.obs.metrics {
@@ -342,10 +321,7 @@ impl Ctx<'_> {
                     if self.next.failed_checks >= spec.analysis.failure_limit {
                         return self.abort(
                             spec,
-                            format!(
-                                "{} consecutive failed checks: {reason}",
-                                self.next.failed_checks
-                            ),
+                            format!("{} consecutive failed checks: {reason}", self.next.failed_checks),
                         );
                     }
                     self.event(reasons::ANALYSIS_FAILED, reason.clone(), true);
@@ -417,14 +393,8 @@ impl Ctx<'_> {
             self.next.phase = Phase::Succeeded;
             self.next.promotion = None;
             self.next.preview = false;
-            self.next.message =
-                format!("promoted revision {target}: stable runs it and takes all traffic");
-            self.condition(
-                "Ready",
-                "True",
-                reasons::ROLLOUT_SUCCEEDED,
-                &self.next.message.clone(),
-            );
+            self.next.message = format!("promoted revision {target}: stable runs it and takes all traffic");
+            self.condition("Ready", "True", reasons::ROLLOUT_SUCCEEDED, &self.next.message.clone());
             self.event(reasons::ROLLOUT_SUCCEEDED, self.next.message.clone(), false);
             self.requeue_after = Duration::from_secs(30);
             return;
@@ -465,12 +435,7 @@ impl Ctx<'_> {
         self.next.phase = Phase::Aborted;
         self.next.promotion = None;
         self.next.message = format!("aborted at {at}: {why}");
-        self.condition(
-            "Ready",
-            "False",
-            reasons::ROLLOUT_ABORTED,
-            &self.next.message.clone(),
-        );
+        self.condition("Ready", "False", reasons::ROLLOUT_ABORTED, &self.next.message.clone());
         self.event(reasons::ROLLOUT_ABORTED, self.next.message.clone(), true);
         self.requeue_after = Duration::from_secs(30);
     }
@@ -478,10 +443,7 @@ impl Ctx<'_> {
     /// Traffic and scale of the current step, candidate scaled before weight rises.
     fn step_traffic(&mut self, spec: &ValidSpec) {
         let (weight, preview) = match &spec.strategy {
-            ValidStrategy::Canary(steps) => (
-                steps.get(self.next.step as usize).map_or(0, |s| s.weight),
-                false,
-            ),
+            ValidStrategy::Canary(steps) => (steps.get(self.next.step as usize).map_or(0, |s| s.weight), false),
             ValidStrategy::BlueGreen { .. } if self.next.step == 0 => (0, true),
             ValidStrategy::BlueGreen { .. } => (10_000, false),
         };
@@ -515,12 +477,8 @@ impl Ctx<'_> {
 
     fn hold(&self, spec: &ValidSpec) -> Duration {
         match &spec.strategy {
-            ValidStrategy::Canary(steps) => steps
-                .get(self.next.step as usize)
-                .map_or(Duration::ZERO, |s| s.hold),
-            ValidStrategy::BlueGreen {
-                hold_before_switch, ..
-            } if self.next.step == 0 => *hold_before_switch,
+            ValidStrategy::Canary(steps) => steps.get(self.next.step as usize).map_or(Duration::ZERO, |s| s.hold),
+            ValidStrategy::BlueGreen { hold_before_switch, .. } if self.next.step == 0 => *hold_before_switch,
             ValidStrategy::BlueGreen { keep_old_for, .. } => *keep_old_for,
         }
     }

@@ -4,9 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::judge::{Buckets, SideCounters};
-use crate::rollout::{
-    Analysis, BlueGreen, Canary, DeploymentRef, Step, Strategy as RolloutStrategy,
-};
+use crate::rollout::{Analysis, BlueGreen, Canary, DeploymentRef, Step, Strategy as RolloutStrategy};
 use weir_proxy::metrics::LATENCY_BUCKETS;
 
 fn spec() -> RolloutSpec {
@@ -73,15 +71,8 @@ fn workload(hash: &str, replicas: u32) -> WorkloadState {
 }
 
 fn buckets(n: u64, seconds: f64) -> Buckets {
-    let bounds: Vec<f64> = LATENCY_BUCKETS
-        .iter()
-        .copied()
-        .chain([f64::INFINITY])
-        .collect();
-    let cumulative = bounds
-        .iter()
-        .map(|b| if seconds <= *b { n } else { 0 })
-        .collect();
+    let bounds: Vec<f64> = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]).collect();
+    let cumulative = bounds.iter().map(|b| if seconds <= *b { n } else { 0 }).collect();
     Buckets { bounds, cumulative }
 }
 
@@ -122,12 +113,7 @@ fn step(spec: &RolloutSpec, status: &RolloutStatus, o: &Observation, at: u64) ->
 
 #[test]
 fn a_new_available_candidate_starts_at_the_first_step() {
-    let d = step(
-        &spec(),
-        &RolloutStatus::default(),
-        &obs(counters((0, 0), (0, 0))),
-        0,
-    );
+    let d = step(&spec(), &RolloutStatus::default(), &obs(counters((0, 0), (0, 0))), 0);
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!(d.status.candidate_weight, 500);
     assert_eq!(
@@ -157,20 +143,14 @@ fn nothing_starts_while_the_candidate_matches_stable_or_is_not_ready() {
     let d = step(&spec(), &RolloutStatus::default(), &o, 0);
     assert_eq!(d.status.phase, Phase::Idle);
     assert!(
-        d.status
-            .message
-            .starts_with("waiting for candidate revision b"),
+        d.status.message.starts_with("waiting for candidate revision b"),
         "{}",
         d.status.message
     );
 }
 
 /// Drives a whole rollout where the candidate behaves like `candidate_errors_per_window`.
-fn drive(
-    spec: &RolloutSpec,
-    candidate_error_ratio: f64,
-    max_secs: u64,
-) -> (Vec<Decision>, RolloutStatus) {
+fn drive(spec: &RolloutSpec, candidate_error_ratio: f64, max_secs: u64) -> (Vec<Decision>, RolloutStatus) {
     let mut status = RolloutStatus::default();
     let mut o = obs(Counters::default());
     let mut decisions = Vec::new();
@@ -211,11 +191,7 @@ fn a_healthy_candidate_walks_every_step_and_is_promoted() {
     let mut seen: Vec<u16> = weights.clone();
     seen.dedup();
     assert_eq!(seen, vec![500, 2500, 5000, 0], "weights went {seen:?}");
-    assert!(
-        decisions
-            .iter()
-            .any(|d| d.actions.contains(&Action::PromoteTemplate))
-    );
+    assert!(decisions.iter().any(|d| d.actions.contains(&Action::PromoteTemplate)));
     assert_eq!(
         decisions.last().map(|d| d.actions.clone()),
         Some(vec![
@@ -282,13 +258,7 @@ fn blue_green_previews_then_switches_then_promotes() {
 #[test]
 fn pause_holds_and_resume_restarts_the_hold() {
     let s = spec();
-    let started = step(
-        &s,
-        &RolloutStatus::default(),
-        &obs(counters((0, 0), (0, 0))),
-        0,
-    )
-    .status;
+    let started = step(&s, &RolloutStatus::default(), &obs(counters((0, 0), (0, 0))), 0).status;
     let mut o = obs(counters((1000, 10), (100, 1)));
     o.commands.pause = true;
     let paused = step(&s, &started, &o, 30).status;
@@ -307,13 +277,7 @@ fn pause_holds_and_resume_restarts_the_hold() {
 #[test]
 fn manual_abort_and_promote_are_obeyed() {
     let s = spec();
-    let started = step(
-        &s,
-        &RolloutStatus::default(),
-        &obs(counters((0, 0), (0, 0))),
-        0,
-    )
-    .status;
+    let started = step(&s, &RolloutStatus::default(), &obs(counters((0, 0), (0, 0))), 0).status;
     let mut o = obs(Counters::default());
     o.commands.abort = true;
     let d = step(&s, &started, &o, 1);
@@ -337,13 +301,7 @@ fn manual_abort_and_promote_are_obeyed() {
 #[test]
 fn retry_starts_an_aborted_rollout_again() {
     let s = spec();
-    let started = step(
-        &s,
-        &RolloutStatus::default(),
-        &obs(counters((0, 0), (0, 0))),
-        0,
-    )
-    .status;
+    let started = step(&s, &RolloutStatus::default(), &obs(counters((0, 0), (0, 0))), 0).status;
     let mut o = obs(Counters::default());
     o.commands.abort = true;
     let aborted = step(&s, &started, &o, 1).status;
@@ -360,13 +318,7 @@ fn retry_starts_an_aborted_rollout_again() {
 #[test]
 fn a_new_candidate_template_mid_rollout_starts_again_from_weight_zero() {
     let s = spec();
-    let started = step(
-        &s,
-        &RolloutStatus::default(),
-        &obs(counters((0, 0), (0, 0))),
-        0,
-    )
-    .status;
+    let started = step(&s, &RolloutStatus::default(), &obs(counters((0, 0), (0, 0))), 0).status;
     let mut o = obs(Counters::default());
     o.candidate.template_hash = "c".into();
     let d = step(&s, &started, &o, 1);
@@ -401,23 +353,13 @@ fn an_invalid_spec_sets_a_condition_and_never_touches_traffic() {
         (condition.status.as_str(), condition.reason.as_str()),
         ("False", reasons::INVALID_SPEC)
     );
-    assert!(
-        condition.message.contains("spec.strategy"),
-        "{}",
-        condition.message
-    );
+    assert!(condition.message.contains("spec.strategy"), "{}", condition.message);
 }
 
 #[test]
 fn unavailable_metrics_hold_and_never_advance() {
     let s = spec();
-    let started = step(
-        &s,
-        &RolloutStatus::default(),
-        &obs(counters((0, 0), (0, 0))),
-        0,
-    )
-    .status;
+    let started = step(&s, &RolloutStatus::default(), &obs(counters((0, 0), (0, 0))), 0).status;
     let mut o = obs(Counters::default());
     o.metrics = Err("connection refused".into());
     let mut status = started;
@@ -428,9 +370,7 @@ fn unavailable_metrics_hold_and_never_advance() {
     }
     assert_eq!(status.phase, Phase::Progressing);
     assert!(
-        status
-            .message
-            .contains("metrics unavailable: connection refused"),
+        status.message.contains("metrics unavailable: connection refused"),
         "{}",
         status.message
     );
@@ -533,8 +473,5 @@ proptest! {
 
 /// The weight of the step a status is at, for bounding what a decision may set.
 fn status_step_weight(status: &RolloutStatus) -> u16 {
-    [500u16, 2500, 5000]
-        .get(status.step as usize)
-        .copied()
-        .unwrap_or(0)
+    [500u16, 2500, 5000].get(status.step as usize).copied().unwrap_or(0)
 }

@@ -56,11 +56,7 @@ pub struct DemoBackend {
 
 impl DemoBackend {
     /// Starts a backend on a free loopback port; it stops when `shutdown` flips.
-    pub async fn start(
-        behavior: Behavior,
-        seed: u64,
-        shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<DemoBackend> {
+    pub async fn start(behavior: Behavior, seed: u64, shutdown: watch::Receiver<bool>) -> std::io::Result<DemoBackend> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let behavior = Arc::new(Mutex::new(behavior));
@@ -89,10 +85,7 @@ impl DemoBackend {
 
     /// Changes how the backend behaves from the next request on.
     pub fn set_behavior(&self, behavior: Behavior) {
-        *self
-            .behavior
-            .lock()
-            .expect("no panics while holding the behavior lock") = behavior;
+        *self.behavior.lock().expect("no panics while holding the behavior lock") = behavior;
     }
 }
 
@@ -101,18 +94,12 @@ async fn answer(
     behavior: Arc<Mutex<Behavior>>,
     rng: Arc<Mutex<SmallRng>>,
 ) -> Result<Response<Tokens>, Infallible> {
-    let b = *behavior
-        .lock()
-        .expect("no panics while holding the behavior lock");
+    let b = *behavior.lock().expect("no panics while holding the behavior lock");
     let (fail, delay) = {
         let mut rng = rng.lock().expect("no panics while holding the rng lock");
         let fail = rng.random::<f64>() < b.error_rate;
-        let latency =
-            LogNormal::new(b.latency_ms.max(0.1).ln(), LATENCY_SIGMA).expect("sigma is positive");
-        (
-            fail,
-            Duration::from_secs_f64(latency.sample(&mut *rng) / 1000.0),
-        )
+        let latency = LogNormal::new(b.latency_ms.max(0.1).ln(), LATENCY_SIGMA).expect("sigma is positive");
+        (fail, Duration::from_secs_f64(latency.sample(&mut *rng) / 1000.0))
     };
     tokio::time::sleep(delay).await;
     if fail {
@@ -126,11 +113,7 @@ async fn answer(
             if i > 0 {
                 tokio::time::sleep(TOKEN_GAP).await;
             }
-            if tx
-                .send(Bytes::from(format!("data: token {i}\n\n")))
-                .await
-                .is_err()
-            {
+            if tx.send(Bytes::from(format!("data: token {i}\n\n"))).await.is_err() {
                 return;
             }
         }
@@ -159,14 +142,9 @@ impl Body for Tokens {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            Tokens::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
+            Tokens::Stream(rx) => rx.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
             Tokens::Error(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }

@@ -70,8 +70,8 @@ pub async fn run(
             };
             let user = rng.random_range(0..USERS);
             let tester = rng.random::<f64>() < preview;
-            let mut req = http::Request::get(format!("http://{proxy}/v1/generate"))
-                .header("x-user-id", format!("user-{user}"));
+            let mut req =
+                http::Request::get(format!("http://{proxy}/v1/generate")).header("x-user-id", format!("user-{user}"));
             if tester {
                 req = req.header("x-weir-side", "candidate");
             }
@@ -83,10 +83,7 @@ pub async fn run(
                 let _permit = permit;
                 let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
                     let rsp = client.request(req).await.ok()?;
-                    let side = rsp
-                        .headers()
-                        .get("x-weir-side")
-                        .map(|v| v.as_bytes() == b"candidate");
+                    let side = rsp.headers().get("x-weir-side").map(|v| v.as_bytes() == b"candidate");
                     let ok = rsp.status().is_success();
                     let body_ok = rsp.into_body().collect().await.is_ok();
                     Some((side, ok && body_ok))

@@ -21,8 +21,7 @@ use crate::decide::{Commands, Observation, decide};
 use crate::ports::{Metrics, Report, Workloads, act};
 use crate::rollout::validate::validate;
 use crate::rollout::{
-    Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Phase, RolloutSpec,
-    RolloutStatus, Step, Strategy,
+    Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Phase, RolloutSpec, RolloutStatus, Step, Strategy,
 };
 use backend::{Behavior, DemoBackend};
 use report::{Mode, Reporter, Summary, TerminalReport};
@@ -83,9 +82,7 @@ pub struct DemoArgs {
 }
 
 fn rate(text: &str) -> Result<f64, String> {
-    let r: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+    let r: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
     if (0.0..=1.0).contains(&r) {
         Ok(r)
     } else {
@@ -94,9 +91,7 @@ fn rate(text: &str) -> Result<f64, String> {
 }
 
 fn latency(text: &str) -> Result<f64, String> {
-    let ms: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+    let ms: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
     if ms > 0.0 && ms <= 10_000.0 {
         Ok(ms)
     } else {
@@ -126,11 +121,7 @@ impl DemoArgs {
     pub fn expected(&self) -> Phase {
         let (s, c) = (self.stable(), self.candidate());
         let worse = c.error_rate > s.error_rate * 1.5 + 0.002 || c.latency_ms > s.latency_ms * 1.25;
-        if worse {
-            Phase::Aborted
-        } else {
-            Phase::Succeeded
-        }
+        if worse { Phase::Aborted } else { Phase::Succeeded }
     }
 
     fn rate(&self) -> u32 {
@@ -139,11 +130,7 @@ impl DemoArgs {
 
     /// The Rollout the demo runs.
     pub fn spec(&self) -> RolloutSpec {
-        let (hold, interval, min_requests) = if self.fast {
-            ("4s", "1s", 20)
-        } else {
-            ("15s", "2s", 30)
-        };
+        let (hold, interval, min_requests) = if self.fast { ("4s", "1s", 20) } else { ("15s", "2s", 30) };
         let strategy = match self.strategy {
             DemoStrategy::Canary => Strategy {
                 canary: Some(Canary {
@@ -240,14 +227,8 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     // that no request in flight is cut off and reported as an upstream failure.
     let (stop_backends, backends_stopped) = watch::channel(false);
     let (stop_load, load_stopped) = watch::channel(false);
-    let stable_backend =
-        DemoBackend::start(args.stable(), args.seed, backends_stopped.clone()).await?;
-    let candidate_backend = DemoBackend::start(
-        args.candidate(),
-        args.seed.wrapping_add(1),
-        backends_stopped,
-    )
-    .await?;
+    let stable_backend = DemoBackend::start(args.stable(), args.seed, backends_stopped.clone()).await?;
+    let candidate_backend = DemoBackend::start(args.candidate(), args.seed.wrapping_add(1), backends_stopped).await?;
     let config = proxy_config(stable_backend.addr, candidate_backend.addr);
     let proxy = Proxy::start(config.clone(), "api").await?;
     let workloads = world::DemoWorkloads::new(
@@ -296,9 +277,7 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
         let decision = decide(&spec, &status, &observation, SystemTime::now());
         act(&decision.actions, &workloads, &traffic).await?;
         let next = &decision.status;
-        if next.phase == Phase::Progressing
-            && (status.phase != Phase::Progressing || next.step != status.step)
-        {
+        if next.phase == Phase::Progressing && (status.phase != Phase::Progressing || next.step != status.step) {
             step_started = Instant::now();
         }
         if next.phase == Phase::Aborted && status.phase != Phase::Aborted {

@@ -53,10 +53,7 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter in `mode`.
     pub fn new(mode: Mode) -> Self {
-        Reporter {
-            mode,
-            live_line: false,
-        }
+        Reporter { mode, live_line: false }
     }
 
     /// Shows one decision: its events, its analysis, and (live) the progress bar.
@@ -65,7 +62,10 @@ impl Reporter {
         match self.mode {
             Mode::Json => {
                 for e in &d.events {
-                    self.line(&json!({"t": round2(at), "event": e.reason, "warning": e.warning, "message": e.message}).to_string());
+                    self.line(
+                        &json!({"t": round2(at), "event": e.reason, "warning": e.warning, "message": e.message})
+                            .to_string(),
+                    );
                 }
                 if let Some(j) = &d.judgement {
                     self.line(
@@ -193,7 +193,9 @@ impl Reporter {
                 v.error_evidence, v.latency_evidence, v.threshold
             ));
         }
-        self.line(&format!("  clients saw {stable} stable and {candidate} candidate answers, {errors} errors, {skipped} skipped"));
+        self.line(&format!(
+            "  clients saw {stable} stable and {candidate} candidate answers, {errors} errors, {skipped} skipped"
+        ));
         let verdict = if s.phase == s.expected {
             "as the flags predict"
         } else {
@@ -236,8 +238,7 @@ fn side(v: &SideValues) -> String {
     format!(
         "{} req {} err p99 {}",
         v.requests,
-        v.error_ratio
-            .map_or("-".into(), |r| format!("{:.2}%", r * 100.0)),
+        v.error_ratio.map_or("-".into(), |r| format!("{:.2}%", r * 100.0)),
         v.p99_ms.map_or("-".into(), |m| format!("{m:.0}ms"))
     )
 }

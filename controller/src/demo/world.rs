@@ -93,10 +93,7 @@ impl Workloads for DemoWorkloads {
         if now >= stable.ready_at {
             self.stable_backend.set_behavior(stable.template);
         }
-        Ok((
-            Self::state(&stable, now),
-            Self::state(&lock(&self.candidate), now),
-        ))
+        Ok((Self::state(&stable, now), Self::state(&lock(&self.candidate), now)))
     }
 
     async fn scale_candidate(&self, replicas: u32) -> Result<(), PortError> {
@@ -130,12 +127,7 @@ pub struct DemoTraffic<'a> {
 
 impl<'a> DemoTraffic<'a> {
     /// Drives `route` of `proxy`, whose config is `config`.
-    pub fn new(
-        proxy: &'a Proxy,
-        config: ProxyConfig,
-        route: &str,
-        preview_header: http::HeaderName,
-    ) -> Self {
+    pub fn new(proxy: &'a Proxy, config: ProxyConfig, route: &str, preview_header: http::HeaderName) -> Self {
         DemoTraffic {
             proxy,
             route: route.to_owned(),
@@ -151,16 +143,12 @@ impl Traffic for DemoTraffic<'_> {
             operation: "set traffic",
             message,
         };
-        let mut config = self
-            .config
-            .lock()
-            .expect("no panics while holding the config lock");
+        let mut config = self.config.lock().expect("no panics while holding the config lock");
         let mut next = config.clone();
         let route = next
             .route_mut(&self.route)
             .ok_or_else(|| error(format!("no route {:?}", self.route)))?;
-        route.candidate_weight =
-            Weight::new(weight).ok_or_else(|| error(format!("weight {weight} is over 10000")))?;
+        route.candidate_weight = Weight::new(weight).ok_or_else(|| error(format!("weight {weight} is over 10000")))?;
         let preview_rule = Override {
             key: KeySource::Header(self.preview_header.clone()),
             equals: "candidate".into(),
@@ -198,10 +186,7 @@ impl ScrapedMetrics {
 
 impl Metrics for ScrapedMetrics {
     async fn counters(&self) -> Result<Counters, String> {
-        let uri: http::Uri = self
-            .url
-            .parse()
-            .map_err(|e| format!("bad metrics URL: {e}"))?;
+        let uri: http::Uri = self.url.parse().map_err(|e| format!("bad metrics URL: {e}"))?;
         let fetch = async {
             let rsp = self
                 .client

@@ -334,18 +334,10 @@ pub fn judge(analysis: &ValidAnalysis, evidence: &Evidence, current: &Counters) 
     let alpha = 1.0 / threshold(analysis);
     for metric in &compared {
         match metric {
-            CheckMetric::ErrorRatio => next
-                .errors
-                .update(c.requests, c.errors, s.requests, s.errors),
+            CheckMetric::ErrorRatio => next.errors.update(c.requests, c.errors, s.requests, s.errors),
             CheckMetric::LatencyP99 => {
-                update_slow(
-                    &mut next.latency,
-                    evidence.latency_threshold,
-                    &s.latency,
-                    &c.latency,
-                );
-                next.latency_threshold =
-                    stable_p99_bound(&current.stable.latency).or(evidence.latency_threshold);
+                update_slow(&mut next.latency, evidence.latency_threshold, &s.latency, &c.latency);
+                next.latency_threshold = stable_p99_bound(&current.stable.latency).or(evidence.latency_threshold);
             }
             CheckMetric::FirstByteP99 => {
                 update_slow(
@@ -458,12 +450,7 @@ fn comparison(evidence: &Evidence, metric: CheckMetric) -> (&SequentialTest, &'s
 /// stays valid (a threshold taken from the same window could be pulled up by a slow
 /// candidate, or would favour one side). A bucket bound, so both sides' counts above it are
 /// exact. The first window only learns the threshold.
-fn update_slow(
-    test: &mut SequentialTest,
-    threshold: Option<f64>,
-    stable: &Buckets,
-    candidate: &Buckets,
-) {
+fn update_slow(test: &mut SequentialTest, threshold: Option<f64>, stable: &Buckets, candidate: &Buckets) {
     if let Some(threshold) = threshold {
         test.update(
             candidate.total(),
@@ -498,10 +485,7 @@ fn guardrail_breach(check: &ValidCheck, v: &AnalysisValues) -> Option<String> {
     let candidate = candidate?;
     let name = metric.as_str();
     if let Some(max) = max.filter(|m| candidate > *m) {
-        return Some(format!(
-            "{name} {} is over its limit {max}",
-            round(candidate)
-        ));
+        return Some(format!("{name} {} is over its limit {max}", round(candidate)));
     }
     if let (Some(limit), Some(stable)) = (max_over_stable, stable)
         && candidate - stable > *limit
@@ -513,10 +497,7 @@ fn guardrail_breach(check: &ValidCheck, v: &AnalysisValues) -> Option<String> {
         ));
     }
     if let Some(max) = max_ms.filter(|m| candidate > *m) {
-        return Some(format!(
-            "{name} {}ms is over its limit {max}ms",
-            round(candidate)
-        ));
+        return Some(format!("{name} {}ms is over its limit {max}ms", round(candidate)));
     }
     if let (Some(limit), Some(stable)) = (max_ratio_to_stable, stable)
         && stable > 0.0
@@ -534,10 +515,7 @@ fn guardrail_breach(check: &ValidCheck, v: &AnalysisValues) -> Option<String> {
 
 /// The numbers of a window in one line, for `status.message` and the demo.
 pub fn summary(v: &AnalysisValues) -> String {
-    let ratio = |s: &SideValues| {
-        s.error_ratio
-            .map_or("-".to_owned(), |r| format!("{:.4}", r))
-    };
+    let ratio = |s: &SideValues| s.error_ratio.map_or("-".to_owned(), |r| format!("{:.4}", r));
     let ms = |m: Option<f64>| m.map_or("-".to_owned(), |m| format!("{:.0}ms", m));
     format!(
         "errors {}/{} = {} (stable {}/{} = {}), p99 {} (stable {}), evidence errors {} latency {} of {}",

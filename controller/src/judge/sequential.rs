@@ -44,13 +44,7 @@ impl Default for SequentialTest {
 
 impl SequentialTest {
     /// Adds one window: the requests and bad events of each side.
-    pub fn update(
-        &mut self,
-        candidate_requests: u64,
-        candidate_bad: u64,
-        stable_requests: u64,
-        stable_bad: u64,
-    ) {
+    pub fn update(&mut self, candidate_requests: u64, candidate_bad: u64, stable_requests: u64, stable_bad: u64) {
         // A window in which one side had no traffic says nothing about their difference.
         if candidate_requests == 0 || stable_requests == 0 {
             return;
@@ -78,11 +72,7 @@ impl SequentialTest {
             .iter()
             .copied()
             .fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = self
-            .log_likelihood_ratios
-            .iter()
-            .map(|l| (l - max).exp())
-            .sum();
+        let sum: f64 = self.log_likelihood_ratios.iter().map(|l| (l - max).exp()).sum();
         // Capped below f64's range, so that status (JSON, which has no infinity) can hold it.
         (max + (sum / self.log_likelihood_ratios.len() as f64).ln())
             .min(700.0)
@@ -123,11 +113,7 @@ mod tests {
         while !t.rejects(0.01) {
             t.update(50, 5, 950, 5);
             windows += 1;
-            assert!(
-                windows < 10,
-                "not rejected after {windows} windows: {}",
-                t.evidence()
-            );
+            assert!(windows < 10, "not rejected after {windows} windows: {}", t.evidence());
         }
     }
 

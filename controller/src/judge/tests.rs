@@ -29,27 +29,17 @@ fn compare(metric: CheckMetric) -> ValidCheck {
 }
 
 fn default_analysis() -> ValidAnalysis {
-    analysis(vec![
-        compare(CheckMetric::ErrorRatio),
-        compare(CheckMetric::LatencyP99),
-    ])
+    analysis(vec![compare(CheckMetric::ErrorRatio), compare(CheckMetric::LatencyP99)])
 }
 
 fn bounds() -> Vec<f64> {
-    LATENCY_BUCKETS
-        .iter()
-        .copied()
-        .chain([f64::INFINITY])
-        .collect()
+    LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]).collect()
 }
 
 /// A histogram with `n` observations all at `seconds`.
 fn all_at(n: u64, seconds: f64) -> Buckets {
     let bounds = bounds();
-    let cumulative = bounds
-        .iter()
-        .map(|b| if seconds <= *b { n } else { 0 })
-        .collect();
+    let cumulative = bounds.iter().map(|b| if seconds <= *b { n } else { 0 }).collect();
     Buckets { bounds, cumulative }
 }
 
@@ -90,15 +80,10 @@ fn too_few_candidate_requests_is_inconclusive_never_a_pass() {
         stable: side(5000, 10, 0.05),
         candidate: side(99, 0, 0.05),
     };
-    let j = judge(
-        &default_analysis(),
-        &Evidence::starting_at(Some(base)),
-        &now,
-    );
+    let j = judge(&default_analysis(), &Evidence::starting_at(Some(base)), &now);
     assert_eq!(j.verdict, VerdictKind::Inconclusive);
     assert!(
-        j.reason
-            .starts_with("99 candidate requests in the window, 100 needed"),
+        j.reason.starts_with("99 candidate requests in the window, 100 needed"),
         "{}",
         j.reason
     );
@@ -111,11 +96,7 @@ fn an_equal_candidate_with_enough_data_passes() {
         stable: side(9500, 95, 0.05),
         candidate: side(500, 5, 0.05),
     };
-    let j = judge(
-        &default_analysis(),
-        &Evidence::starting_at(Some(base)),
-        &now,
-    );
+    let j = judge(&default_analysis(), &Evidence::starting_at(Some(base)), &now);
     assert_eq!(j.verdict, VerdictKind::Pass, "{}", j.reason);
     assert_eq!(j.values.candidate.error_ratio, Some(0.01));
     assert!(
@@ -131,22 +112,9 @@ fn a_failing_candidate_is_aborted_decisively_even_on_thin_data() {
         stable: side(950, 1, 0.05),
         candidate: side(50, 25, 0.05),
     };
-    let j = judge(
-        &default_analysis(),
-        &Evidence::starting_at(Some(base)),
-        &now,
-    );
-    assert_eq!(
-        (j.verdict, j.decisive),
-        (VerdictKind::Fail, true),
-        "{}",
-        j.reason
-    );
-    assert!(
-        j.reason.contains("worse than stable on errors"),
-        "{}",
-        j.reason
-    );
+    let j = judge(&default_analysis(), &Evidence::starting_at(Some(base)), &now);
+    assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, true), "{}", j.reason);
+    assert!(j.reason.contains("worse than stable on errors"), "{}", j.reason);
 }
 
 #[test]
@@ -174,25 +142,12 @@ fn a_slow_candidate_is_aborted_by_the_latency_test() {
         candidate: side(500, 0, 0.4),
     };
     // The first window learns stable's p99; the second judges against it.
-    let first = judge(
-        &default_analysis(),
-        &Evidence::starting_at(Some(base)),
-        &now,
-    );
+    let first = judge(&default_analysis(), &Evidence::starting_at(Some(base)), &now);
     assert_eq!(first.evidence.latency_threshold, Some(0.05));
     let later = add(&now, &now);
     let j = judge(&default_analysis(), &first.evidence, &later);
-    assert_eq!(
-        (j.verdict, j.decisive),
-        (VerdictKind::Fail, true),
-        "{}",
-        j.reason
-    );
-    assert!(
-        j.reason.contains("worse than stable on latency"),
-        "{}",
-        j.reason
-    );
+    assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, true), "{}", j.reason);
+    assert!(j.reason.contains("worse than stable on latency"), "{}", j.reason);
 }
 
 #[test]
@@ -214,15 +169,9 @@ fn guardrails_fail_without_being_decisive() {
         &Evidence::starting_at(Some(Counters::default())),
         &now,
     );
-    assert_eq!(
-        (j.verdict, j.decisive),
-        (VerdictKind::Fail, false),
-        "{}",
-        j.reason
-    );
+    assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, false), "{}", j.reason);
     assert!(
-        j.reason
-            .starts_with("error-ratio 0.0100 is over its limit 0.001"),
+        j.reason.starts_with("error-ratio 0.0100 is over its limit 0.001"),
         "{}",
         j.reason
     );
@@ -241,8 +190,7 @@ fn guardrails_fail_without_being_decisive() {
     );
     assert_eq!(j.verdict, VerdictKind::Fail, "{}", j.reason);
     assert!(
-        j.reason
-            .starts_with("latency-p99 49.8ms is over its limit 20ms"),
+        j.reason.starts_with("latency-p99 49.8ms is over its limit 20ms"),
         "{}",
         j.reason
     );
@@ -258,11 +206,7 @@ fn a_restarted_proxy_counts_from_zero_again() {
         stable: side(9500, 95, 0.05),
         candidate: side(500, 5, 0.05),
     };
-    let j = judge(
-        &default_analysis(),
-        &Evidence::starting_at(Some(base)),
-        &now,
-    );
+    let j = judge(&default_analysis(), &Evidence::starting_at(Some(base)), &now);
     assert_eq!(j.values.candidate.requests, 500);
     assert_eq!(j.verdict, VerdictKind::Pass, "{}", j.reason);
 }
@@ -285,16 +229,10 @@ fn quantiles_interpolate_inside_buckets() {
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26; error under 1.5e-7).
 fn phi(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
-    if x >= 0.0 {
-        0.5 * (1.0 + erf)
-    } else {
-        0.5 * (1.0 - erf)
-    }
+    if x >= 0.0 { 0.5 * (1.0 + erf) } else { 0.5 * (1.0 - erf) }
 }
 
 /// Latencies log-normal with this median and sigma 0.5: stable's p99 is 3.2x its median.
@@ -362,10 +300,7 @@ const STABLE_MEDIAN: f64 = 0.05;
 fn simulate(seed: u64, scenario: &Scenario) -> Option<u64> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let a = default_analysis();
-    let stable_latency = Latency {
-        median: STABLE_MEDIAN,
-    }
-    .bucket_probabilities();
+    let stable_latency = Latency { median: STABLE_MEDIAN }.bucket_probabilities();
     let candidate_latency = Latency {
         median: STABLE_MEDIAN * scenario.candidate_latency,
     }
@@ -376,8 +311,7 @@ fn simulate(seed: u64, scenario: &Scenario) -> Option<u64> {
     let candidate_requests = (WINDOW_REQUESTS as f64 * WEIGHT) as u64;
     let stable_requests = WINDOW_REQUESTS - candidate_requests;
     for window in 1..=MAX_WINDOWS {
-        let draw =
-            |rng: &mut SmallRng, n, p| Binomial::new(n, p).expect("valid binomial").sample(rng);
+        let draw = |rng: &mut SmallRng, n, p| Binomial::new(n, p).expect("valid binomial").sample(rng);
         let this = Counters {
             stable: SideCounters {
                 requests: stable_requests,
@@ -409,9 +343,7 @@ struct Outcome {
 }
 
 fn run(scenario: &Scenario, seed: u64) -> Outcome {
-    let mut detections: Vec<u64> = (0..RUNS)
-        .filter_map(|i| simulate(seed + i, scenario))
-        .collect();
+    let mut detections: Vec<u64> = (0..RUNS).filter_map(|i| simulate(seed + i, scenario)).collect();
     detections.sort_unstable();
     let at = |q: f64| {
         detections

@@ -114,11 +114,7 @@ impl std::fmt::Display for SpecError {
 
 /// Every error of an invalid spec, joined for a condition message.
 pub fn describe(errors: &[SpecError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 struct Errors(Vec<SpecError>);
@@ -205,12 +201,8 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             }
             ValidStrategy::BlueGreen {
                 preview_header: bg.preview_header.to_ascii_lowercase(),
-                hold_before_switch: errors.duration(
-                    "spec.strategy.blueGreen.holdBeforeSwitch",
-                    &bg.hold_before_switch,
-                ),
-                keep_old_for: errors
-                    .duration("spec.strategy.blueGreen.keepOldFor", &bg.keep_old_for),
+                hold_before_switch: errors.duration("spec.strategy.blueGreen.holdBeforeSwitch", &bg.hold_before_switch),
+                keep_old_for: errors.duration("spec.strategy.blueGreen.keepOldFor", &bg.keep_old_for),
             }
         }
         _ => {
@@ -256,10 +248,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
         }
         let misplaced = |errors: &mut Errors, name: &str, set: bool, what: &str| {
             if set {
-                errors.add(
-                    format!("{path}.{name}"),
-                    format!("does not apply to {what}"),
-                );
+                errors.add(format!("{path}.{name}"), format!("does not apply to {what}"));
             }
         };
         match (check.metric, &check.promql) {
@@ -303,10 +292,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             }
             (None, Some(query)) => {
                 if a.source.prometheus.is_none() {
-                    errors.add(
-                        format!("{path}.promql"),
-                        "needs spec.analysis.source.prometheus",
-                    );
+                    errors.add(format!("{path}.promql"), "needs spec.analysis.source.prometheus");
                 }
                 if query.trim().is_empty() {
                     errors.add(format!("{path}.promql"), "is empty");
@@ -403,10 +389,7 @@ mod tests {
         let ValidStrategy::Canary(steps) = valid.strategy else {
             panic!("canary")
         };
-        assert_eq!(
-            steps.iter().map(|s| s.weight).collect::<Vec<_>>(),
-            [50, 500, 2500]
-        );
+        assert_eq!(steps.iter().map(|s| s.weight).collect::<Vec<_>>(), [50, 500, 2500]);
         assert_eq!(steps[1].hold, Duration::from_secs(60));
         assert_eq!(valid.analysis.checks.len(), 2, "default checks");
         assert_eq!(valid.analysis.interval, Duration::from_secs(15));
@@ -466,10 +449,7 @@ mod tests {
             keep_old_for: "1m".into(),
         });
         assert_eq!(
-            validate(&s)
-                .expect_err("both")
-                .first()
-                .map(|e| e.path.as_str()),
+            validate(&s).expect_err("both").first().map(|e| e.path.as_str()),
             Some("spec.strategy")
         );
         s.strategy.canary = None;

@@ -26,7 +26,7 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 pub const DEFAULT_SIDE_HEADER: &str = "x-weir-side";
 
 /// A whole, valid proxy configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     /// Data-plane listen address. Read at startup only.
     pub listen: SocketAddr,
@@ -43,7 +43,7 @@ pub struct ProxyConfig {
 }
 
 /// One route: which requests it takes and how it splits them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteConfig {
     /// Unique name; the `route` label of its metrics.
     pub name: String,
@@ -63,6 +63,19 @@ pub struct RouteConfig {
     pub sticky: Option<KeySource>,
     /// Time allowed from sending the request upstream to receiving the response headers.
     pub timeout: Duration,
+    /// Stop sending the candidate traffic at once when it fails too often.
+    pub fail_fast: Option<FailFastConfig>,
+}
+
+/// When the proxy stops a failing candidate by itself, without waiting for the controller.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FailFastConfig {
+    /// Candidate error ratio (0..=1) over the window at which the route trips.
+    pub error_ratio: f64,
+    /// The sliding window.
+    pub window: Duration,
+    /// Candidate requests the window needs before it can trip.
+    pub min_requests: u64,
 }
 
 /// A set of interchangeable endpoints of one version of a service.
@@ -119,11 +132,9 @@ impl ConfigErrors {
 /// Parses and validates a config written in YAML or JSON (JSON is detected by a leading `{`).
 pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
     let document: serde_json::Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text)
-            .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?
+        serde_json::from_str(text).map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?
     } else {
-        serde_saphyr::from_str(text)
-            .map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?
+        serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?
     };
     if document.is_null() {
         return Err(ConfigErrors::one("", "the config is empty"));
@@ -135,10 +146,7 @@ pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
             message: "unknown field".into(),
         })
     };
-    let shaped = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
-        document,
-        &mut on_unknown,
-    ));
+    let shaped = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(document, &mut on_unknown));
     match shaped {
         Ok(raw) => {
             let checked = validate::validate(raw);
@@ -177,9 +185,9 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
                 format!("{parent}.{key}")
             }
         }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => ignored_path(parent),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
     }
 }
 
@@ -239,10 +247,7 @@ impl From<&ProxyConfig> for raw::RawConfig {
                     stable: raw::RawTarget {
                         backend: r.stable.clone(),
                     },
-                    candidate: r
-                        .candidate
-                        .as_ref()
-                        .map(|b| raw::RawTarget { backend: b.clone() }),
+                    candidate: r.candidate.as_ref().map(|b| raw::RawTarget { backend: b.clone() }),
                     candidate_weight: i64::from(r.candidate_weight.basis_points()),
                     overrides: r
                         .overrides
@@ -259,6 +264,11 @@ impl From<&ProxyConfig> for raw::RawConfig {
                         .collect(),
                     sticky: r.sticky.as_ref().map(key),
                     timeout: humantime::format_duration(r.timeout).to_string(),
+                    fail_fast: r.fail_fast.map(|f| raw::RawFailFast {
+                        error_ratio: f.error_ratio,
+                        window: humantime::format_duration(f.window).to_string(),
+                        min_requests: f.min_requests,
+                    }),
                 })
                 .collect(),
             backends: cfg

@@ -41,6 +41,18 @@ pub(super) struct RawRoute {
     pub sticky: Option<RawKey>,
     #[serde(default = "default_timeout")]
     pub timeout: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_fast: Option<RawFailFast>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawFailFast {
+    pub error_ratio: f64,
+    #[serde(default = "default_fail_fast_window")]
+    pub window: String,
+    #[serde(default = "default_fail_fast_min_requests")]
+    pub min_requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +123,14 @@ fn default_side_header() -> Option<String> {
 
 fn default_timeout() -> String {
     "30s".to_owned()
+}
+
+fn default_fail_fast_window() -> String {
+    "10s".to_owned()
+}
+
+fn default_fail_fast_min_requests() -> u64 {
+    20
 }
 
 fn default_path_prefix() -> String {

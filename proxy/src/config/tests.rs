@@ -43,17 +43,15 @@ fn a_good_config_parses_with_defaults_filled_in() {
     assert_eq!(r.overrides.len(), 2);
     assert_eq!(cfg.routes[1].path_prefix, "/");
     assert_eq!(cfg.routes[1].timeout, Duration::from_secs(30));
-    assert_eq!(
-        cfg.side_header,
-        Some(HeaderName::from_static("x-weir-side"))
-    );
+    assert_eq!(cfg.side_header, Some(HeaderName::from_static("x-weir-side")));
     assert_eq!(cfg.backends["sentiment-v1"].endpoints.len(), 2);
 }
 
 #[test]
 fn json_is_accepted_too() {
-    let cfg = parse(r#"{"routes":[{"name":"a","stable":{"backend":"b"}}],"backends":{"b":{"endpoints":["127.0.0.1:1"]}}}"#)
-        .expect("good JSON config");
+    let cfg =
+        parse(r#"{"routes":[{"name":"a","stable":{"backend":"b"}}],"backends":{"b":{"endpoints":["127.0.0.1:1"]}}}"#)
+            .expect("good JSON config");
     assert_eq!(cfg.routes[0].name, "a");
 }
 
@@ -116,22 +114,14 @@ backends:
             "missing {prefix:?} in {got:#?}"
         );
     }
-    assert_eq!(
-        got.len(),
-        expect_prefixes.len(),
-        "unexpected extra errors: {got:#?}"
-    );
+    assert_eq!(got.len(), expect_prefixes.len(), "unexpected extra errors: {got:#?}");
 }
 
 #[test]
 fn a_type_error_names_its_path() {
-    let got =
-        messages("routes:\n  - name: a\n    stable: { backend: v1 }\n    candidateWeight: lots\n");
+    let got = messages("routes:\n  - name: a\n    stable: { backend: v1 }\n    candidateWeight: lots\n");
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(
-        got[0].starts_with("routes[0].candidateWeight: invalid type"),
-        "{got:?}"
-    );
+    assert!(got[0].starts_with("routes[0].candidateWeight: invalid type"), "{got:?}");
 }
 
 #[test]
@@ -163,9 +153,7 @@ fn two_routes_on_the_same_host_and_prefix_are_rejected() {
     );
     assert_eq!(
         got,
-        vec![
-            "routes[1].match: another route already matches this host and path prefix".to_string()
-        ]
+        vec!["routes[1].match: another route already matches this host and path prefix".to_string()]
     );
 }
 
@@ -205,7 +193,32 @@ proptest! {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let cfg = parse(include_str!("../../../examples/weir-proxy.yaml"))
-        .expect("examples/weir-proxy.yaml is valid");
+    let cfg = parse(include_str!("../../../examples/weir-proxy.yaml")).expect("examples/weir-proxy.yaml is valid");
     assert_eq!(cfg.routes[0].candidate_weight.basis_points(), 500);
+}
+
+#[test]
+fn fail_fast_settings_are_checked() {
+    let got = messages(
+        "routes:\n  - { name: a, stable: { backend: v1 }, failFast: { errorRatio: 2, window: soon, minRequests: 0 } }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] } }\n",
+    );
+    let expected = [
+        "routes[0].failFast.errorRatio: 2 is not above 0 and at most 1",
+        "routes[0].failFast.minRequests: must be at least 1",
+        "routes[0].failFast: the route has no candidate to fail fast",
+        "routes[0].failFast.window: \"soon\" is not a duration",
+    ];
+    for prefix in expected {
+        assert!(
+            got.iter().any(|m| m.starts_with(prefix)),
+            "missing {prefix:?} in {got:#?}"
+        );
+    }
+    let cfg = parse(
+        "routes:\n  - { name: a, stable: { backend: v1 }, candidate: { backend: v1 }, failFast: { errorRatio: 0.5 } }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] } }\n",
+    )
+    .expect("valid");
+    let ff = cfg.routes[0].fail_fast.expect("fail-fast set");
+    assert_eq!((ff.window, ff.min_requests), (Duration::from_secs(10), 20), "defaults");
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
 }

@@ -8,7 +8,7 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use super::raw::{RawConfig, RawKey, RawRoute};
-use super::{BackendConfig, ConfigError, ConfigErrors, ProxyConfig, RouteConfig};
+use super::{BackendConfig, ConfigError, ConfigErrors, FailFastConfig, ProxyConfig, RouteConfig};
 use crate::route::HostMatch;
 use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
 
@@ -66,10 +66,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
     for (i, route) in raw.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         if !names.insert(route.name.as_str()) {
-            errors.add(
-                format!("{path}.name"),
-                format!("duplicate route name {:?}", route.name),
-            );
+            errors.add(format!("{path}.name"), format!("duplicate route name {:?}", route.name));
         }
         if let Some(route) = validate_route(route, &path, &raw, &mut errors) {
             if !matches.insert((route.host.clone(), route.path_prefix.clone())) {
@@ -82,33 +79,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
         }
     }
 
-    match (
-        listen,
-        admin,
-        drain_timeout,
-        side_header,
-        errors.0.is_empty(),
-    ) {
-        (Some(listen), Some(admin), Some(drain_timeout), Some(side_header), true) => {
-            Ok(ProxyConfig {
-                listen,
-                admin,
-                drain_timeout,
-                side_header,
-                routes,
-                backends,
-            })
-        }
+    match (listen, admin, drain_timeout, side_header, errors.0.is_empty()) {
+        (Some(listen), Some(admin), Some(drain_timeout), Some(side_header), true) => Ok(ProxyConfig {
+            listen,
+            admin,
+            drain_timeout,
+            side_header,
+            routes,
+            backends,
+        }),
         _ => Err(ConfigErrors(errors.0)),
     }
 }
 
-fn validate_route(
-    route: &RawRoute,
-    path: &str,
-    raw: &RawConfig,
-    errors: &mut Errors,
-) -> Option<RouteConfig> {
+fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Errors) -> Option<RouteConfig> {
     let name = errors
         .check(format!("{path}.name"), plain_name(&route.name))
         .map(|()| route.name.clone());
@@ -134,15 +118,9 @@ fn validate_route(
     }
     let has_candidate = route.candidate.is_some();
     let weight_path = format!("{path}.candidateWeight");
-    let candidate_weight = match u16::try_from(route.candidate_weight)
-        .ok()
-        .and_then(Weight::new)
-    {
+    let candidate_weight = match u16::try_from(route.candidate_weight).ok().and_then(Weight::new) {
         None if route.candidate_weight < 0 => {
-            errors.add(
-                weight_path,
-                format!("{} is negative", route.candidate_weight),
-            );
+            errors.add(weight_path, format!("{} is negative", route.candidate_weight));
             None
         }
         None => {
@@ -162,10 +140,7 @@ fn validate_route(
     let mut overrides = Vec::new();
     for (j, rule) in route.overrides.iter().enumerate() {
         let rule_path = format!("{path}.overrides[{j}]");
-        let key = errors.check(
-            &rule_path,
-            key_source(rule.header.as_deref(), rule.cookie.as_deref()),
-        );
+        let key = errors.check(&rule_path, key_source(rule.header.as_deref(), rule.cookie.as_deref()));
         let side = match Side::parse(&rule.side) {
             Some(Side::Candidate) if !has_candidate => {
                 errors.add(
@@ -201,6 +176,34 @@ fn validate_route(
             .map(Some),
     };
     let timeout = errors.check(format!("{path}.timeout"), duration(&route.timeout));
+    let fail_fast = match &route.fail_fast {
+        None => Some(None),
+        Some(f) => {
+            let ff = format!("{path}.failFast");
+            let ratio_ok = f.error_ratio > 0.0 && f.error_ratio <= 1.0;
+            if !ratio_ok {
+                errors.add(
+                    format!("{ff}.errorRatio"),
+                    format!("{} is not above 0 and at most 1", f.error_ratio),
+                );
+            }
+            if f.min_requests == 0 {
+                errors.add(format!("{ff}.minRequests"), "must be at least 1");
+            }
+            if route.candidate.is_none() {
+                errors.add(&ff, "the route has no candidate to fail fast");
+            }
+            let window = errors.check(format!("{ff}.window"), duration(&f.window));
+            match window {
+                Some(window) if ratio_ok && f.min_requests > 0 => Some(Some(FailFastConfig {
+                    error_ratio: f.error_ratio,
+                    window,
+                    min_requests: f.min_requests,
+                })),
+                _ => None,
+            }
+        }
+    };
 
     Some(RouteConfig {
         name: name?,
@@ -212,6 +215,7 @@ fn validate_route(
         overrides,
         sticky: sticky?,
         timeout: timeout?,
+        fail_fast: fail_fast?,
     })
 }
 
@@ -224,24 +228,18 @@ fn duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(format!("{text:?} is zero")),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "{text:?} is not a duration like 30s or 500ms ({e})"
-        )),
+        Err(e) => Err(format!("{text:?} is not a duration like 30s or 500ms ({e})")),
     }
 }
 
 fn header_name(text: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| format!("{text:?} is not a valid header name"))
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("{text:?} is not a valid header name"))
 }
 
 fn endpoint(text: &str) -> Result<Authority, String> {
     let bad = || format!("{text:?} is not host:port");
     let authority: Authority = text.parse().map_err(|_| bad())?;
-    if authority.port_u16().is_none()
-        || authority.host().is_empty()
-        || authority.as_str().contains('@')
-    {
+    if authority.port_u16().is_none() || authority.host().is_empty() || authority.as_str().contains('@') {
         return Err(bad());
     }
     Ok(authority)
@@ -254,9 +252,7 @@ fn plain_name(name: &str) -> Result<(), String> {
     } else if name.len() > MAX_NAME_LEN {
         Err(format!("{name:?} is longer than {MAX_NAME_LEN} characters"))
     } else if !name.bytes().all(plain) {
-        Err(format!(
-            "{name:?} may only hold letters, digits, '-', '_' and '.'"
-        ))
+        Err(format!("{name:?} may only hold letters, digits, '-', '_' and '.'"))
     } else {
         Ok(())
     }
@@ -264,8 +260,7 @@ fn plain_name(name: &str) -> Result<(), String> {
 
 fn host_pattern(text: &str) -> Result<HostMatch, String> {
     let host = text.strip_prefix("*.").unwrap_or(text);
-    let label_ok =
-        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let label_ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if text == "*" || (host.split('.').all(label_ok) && !host.starts_with('-')) {
         Ok(HostMatch::parse(Some(text)))
     } else {
@@ -286,9 +281,7 @@ fn path_prefix(text: &str) -> Result<String, String> {
 fn key_source(header: Option<&str>, cookie: Option<&str>) -> Result<KeySource, String> {
     match (header, cookie) {
         (Some(h), None) => header_name(h).map(KeySource::Header),
-        (None, Some(c)) if !c.is_empty() && !c.contains([';', '=', ' ']) => {
-            Ok(KeySource::Cookie(c.to_owned()))
-        }
+        (None, Some(c)) if !c.is_empty() && !c.contains([';', '=', ' ']) => Ok(KeySource::Cookie(c.to_owned())),
         (None, Some(c)) => Err(format!("cookie {c:?} is not a cookie name")),
         _ => Err("needs exactly one of header or cookie".into()),
     }

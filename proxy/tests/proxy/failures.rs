@@ -25,13 +25,10 @@ async fn a_down_backend_gives_502_at_once_and_is_counted() {
     let candidate = Backend::start("candidate").await;
     let proxy = start_proxy(&config_yaml(dead_addr, candidate.addr, 0, "")).await;
     for client in [h1_client(), h2c_client()] {
-        let rsp = tokio::time::timeout(
-            Duration::from_secs(1),
-            client.request(get(proxy.listen_addr(), "/")),
-        )
-        .await
-        .expect("a refused connection is answered within a second, never a hang")
-        .expect("response");
+        let rsp = tokio::time::timeout(Duration::from_secs(1), client.request(get(proxy.listen_addr(), "/")))
+            .await
+            .expect("a refused connection is answered within a second, never a hang")
+            .expect("response");
         assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(rsp.headers()["x-weir-error"], "upstream-connect");
     }
@@ -44,10 +41,7 @@ async fn a_down_backend_gives_502_at_once_and_is_counted() {
         Some(2.0)
     );
     assert_eq!(
-        sample(
-            &metrics,
-            r#"weir_requests_total{route="r",side="stable",code="error"}"#
-        ),
+        sample(&metrics, r#"weir_requests_total{route="r",side="stable",code="error"}"#),
         Some(2.0)
     );
     proxy.shutdown().await;
@@ -55,10 +49,7 @@ async fn a_down_backend_gives_502_at_once_and_is_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_past_the_timeout_gives_504() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let yaml = config_yaml(stable.addr, candidate.addr, 0, "    timeout: 200ms\n");
     let proxy = start_proxy(&yaml).await;
     let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/slow/3000")).await;
@@ -79,12 +70,8 @@ async fn a_slow_backend_past_the_timeout_gives_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_gives_404() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
-    let yaml = config_yaml(stable.addr, candidate.addr, 0, "")
-        .replace("pathPrefix: /", "pathPrefix: /api");
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let yaml = config_yaml(stable.addr, candidate.addr, 0, "").replace("pathPrefix: /", "pathPrefix: /api");
     let proxy = start_proxy(&yaml).await;
     let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/other")).await;
     assert_eq!(parts.status, StatusCode::NOT_FOUND);
@@ -96,34 +83,26 @@ async fn no_route_gives_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_4xx_and_never_reach_a_backend() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     let addr = proxy.listen_addr();
 
     let answer = raw_exchange(addr, b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
-        answer
-            .to_ascii_lowercase()
-            .contains("x-weir-error: missing-host"),
+        answer.to_ascii_lowercase().contains("x-weir-error: missing-host"),
         "{answer}"
     );
 
     let big = "a".repeat(70 * 1024);
     let answer = raw_exchange(
         addr,
-        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n")
-            .as_bytes(),
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n").as_bytes(),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(
-        answer
-            .to_ascii_lowercase()
-            .contains("x-weir-error: headers-too-large"),
+        answer.to_ascii_lowercase().contains("x-weir-error: headers-too-large"),
         "{answer}"
     );
 

@@ -4,21 +4,13 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h1_and_h2c_requests_reach_the_right_side_with_headers_intact() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
-    let overrides =
-        "    overrides:\n      - { header: x-weir-side, equals: candidate, side: candidate }\n";
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let overrides = "    overrides:\n      - { header: x-weir-side, equals: candidate, side: candidate }\n";
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, overrides)).await;
 
-    for (client, version) in [
-        (h1_client(), Version::HTTP_11),
-        (h2c_client(), Version::HTTP_2),
-    ] {
+    for (client, version) in [(h1_client(), Version::HTTP_11), (h2c_client(), Version::HTTP_2)] {
         let mut req = get(proxy.listen_addr(), "/hello?x=1");
-        req.headers_mut()
-            .insert("x-custom", HeaderValue::from_static("kept"));
+        req.headers_mut().insert("x-custom", HeaderValue::from_static("kept"));
         let (parts, body, _) = send(&client, req).await;
         assert_eq!(parts.version, version);
         assert_eq!(parts.status, StatusCode::OK);
@@ -31,10 +23,7 @@ async fn h1_and_h2c_requests_reach_the_right_side_with_headers_intact() {
             "Host is kept"
         );
         assert_eq!(parts.headers["x-seen-xff"], "127.0.0.1");
-        assert_eq!(
-            parts.headers["x-seen-version"], "HTTP/1.1",
-            "upstream speaks HTTP/1.1"
-        );
+        assert_eq!(parts.headers["x-seen-version"], "HTTP/1.1", "upstream speaks HTTP/1.1");
         let via = parts.headers["x-seen-via"].to_str().expect("ascii");
         assert!(via == "1.1 weir" || via == "2 weir", "via {via}");
         assert!(
@@ -62,15 +51,11 @@ async fn h1_and_h2c_requests_reach_the_right_side_with_headers_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_and_trailers_pass_through_on_h1_and_h2c() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     for client in [h1_client(), h2c_client()] {
         let mut req = get(proxy.listen_addr(), "/trailers");
-        req.headers_mut()
-            .insert("te", HeaderValue::from_static("trailers"));
+        req.headers_mut().insert("te", HeaderValue::from_static("trailers"));
         let (parts, body, trailers) = send(&client, req).await;
         assert_eq!(parts.status, StatusCode::OK);
         assert_eq!(&body[..], b"hello");
@@ -87,23 +72,14 @@ async fn statuses_and_trailers_pass_through_on_h1_and_h2c() {
     }
     let metrics = admin_text(&proxy, "/metrics").await;
     assert_eq!(
-        sample(
-            &metrics,
-            r#"weir_requests_total{route="r",side="stable",code="5xx"}"#
-        ),
+        sample(&metrics, r#"weir_requests_total{route="r",side="stable",code="5xx"}"#),
         Some(2.0)
     );
     assert_eq!(
-        sample(
-            &metrics,
-            r#"weir_requests_total{route="r",side="stable",code="2xx"}"#
-        ),
+        sample(&metrics, r#"weir_requests_total{route="r",side="stable",code="2xx"}"#),
         Some(2.0)
     );
-    assert!(
-        metrics.contains("weir_request_duration_seconds_bucket{"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("weir_request_duration_seconds_bucket{"), "{metrics}");
     assert_eq!(
         sample(&metrics, r#"weir_candidate_weight_basis_points{route="r"}"#),
         Some(0.0)
@@ -113,16 +89,12 @@ async fn statuses_and_trailers_pass_through_on_h1_and_h2c() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_named_headers_do_not_reach_the_upstream() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     let mut req = get(proxy.listen_addr(), "/");
     req.headers_mut()
         .insert("connection", HeaderValue::from_static("x-secret"));
-    req.headers_mut()
-        .insert("x-secret", HeaderValue::from_static("1"));
+    req.headers_mut().insert("x-secret", HeaderValue::from_static("1"));
     let (parts, _, _) = send(&h1_client(), req).await;
     assert!(!parts.headers.contains_key("x-seen-secret"));
     proxy.shutdown().await;
@@ -130,28 +102,17 @@ async fn connection_named_headers_do_not_reach_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn side_header_can_be_renamed_or_turned_off() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let yaml = config_yaml(stable.addr, candidate.addr, 0, "");
-    let proxy = start_proxy(&yaml.replace(
-        "drainTimeout: 5s\n",
-        "drainTimeout: 5s\nsideHeader: x-served-by\n",
-    ))
-    .await;
+    let proxy = start_proxy(&yaml.replace("drainTimeout: 5s\n", "drainTimeout: 5s\nsideHeader: x-served-by\n")).await;
     let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
     assert_eq!(parts.headers["x-served-by"], "stable");
     assert!(!parts.headers.contains_key("x-weir-side"));
     proxy.apply(
-        weir_proxy::config::parse(
-            &yaml.replace("drainTimeout: 5s\n", "drainTimeout: 5s\nsideHeader: null\n"),
-        )
-        .expect("valid"),
+        weir_proxy::config::parse(&yaml.replace("drainTimeout: 5s\n", "drainTimeout: 5s\nsideHeader: null\n"))
+            .expect("valid"),
     );
     let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
-    assert!(
-        !parts.headers.contains_key("x-served-by") && !parts.headers.contains_key("x-weir-side")
-    );
+    assert!(!parts.headers.contains_key("x-served-by") && !parts.headers.contains_key("x-weir-side"));
     proxy.shutdown().await;
 }

@@ -6,10 +6,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_file_keeps_the_old_routing_and_a_good_one_is_live_within_two_seconds() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     let good = config_yaml(stable.addr, candidate.addr, 0, "");
@@ -29,13 +26,11 @@ async fn a_bad_file_keeps_the_old_routing_and_a_good_one_is_live_within_two_seco
         .replace("127.0.0.1:0\nadmin", "nowhere\nadmin");
     std::fs::write(&path, &bad).expect("write config");
     eventually("the bad config to be rejected", || async {
-        let view: serde_json::Value =
-            serde_json::from_str(&admin_text(&proxy, "/config").await).expect("JSON");
+        let view: serde_json::Value = serde_json::from_str(&admin_text(&proxy, "/config").await).expect("JSON");
         view["lastReload"]["result"] == "error"
     })
     .await;
-    let view: serde_json::Value =
-        serde_json::from_str(&admin_text(&proxy, "/config").await).expect("JSON");
+    let view: serde_json::Value = serde_json::from_str(&admin_text(&proxy, "/config").await).expect("JSON");
     let errors = view["lastReload"]["errors"].clone();
     let paths: Vec<&str> = errors
         .as_array()
@@ -52,22 +47,15 @@ async fn a_bad_file_keeps_the_old_routing_and_a_good_one_is_live_within_two_seco
     assert_eq!(view["config"]["routes"][0]["candidateWeight"], 0);
     let metrics = admin_text(&proxy, "/metrics").await;
     assert_eq!(
-        sample(
-            &metrics,
-            r#"weir_config_reloads_total{source="file",result="error"}"#
-        ),
+        sample(&metrics, r#"weir_config_reloads_total{source="file",result="error"}"#),
         Some(1.0)
     );
     for _ in 0..20 {
         let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
-        assert_eq!(
-            parts.headers["x-weir-side"], "stable",
-            "the old routing keeps serving"
-        );
+        assert_eq!(parts.headers["x-weir-side"], "stable", "the old routing keeps serving");
     }
 
-    std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 10_000, ""))
-        .expect("write config");
+    std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 10_000, "")).expect("write config");
     let written = tokio::time::Instant::now();
     eventually("the good config to go live", || async {
         let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
@@ -79,21 +67,14 @@ async fn a_bad_file_keeps_the_old_routing_and_a_good_one_is_live_within_two_seco
         "live after {:?}",
         written.elapsed()
     );
-    let view: serde_json::Value =
-        serde_json::from_str(&admin_text(&proxy, "/config").await).expect("JSON");
+    let view: serde_json::Value = serde_json::from_str(&admin_text(&proxy, "/config").await).expect("JSON");
     assert_eq!(
-        (
-            view["version"].as_u64(),
-            view["lastReload"]["result"].as_str()
-        ),
+        (view["version"].as_u64(), view["lastReload"]["result"].as_str()),
         (Some(2), Some("ok"))
     );
     let metrics = admin_text(&proxy, "/metrics").await;
     assert_eq!(
-        sample(
-            &metrics,
-            r#"weir_config_reloads_total{source="file",result="ok"}"#
-        ),
+        sample(&metrics, r#"weir_config_reloads_total{source="file",result="ok"}"#),
         Some(2.0)
     );
 
@@ -103,10 +84,7 @@ async fn a_bad_file_keeps_the_old_routing_and_a_good_one_is_live_within_two_seco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer_health_readiness_and_openmetrics() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     assert_eq!(admin_text(&proxy, "/healthz").await, "ok\n");
     assert_eq!(admin_text(&proxy, "/readyz").await, "ready\n");
@@ -124,10 +102,7 @@ async fn admin_endpoints_answer_health_readiness_and_openmetrics() {
     );
     assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
     let text = admin_text(&proxy, "/metrics").await;
-    assert!(
-        text.contains("# TYPE weir_requests_total counter"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE weir_requests_total counter"), "{text}");
     assert!(!text.contains("# EOF"));
     proxy.shutdown().await;
 }

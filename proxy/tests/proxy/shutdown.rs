@@ -9,10 +9,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 0, "")).expect("write config");
@@ -51,14 +48,9 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero(
         .expect("weir-proxy logs its listen address");
 
     let client = h1_client();
-    let rsp = within(client.request(get(addr, "/stream")))
-        .await
-        .expect("response");
+    let rsp = within(client.request(get(addr, "/stream"))).await.expect("response");
     let mut body = rsp.into_body();
-    let first = within(body.frame())
-        .await
-        .expect("frame")
-        .expect("no error");
+    let first = within(body.frame()).await.expect("frame").expect("no error");
     assert_eq!(first.into_data().expect("data"), "data: first\n\n");
 
     let status = Command::new("kill")
@@ -112,12 +104,7 @@ fn check_lists_every_error_of_a_bad_file_and_passes_a_good_one() {
         .arg(&good)
         .output()
         .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
         .arg("--check")

@@ -31,21 +31,11 @@ async fn count_candidate(addr: std::net::SocketAddr, n: usize, concurrency: usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_split_is_exact_at_half_a_percent_and_a_quarter() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 50, "")).await;
     let got = count_candidate(proxy.listen_addr(), 10_000, 8).await;
-    assert!(
-        (49..=51).contains(&got),
-        "at 50 bp the candidate got {got} of 10000"
-    );
-    assert_eq!(
-        candidate.hits(),
-        got,
-        "the side header and the backend agree"
-    );
+    assert!((49..=51).contains(&got), "at 50 bp the candidate got {got} of 10000");
+    assert_eq!(candidate.hits(), got, "the side header and the backend agree");
 
     proxy.apply(config::parse(&config_yaml(stable.addr, candidate.addr, 2500, "")).expect("valid"));
     let got = count_candidate(proxy.listen_addr(), 10_000, 8).await;
@@ -56,34 +46,20 @@ async fn weight_split_is_exact_at_half_a_percent_and_a_quarter() {
     proxy.shutdown().await;
 }
 
-async fn side_of(
-    client: &TestClient,
-    addr: std::net::SocketAddr,
-    user: &str,
-    force: Option<&'static str>,
-) -> String {
+async fn side_of(client: &TestClient, addr: std::net::SocketAddr, user: &str, force: Option<&'static str>) -> String {
     let mut req = get(addr, "/");
-    req.headers_mut().insert(
-        "x-user-id",
-        HeaderValue::from_str(user).expect("ascii user id"),
-    );
+    req.headers_mut()
+        .insert("x-user-id", HeaderValue::from_str(user).expect("ascii user id"));
     if let Some(side) = force {
-        req.headers_mut()
-            .insert("x-force", HeaderValue::from_static(side));
+        req.headers_mut().insert("x-force", HeaderValue::from_static(side));
     }
     let (parts, _, _) = send(client, req).await;
-    parts.headers["x-weir-side"]
-        .to_str()
-        .expect("ascii")
-        .to_owned()
+    parts.headers["x-weir-side"].to_str().expect("ascii").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overrides_beat_stickiness_and_sticky_users_never_move_back() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let rules = "    overrides:\n      - { header: x-force, equals: stable, side: stable }\n      - { header: x-force, equals: candidate, side: candidate }\n    sticky: { header: x-user-id }\n";
     let yaml = |w| config_yaml(stable.addr, candidate.addr, w, rules);
     let proxy = start_proxy(&yaml(100)).await;
@@ -131,9 +107,6 @@ async fn overrides_beat_stickiness_and_sticky_users_never_move_back() {
         side_of(&client, proxy.listen_addr(), "user-1", Some("candidate")).await,
         "candidate"
     );
-    assert_eq!(
-        side_of(&client, proxy.listen_addr(), "user-1", None).await,
-        "stable"
-    );
+    assert_eq!(side_of(&client, proxy.listen_addr(), "user-1", None).await, "stable");
     proxy.shutdown().await;
 }

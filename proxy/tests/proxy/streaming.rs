@@ -7,10 +7,7 @@ const BIG: u64 = 64 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_upload_and_download_stream_through_intact() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     let expected = Digest::of_generated(BIG);
     for client in [h1_client(), h2c_client()] {
@@ -37,10 +34,7 @@ async fn a_64_mib_upload_and_download_stream_through_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_chunk_arrives_before_the_backend_sends_the_rest() {
-    let (stable, candidate) = (
-        Backend::start("stable").await,
-        Backend::start("candidate").await,
-    );
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     for client in [h1_client(), h2c_client()] {
         let rsp = within(client.request(get(proxy.listen_addr(), "/stream")))
@@ -50,10 +44,7 @@ async fn the_first_chunk_arrives_before_the_backend_sends_the_rest() {
         let mut body = rsp.into_body();
         // The backend is still holding its second chunk: this frame can only arrive if the
         // proxy forwards without buffering.
-        let first = within(body.frame())
-            .await
-            .expect("a first frame")
-            .expect("no error");
+        let first = within(body.frame()).await.expect("a first frame").expect("no error");
         assert_eq!(first.into_data().expect("data"), "data: first\n\n");
         stable.release();
         let mut rest = Vec::new();

@@ -32,13 +32,10 @@ pub async fn within<F: std::future::Future>(fut: F) -> F::Output {
         .expect("operation did not finish before the test deadline")
 }
 
-pub type BoxBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn full(data: impl Into<Bytes>) -> BoxBody {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
 }
 
 /// A body of `len` deterministic pseudo-random bytes, made as it is sent, never held whole.
@@ -62,10 +59,7 @@ impl Body for Generated {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -140,10 +134,7 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.0.poll_recv(cx).map(|f| f.map(Ok))
     }
 }
@@ -165,9 +156,7 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &'static str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let hits = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
@@ -230,8 +219,7 @@ async fn respond(
         trailers.insert("x-checksum", HeaderValue::from_static("42"));
         tx.try_send(Frame::data(Bytes::from_static(b"hello")))
             .expect("room for two frames");
-        tx.try_send(Frame::trailers(trailers))
-            .expect("room for two frames");
+        tx.try_send(Frame::trailers(trailers)).expect("room for two frames");
         let mut rsp = Response::new(ChannelBody(rx).boxed());
         // HTTP/1 peers only send trailers that the response declares.
         rsp.headers_mut()
@@ -243,24 +231,17 @@ async fn respond(
     } else if path == "/stream" {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
-            let _ = tx
-                .send(Frame::data(Bytes::from_static(b"data: first\n\n")))
-                .await;
+            let _ = tx.send(Frame::data(Bytes::from_static(b"data: first\n\n"))).await;
             release.notified().await;
-            let _ = tx
-                .send(Frame::data(Bytes::from_static(b"data: second\n\n")))
-                .await;
+            let _ = tx.send(Frame::data(Bytes::from_static(b"data: second\n\n"))).await;
         });
         let mut rsp = Response::new(ChannelBody(rx).boxed());
-        rsp.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static("text/event-stream"),
-        );
+        rsp.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/event-stream"));
         rsp
     } else if let Some(code) = path.strip_prefix("/status/") {
         let mut rsp = Response::new(full(name));
-        *rsp.status_mut() =
-            StatusCode::from_u16(code.parse().expect("status")).expect("valid status");
+        *rsp.status_mut() = StatusCode::from_u16(code.parse().expect("status")).expect("valid status");
         rsp
     } else {
         let mut rsp = Response::new(full(name));
@@ -284,18 +265,12 @@ async fn respond(
         seen.insert("connection", HeaderValue::from_static("keep-alive"));
         rsp
     };
-    rsp.headers_mut()
-        .insert("x-backend", HeaderValue::from_static(name));
+    rsp.headers_mut().insert("x-backend", HeaderValue::from_static(name));
     Ok(rsp)
 }
 
 /// A YAML config with one route `r` from stable `s` to candidate `c`.
-pub fn config_yaml(
-    stable: SocketAddr,
-    candidate: SocketAddr,
-    weight: u16,
-    extra_route: &str,
-) -> String {
+pub fn config_yaml(stable: SocketAddr, candidate: SocketAddr, weight: u16, extra_route: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 5s\nroutes:\n  - name: r\n    match: {{ pathPrefix: / }}\n    stable: {{ backend: s }}\n    candidate: {{ backend: c }}\n    candidateWeight: {weight}\n{extra_route}backends:\n  s: {{ endpoints: [\"{stable}\"] }}\n  c: {{ endpoints: [\"{candidate}\"] }}\n"
     )
@@ -313,9 +288,7 @@ pub fn h1_client() -> TestClient {
 }
 
 pub fn h2c_client() -> TestClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Request<BoxBody> {
@@ -325,10 +298,7 @@ pub fn get(addr: SocketAddr, path: &str) -> Request<BoxBody> {
 }
 
 /// Sends `req`, returning the response with its body read whole (tests only).
-pub async fn send(
-    client: &TestClient,
-    req: Request<BoxBody>,
-) -> (http::response::Parts, Bytes, Option<HeaderMap>) {
+pub async fn send(client: &TestClient, req: Request<BoxBody>) -> (http::response::Parts, Bytes, Option<HeaderMap>) {
     let rsp = within(client.request(req)).await.expect("response");
     let (parts, body) = rsp.into_parts();
     let collected = within(body.collect()).await.expect("body");
@@ -358,10 +328,7 @@ where
 {
     let until = tokio::time::Instant::now() + DEADLINE;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
