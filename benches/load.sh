@@ -4,8 +4,11 @@
 # p99 and each one's ratio to the direct path. Then the peak RSS of weir-proxy while 64 MiB
 # bodies stream through it.
 #
-#   benches/load.sh            # 10 s per target, 64 connections
+#   benches/load.sh            # 5 rounds of 10 s per target, 64 connections
 #   DURATION=30s CONNECTIONS=128 ROUNDS=3 benches/load.sh
+#
+# Loopback numbers on a small shared machine are noisy, so each round visits the targets in a
+# rotated order and the table gives the median over rounds.
 #
 # It installs nginx, haproxy and wrk with apt-get when they are missing, binds loopback only,
 # and stops everything it started when it exits.
@@ -14,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 
 need=()
@@ -136,25 +139,29 @@ measure() {
 targets=("direct:$backend_port" "weir-proxy:$weir_port" "haproxy:$haproxy_port" "nginx:$nginx_port")
 for t in "${targets[@]}"; do wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "http://127.0.0.1:${t#*:}/" >/dev/null; done
 
-declare -A rps_sum p99_max
+declare -A rps_all p99_all
 for round in $(seq 1 "$ROUNDS"); do
-  for t in "${targets[@]}"; do
+  shift_by=$(( (round - 1) % ${#targets[@]} ))
+  order=("${targets[@]:$shift_by}" "${targets[@]:0:$shift_by}")
+  for t in "${order[@]}"; do
     read -r rps p99 < <(measure "${t#*:}")
     name=${t%%:*}
     echo "round $round: $name $rps req/s, p99 $p99 ms" >&2
-    rps_sum[$name]=$(( ${rps_sum[$name]:-0} + rps ))
-    p99_max[$name]=$(python3 -c "print(max(${p99_max[$name]:-0}, $p99))")
+    rps_all[$name]="${rps_all[$name]:-} $rps"
+    p99_all[$name]="${p99_all[$name]:-} $p99"
   done
 done
 
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS round(s), small responses, loopback, $(nproc) cores"
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, median of $ROUNDS round(s), small responses, loopback, $(nproc) cores"
 printf '%-12s %12s %10s %16s\n' target "req/s" "p99 ms" "ratio to direct"
-direct=$(( rps_sum[direct] / ROUNDS ))
+direct=$(median "${rps_all[direct]}")
 for t in "${targets[@]}"; do
   name=${t%%:*}
-  mean=$(( rps_sum[$name] / ROUNDS ))
-  printf '%-12s %12d %10s %16s\n' "$name" "$mean" "${p99_max[$name]}" "$(python3 -c "print(f'{$mean/$direct:.2f}')")"
+  rps=$(median "${rps_all[$name]}")
+  printf '%-12s %12.0f %10.3f %16s\n' "$name" "$rps" "$(median "${p99_all[$name]}")" "$(python3 -c "print(f'{$rps/$direct:.2f}')")"
 done
 
 # Peak RSS while 64 MiB streams up and down through weir-proxy.

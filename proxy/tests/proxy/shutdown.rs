@@ -134,3 +134,52 @@ fn check_lists_every_error_of_a_bad_file_and_passes_a_good_one() {
         "--check without a value checks --config's file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_even_when_unchanged() {
+    let stable = Backend::start("stable").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, config_yaml(stable.addr, stable.addr, 0, "")).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
+        .args(["--config", path.to_str().expect("utf-8 path"), "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir-proxy");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = event["admin_addr"].as_str()
+            {
+                let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("admin address"));
+            }
+        }
+    });
+    let admin = addr_rx
+        .recv_timeout(DEADLINE)
+        .expect("weir-proxy logs its admin address");
+    let version = || async move {
+        let (_, body, _) = send(&h1_client(), get(admin, "/config")).await;
+        serde_json::from_slice::<serde_json::Value>(&body).expect("JSON")["version"].as_u64()
+    };
+    assert_eq!(version().await, Some(1));
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    eventually("SIGHUP to load the file again", || async { version().await == Some(2) }).await;
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "weir-proxy did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
