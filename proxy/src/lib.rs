@@ -12,6 +12,7 @@ pub mod error;
 pub mod failfast;
 pub mod headers;
 pub mod metrics;
+pub mod mirror;
 pub mod route;
 pub mod server;
 pub mod service;
@@ -92,6 +93,7 @@ impl Proxy {
         let shared = Arc::new(service::Shared {
             state: Arc::clone(&state),
             client: upstream::client(),
+            shutdown: signal.clone(),
         });
         let data = tokio::spawn(server::serve(
             listener,

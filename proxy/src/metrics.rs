@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::mirror::SkipReason;
 use crate::split::Side;
 
 /// Upper bounds of the latency histograms, in seconds. Dense from 1 ms to 1 s, where p99s of
@@ -164,6 +165,12 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorSkipLabels {
+    route: String,
+    reason: SkipReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     source: String,
     result: ReloadResult,
@@ -183,6 +190,7 @@ pub struct ProxyMetrics {
     first_byte: HistogramFamily<RouteSideLabels>,
     weight: Family<RouteLabels, Gauge>,
     fail_fast_trips: Family<RouteLabels, Counter>,
+    mirror_skipped: Family<MirrorSkipLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
 }
@@ -196,6 +204,7 @@ impl ProxyMetrics {
             first_byte: HistogramFamily::new_with_constructor(latency_histogram),
             weight: Family::default(),
             fail_fast_trips: Family::default(),
+            mirror_skipped: Family::default(),
             upstream_errors: Family::default(),
             reloads: Family::default(),
         };
@@ -229,6 +238,11 @@ impl ProxyMetrics {
             "fail_fast_trips",
             "Times a route stopped sending its candidate traffic because it failed too often",
             metrics.fail_fast_trips.clone(),
+        );
+        registry.register(
+            "mirror_skipped",
+            "Mirrored requests abandoned, by reason; the primary request is unaffected",
+            metrics.mirror_skipped.clone(),
         );
         registry.register(
             "config_reloads",
@@ -277,6 +291,15 @@ impl ProxyMetrics {
         RouteMetrics {
             stable: side(SideLabel::stable),
             candidate: side(SideLabel::candidate),
+            mirror: side(SideLabel::mirror),
+            mirror_skipped: SkipReason::ALL.map(|reason| {
+                self.mirror_skipped
+                    .get_or_create(&MirrorSkipLabels {
+                        route: route.to_owned(),
+                        reason,
+                    })
+                    .clone()
+            }),
             fail_fast_trips: self
                 .fail_fast_trips
                 .get_or_create(&RouteLabels {
@@ -308,6 +331,8 @@ impl ProxyMetrics {
 pub struct RouteMetrics {
     stable: SideMetrics,
     candidate: SideMetrics,
+    mirror: SideMetrics,
+    mirror_skipped: [Counter; 3],
     weight: Gauge,
     fail_fast_trips: Counter,
 }
@@ -324,6 +349,16 @@ impl RouteMetrics {
     /// Publishes the route's current candidate weight.
     pub fn set_weight(&self, basis_points: u16) {
         self.weight.set(i64::from(basis_points));
+    }
+
+    /// The handles of mirrored requests.
+    pub fn mirror(&self) -> &SideMetrics {
+        &self.mirror
+    }
+
+    /// Counts an abandoned mirror.
+    pub fn mirror_skipped(&self, reason: SkipReason) {
+        self.mirror_skipped[reason as usize].inc();
     }
 
     /// Counts a fail-fast trip.

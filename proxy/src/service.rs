@@ -22,10 +22,11 @@ use crate::body::{Completion, ProxyBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::{CodeClass, UpstreamErrorKind};
+use crate::mirror;
 use crate::split::Side;
 use crate::state::ConfigState;
 use crate::table::{Route, Table, side_value};
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamBody, UpstreamClient};
 
 /// Largest total size of request header names and values the proxy forwards. Larger requests
 /// get 431 `headers-too-large`. Hyper's own parser limit sits above this, so this check is
@@ -35,6 +36,9 @@ pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 /// Response header marking a request that fail-fast sent to stable instead of the candidate.
 pub const FAIL_FAST_HEADER: http::HeaderName = http::HeaderName::from_static("x-weir-fail-fast");
 
+/// Request header marking a mirrored copy, so the candidate can tell shadow traffic apart.
+pub const MIRROR_HEADER: http::HeaderName = http::HeaderName::from_static("x-weir-mirror");
+
 /// What every connection shares: the live config and the upstream client.
 #[derive(Debug)]
 pub struct Shared {
@@ -42,6 +46,8 @@ pub struct Shared {
     pub state: Arc<ConfigState>,
     /// The pooled upstream client.
     pub client: UpstreamClient,
+    /// Fires when the proxy shuts down; ends mirror tasks.
+    pub shutdown: crate::server::ShutdownSignal,
 }
 
 /// Serves the requests of one client connection.
@@ -117,6 +123,7 @@ impl ProxyService {
         headers::strip_hop_by_hop(h);
         h.insert(header::HOST, host);
         headers::add_forwarding(h, &self.client_addr, self.proto, version);
+        let req = self.maybe_mirror(route, side, req);
 
         let side_metrics = route.metrics.side(side);
         let upstream = match tokio::time::timeout(route.timeout, self.shared.client.request(req)).await {
@@ -174,6 +181,47 @@ impl ProxyService {
         }
         let completion = Completion::new(Arc::clone(route), side, start);
         Ok(Response::from_parts(head, ProxyBody::upstream(body, completion)))
+    }
+}
+
+impl ProxyService {
+    /// Gives the request its upstream body: the client's own, or, when the route mirrors this
+    /// request, the client's teed to a copy that a separate task sends to the candidate.
+    fn maybe_mirror(&self, route: &Arc<Route>, side: Side, req: Request<Incoming>) -> Request<UpstreamBody> {
+        let (parts, body) = req.into_parts();
+        let tripped = route.fail_fast.as_ref().is_some_and(|f| f.tripped().is_some());
+        let target = route
+            .mirror
+            .as_ref()
+            .filter(|_| side == Side::Stable && !tripped)
+            .and_then(|m| Some((m, route.candidate_backend()?)))
+            .filter(|(m, _)| m.select());
+        let Some((mirror, backend)) = target else {
+            return Request::from_parts(parts, UpstreamBody::Client(body));
+        };
+        let (tee, copy, skipped) = mirror::tee(body, mirror.max_body_bytes(), Arc::clone(route));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(backend.pick().clone());
+        uri.path_and_query = parts.uri.path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(uri) {
+            let mut copy_req = Request::new(UpstreamBody::Copy(copy));
+            *copy_req.method_mut() = parts.method.clone();
+            *copy_req.uri_mut() = uri;
+            *copy_req.version_mut() = Version::HTTP_11;
+            *copy_req.headers_mut() = parts.headers.clone();
+            copy_req
+                .headers_mut()
+                .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
+            tokio::spawn(mirror::send(
+                self.shared.client.clone(),
+                copy_req,
+                Arc::clone(route),
+                skipped,
+                self.shared.shutdown.clone(),
+            ));
+        }
+        Request::from_parts(parts, UpstreamBody::Tee(tee))
     }
 }
 

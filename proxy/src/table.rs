@@ -12,6 +12,7 @@ use http::header::{HeaderName, HeaderValue};
 use crate::config::{ProxyConfig, RouteConfig};
 use crate::failfast::FailFast;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
+use crate::mirror::Mirror;
 use crate::route::RouteIndex;
 use crate::split::{Reason, Side, SplitPolicy};
 use crate::upstream::Backend;
@@ -48,6 +49,8 @@ pub struct Route {
     /// Fail-fast state, if the route has it. Shared with the next table while the candidate
     /// and the policy stay the same, so a reload (a weight change) does not clear a trip.
     pub fail_fast: Option<Arc<FailFast>>,
+    /// Mirror policy, if the route mirrors to its candidate.
+    pub mirror: Option<Mirror>,
 }
 
 impl Route {
@@ -78,6 +81,11 @@ impl Route {
                 "fail-fast tripped: the candidate gets no more traffic"
             );
         }
+    }
+
+    /// The candidate's backend, for mirrored copies.
+    pub fn candidate_backend(&self) -> Option<&Backend> {
+        self.candidate.as_deref()
     }
 
     /// The backend of a side. A candidate decision on a route without a candidate cannot come
@@ -131,6 +139,7 @@ impl Table {
                     timeout: r.timeout,
                     metrics: route_metrics,
                     fail_fast,
+                    mirror: r.mirror.map(Mirror::new),
                 })
             })
             .collect();

@@ -1,18 +1,65 @@
 //! Upstream connections: one pooled HTTP/1.1 client shared by all backends, and per-request
 //! balancing over a backend's endpoints.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::Authority;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::mirror;
+
 /// The client that carries requests upstream. Its pool is keyed by endpoint, so it outlives
 /// config reloads: a new table reuses the warm connections of the old one.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// A request body on its way upstream: the client's own, the client's teed for a mirror, or
+/// the mirror's copy.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The client's body, passed through.
+    Client(Incoming),
+    /// The client's body, each frame also offered to a mirror.
+    Tee(mirror::Tee),
+    /// A mirror's copy of a client's body.
+    Copy(mirror::Copy),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Tee(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Copy(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Tee(b) => b.is_end_stream(),
+            UpstreamBody::Copy(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Tee(b) => b.size_hint(),
+            UpstreamBody::Copy(b) => b.size_hint(),
+        }
+    }
+}
 
 /// How long a connection attempt may take before the request fails with `upstream-connect`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -22,6 +22,8 @@ use crate::split::{KeySource, Override, Side, Weight};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default admin listen address: loopback, so metrics and config are not exposed by accident.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// Default bound on a mirrored request body held in memory at once.
+pub const DEFAULT_MIRROR_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// Default response header naming the side that served a request.
 pub const DEFAULT_SIDE_HEADER: &str = "x-weir-side";
 
@@ -65,6 +67,17 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Stop sending the candidate traffic at once when it fails too often.
     pub fail_fast: Option<FailFastConfig>,
+    /// Copy a share of stable's requests to the candidate.
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// Shadow traffic: copies of requests sent to the candidate, their answers dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// Share of stable-bound requests copied, in basis points.
+    pub weight: Weight,
+    /// Largest request body copied; a longer body skips the mirror (the primary is unaffected).
+    pub max_body_bytes: u64,
 }
 
 /// When the proxy stops a failing candidate by itself, without waiting for the controller.
@@ -264,6 +277,10 @@ impl From<&ProxyConfig> for raw::RawConfig {
                         .collect(),
                     sticky: r.sticky.as_ref().map(key),
                     timeout: humantime::format_duration(r.timeout).to_string(),
+                    mirror: r.mirror.map(|m| raw::RawMirror {
+                        weight: i64::from(m.weight.basis_points()),
+                        max_body_bytes: m.max_body_bytes,
+                    }),
                     fail_fast: r.fail_fast.map(|f| raw::RawFailFast {
                         error_ratio: f.error_ratio,
                         window: humantime::format_duration(f.window).to_string(),

@@ -43,6 +43,16 @@ pub(super) struct RawRoute {
     pub timeout: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_fast: Option<RawFailFast>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<RawMirror>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawMirror {
+    pub weight: i64,
+    #[serde(default = "default_mirror_max_body_bytes")]
+    pub max_body_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +133,10 @@ fn default_side_header() -> Option<String> {
 
 fn default_timeout() -> String {
     "30s".to_owned()
+}
+
+fn default_mirror_max_body_bytes() -> u64 {
+    super::DEFAULT_MIRROR_MAX_BODY_BYTES
 }
 
 fn default_fail_fast_window() -> String {

@@ -222,3 +222,18 @@ fn fail_fast_settings_are_checked() {
     assert_eq!((ff.window, ff.min_requests), (Duration::from_secs(10), 20), "defaults");
     assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
 }
+
+#[test]
+fn mirror_settings_are_checked() {
+    let got = messages(
+        "routes:\n  - { name: a, stable: { backend: v1 }, candidate: { backend: v1 }, mirror: { weight: 10001, maxBodyBytes: 0 } }\n  - { name: b, match: { pathPrefix: /b }, stable: { backend: v1 }, mirror: { weight: 5 } }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] } }\n",
+    );
+    assert_eq!(
+        got,
+        vec![
+            "routes[0].mirror.maxBodyBytes: must be at least 1".to_string(),
+            "routes[0].mirror.weight: 10001 is not between 0 and 10000".to_string(),
+            "routes[1].mirror: the route has no candidate to mirror to".to_string(),
+        ]
+    );
+}

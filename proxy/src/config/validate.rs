@@ -8,7 +8,7 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use super::raw::{RawConfig, RawKey, RawRoute};
-use super::{BackendConfig, ConfigError, ConfigErrors, FailFastConfig, ProxyConfig, RouteConfig};
+use super::{BackendConfig, ConfigError, ConfigErrors, FailFastConfig, MirrorConfig, ProxyConfig, RouteConfig};
 use crate::route::HostMatch;
 use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
 
@@ -205,6 +205,33 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         }
     };
 
+    let mirror = match &route.mirror {
+        None => Some(None),
+        Some(m) => {
+            let mp = format!("{path}.mirror");
+            if route.candidate.is_none() {
+                errors.add(&mp, "the route has no candidate to mirror to");
+            }
+            if m.max_body_bytes == 0 {
+                errors.add(format!("{mp}.maxBodyBytes"), "must be at least 1");
+            }
+            match u16::try_from(m.weight).ok().and_then(Weight::new) {
+                Some(weight) if route.candidate.is_some() && m.max_body_bytes > 0 => Some(Some(MirrorConfig {
+                    weight,
+                    max_body_bytes: m.max_body_bytes,
+                })),
+                Some(_) => None,
+                None => {
+                    errors.add(
+                        format!("{mp}.weight"),
+                        format!("{} is not between 0 and {BASIS_POINTS}", m.weight),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
     Some(RouteConfig {
         name: name?,
         host: host?,
@@ -216,6 +243,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         sticky: sticky?,
         timeout: timeout?,
         fail_fast: fail_fast?,
+        mirror: mirror?,
     })
 }
 

@@ -4,6 +4,7 @@
 mod failfast;
 mod failures;
 mod forwarding;
+mod mirror;
 mod reload;
 mod shutdown;
 mod splitting;

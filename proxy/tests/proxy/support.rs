@@ -156,6 +156,11 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &'static str) -> Backend {
+        Backend::start_delayed(name, Duration::ZERO).await
+    }
+
+    /// A backend that waits `delay` before answering anything.
+    pub async fn start_delayed(name: &'static str, delay: Duration) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let hits = Arc::new(AtomicUsize::new(0));
@@ -172,7 +177,11 @@ impl Backend {
                         let (h, r) = (h.clone(), r.clone());
                         let service = hyper::service::service_fn(move |req| {
                             h.fetch_add(1, Ordering::SeqCst);
-                            respond(name, req, r.clone())
+                            let r = r.clone();
+                            async move {
+                                tokio::time::sleep(delay).await;
+                                respond(name, req, r).await
+                            }
                         });
                         conns.spawn(async move {
                             let _ = auto::Builder::new(TokioExecutor::new())
