@@ -135,6 +135,10 @@ fn startup_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<String> {
     if old.admin != new.admin {
         changes.push(format!("admin changed to {}; it takes effect at restart", new.admin));
     }
+    if old.tls != new.tls {
+        changes
+            .push("tls changed; it takes effect at restart (the certificate files themselves are reloaded)".to_owned());
+    }
     if old.drain_timeout != new.drain_timeout {
         changes.push("drainTimeout changed; it takes effect at restart".to_owned());
     }

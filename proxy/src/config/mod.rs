@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub admin: SocketAddr,
     /// How long in-flight requests may run after SIGTERM. Read at startup only.
     pub drain_timeout: Duration,
+    /// TLS on the data-plane listener. Read at startup; the files are watched and reloaded.
+    pub tls: Option<ListenTls>,
     /// Response header naming the side that served the request; `None` turns it off.
     pub side_header: Option<HeaderName>,
     /// Routes in config order.
@@ -96,6 +98,51 @@ pub struct FailFastConfig {
 pub struct BackendConfig {
     /// `host:port` of each endpoint; requests are balanced over them.
     pub endpoints: Vec<Authority>,
+    /// How the proxy talks to the endpoints.
+    pub protocol: Protocol,
+    /// TLS to the endpoints (`h2` always has it; `h1` may).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// The protocol spoken to a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, pooled keep-alive connections.
+    #[default]
+    H1,
+    /// HTTP/2 over TLS, negotiated by ALPN; requests multiplexed over few connections.
+    H2,
+    /// HTTP/2 without TLS, by prior knowledge.
+    H2c,
+}
+
+impl Protocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::H1 => "h1",
+            Protocol::H2 => "h2",
+            Protocol::H2c => "h2c",
+        }
+    }
+}
+
+/// Certificate and key of the data-plane listener, PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenTls {
+    /// Certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Private key.
+    pub key: std::path::PathBuf,
+}
+
+/// How to verify a backend's TLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) the backend's certificate must chain to.
+    pub ca: std::path::PathBuf,
+    /// Name to send as SNI and to verify; default: the endpoint's host.
+    pub sni: Option<String>,
 }
 
 /// One invalid field: where it is and what is wrong with it.
@@ -243,6 +290,10 @@ impl From<&ProxyConfig> for raw::RawConfig {
             listen: cfg.listen.to_string(),
             admin: cfg.admin.to_string(),
             drain_timeout: humantime::format_duration(cfg.drain_timeout).to_string(),
+            tls: cfg.tls.as_ref().map(|t| raw::RawListenTls {
+                cert: t.cert.display().to_string(),
+                key: t.key.display().to_string(),
+            }),
             side_header: cfg.side_header.as_ref().map(ToString::to_string),
             routes: cfg
                 .routes
@@ -292,12 +343,15 @@ impl From<&ProxyConfig> for raw::RawConfig {
                 .backends
                 .iter()
                 .map(|(name, b)| {
-                    (
-                        name.clone(),
-                        raw::RawBackend {
-                            endpoints: b.endpoints.iter().map(ToString::to_string).collect(),
-                        },
-                    )
+                    let backend = raw::RawBackend {
+                        endpoints: b.endpoints.iter().map(ToString::to_string).collect(),
+                        protocol: b.protocol.as_str().to_owned(),
+                        tls: b.tls.as_ref().map(|t| raw::RawUpstreamTls {
+                            ca: t.ca.display().to_string(),
+                            sni: t.sni.clone(),
+                        }),
+                    };
+                    (name.clone(), backend)
                 })
                 .collect(),
         }

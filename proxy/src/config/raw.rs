@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     pub admin: String,
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawListenTls>,
     /// `null` turns the response header off.
     #[serde(default = "default_side_header")]
     pub side_header: Option<String>,
@@ -113,6 +115,29 @@ pub(super) struct RawKey {
 #[serde(rename_all = "camelCase")]
 pub(super) struct RawBackend {
     pub endpoints: Vec<String>,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawListenTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawUpstreamTls {
+    pub ca: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+fn default_protocol() -> String {
+    "h1".to_owned()
 }
 
 fn default_listen() -> String {

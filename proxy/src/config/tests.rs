@@ -237,3 +237,30 @@ fn mirror_settings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn backend_protocols_and_tls_are_checked() {
+    let got = messages(
+        "backends:\n  a: { endpoints: ['127.0.0.1:1'], protocol: h3 }\n  b: { endpoints: ['127.0.0.1:1'], protocol: h2 }\n  c: { endpoints: ['127.0.0.1:1'], protocol: h2c, tls: { ca: /ca.pem } }\n  d: { endpoints: ['127.0.0.1:1'], tls: { ca: /ca.pem, sni: 'not a name' } }\ntls: { cert: '', key: /k.pem }\n",
+    );
+    assert_eq!(
+        got,
+        vec![
+            "tls.cert: is empty".to_string(),
+            "backends.a.protocol: \"h3\" is not h1, h2 or h2c".to_string(),
+            "backends.b.tls: is required for protocol h2 (HTTP/2 over TLS)".to_string(),
+            "backends.c.tls: does not apply to protocol h2c (HTTP/2 without TLS)".to_string(),
+            "backends.d.tls.sni: \"not a name\" is not a server name".to_string(),
+        ]
+    );
+    let cfg = parse(
+        "tls: { cert: /c.pem, key: /k.pem }\nbackends:\n  a: { endpoints: ['127.0.0.1:1'], protocol: h2c }\n  b: { endpoints: ['127.0.0.1:1'], protocol: h2, tls: { ca: /ca.pem, sni: models.svc } }\n",
+    )
+    .expect("valid");
+    assert_eq!(cfg.backends["a"].protocol, Protocol::H2c);
+    assert_eq!(
+        cfg.backends["b"].tls.as_ref().and_then(|t| t.sni.as_deref()),
+        Some("models.svc")
+    );
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+}

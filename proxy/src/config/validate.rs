@@ -8,7 +8,10 @@ use http::HeaderName;
 use http::uri::Authority;
 
 use super::raw::{RawConfig, RawKey, RawRoute};
-use super::{BackendConfig, ConfigError, ConfigErrors, FailFastConfig, MirrorConfig, ProxyConfig, RouteConfig};
+use super::{
+    BackendConfig, ConfigError, ConfigErrors, FailFastConfig, ListenTls, MirrorConfig, Protocol, ProxyConfig,
+    RouteConfig, UpstreamTls,
+};
 use crate::route::HostMatch;
 use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
 
@@ -37,6 +40,17 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
     let listen = errors.check("listen", address(&raw.listen));
     let admin = errors.check("admin", address(&raw.admin));
     let drain_timeout = errors.check("drainTimeout", duration(&raw.drain_timeout));
+    let tls = raw.tls.as_ref().map(|t| {
+        for (field, value) in [("cert", &t.cert), ("key", &t.key)] {
+            if value.is_empty() {
+                errors.add(format!("tls.{field}"), "is empty");
+            }
+        }
+        ListenTls {
+            cert: t.cert.clone().into(),
+            key: t.key.clone().into(),
+        }
+    });
     let side_header = match &raw.side_header {
         None => Some(None),
         Some(name) => errors.check("sideHeader", header_name(name)).map(Some),
@@ -57,7 +71,47 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
             .enumerate()
             .filter_map(|(i, e)| errors.check(format!("{path}.endpoints[{i}]"), endpoint(e)))
             .collect();
-        backends.insert(name.clone(), BackendConfig { endpoints });
+        let protocol = match backend.protocol.as_str() {
+            "h1" => Some(Protocol::H1),
+            "h2" => Some(Protocol::H2),
+            "h2c" => Some(Protocol::H2c),
+            other => {
+                errors.add(format!("{path}.protocol"), format!("{other:?} is not h1, h2 or h2c"));
+                None
+            }
+        };
+        let tls = backend.tls.as_ref().map(|t| {
+            if t.ca.is_empty() {
+                errors.add(format!("{path}.tls.ca"), "is empty");
+            }
+            if let Some(sni) = &t.sni
+                && rustls_pki_types::ServerName::try_from(sni.as_str()).is_err()
+            {
+                errors.add(format!("{path}.tls.sni"), format!("{sni:?} is not a server name"));
+            }
+            UpstreamTls {
+                ca: t.ca.clone().into(),
+                sni: t.sni.clone(),
+            }
+        });
+        match (protocol, &tls) {
+            (Some(Protocol::H2), None) => {
+                errors.add(format!("{path}.tls"), "is required for protocol h2 (HTTP/2 over TLS)")
+            }
+            (Some(Protocol::H2c), Some(_)) => errors.add(
+                format!("{path}.tls"),
+                "does not apply to protocol h2c (HTTP/2 without TLS)",
+            ),
+            _ => {}
+        }
+        backends.insert(
+            name.clone(),
+            BackendConfig {
+                endpoints,
+                protocol: protocol.unwrap_or_default(),
+                tls,
+            },
+        );
     }
 
     let mut names = HashSet::new();
@@ -84,6 +138,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
             listen,
             admin,
             drain_timeout,
+            tls,
             side_header,
             routes,
             backends,
