@@ -9,6 +9,7 @@ use http::uri::Authority;
 use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
+use crate::grpc;
 use crate::split::Side;
 
 /// Response header naming the reason of a proxy-made error.
@@ -129,14 +130,39 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status a gRPC client gets for this error.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            ProxyError::NoRoute => grpc::code::UNIMPLEMENTED,
+            ProxyError::MissingHost | ProxyError::HeadersTooLarge { .. } | ProxyError::BadRequest(_) => {
+                grpc::code::INVALID_ARGUMENT
+            }
+            ProxyError::UpstreamTimeout { .. } => grpc::code::DEADLINE_EXCEEDED,
+            ProxyError::NotReady | ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => {
+                grpc::code::UNAVAILABLE
+            }
+        }
+    }
+
     /// Logs the error once and builds the response the client gets. Details stay in the log.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// A gRPC client gets a trailers-only gRPC answer (HTTP 200 with `grpc-status` and
+    /// `grpc-message`), which gRPC libraries understand; others get the HTTP status.
+    pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
         let reason = self.reason();
         match self.fault() {
             Fault::Upstream | Fault::Proxy => {
                 tracing::warn!(error = %ErrorChain(&self), reason, "proxy-made error")
             }
             Fault::Client => tracing::info!(error = %ErrorChain(&self), reason, "proxy-made error"),
+        }
+        if grpc {
+            let mut rsp = Response::new(ProxyBody::full(Bytes::new()));
+            let headers = rsp.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            headers.insert("grpc-message", HeaderValue::from_static(reason));
+            headers.insert(ERROR_HEADER, HeaderValue::from_static(reason));
+            return rsp;
         }
         let mut rsp = Response::new(ProxyBody::full(Bytes::from_static(reason.as_bytes())));
         *rsp.status_mut() = self.status();

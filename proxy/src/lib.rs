@@ -10,6 +10,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod failfast;
+pub mod grpc;
 pub mod headers;
 pub mod metrics;
 pub mod mirror;
@@ -92,7 +93,7 @@ impl Proxy {
         let (shutdown, signal) = watch::channel(false);
         let shared = Arc::new(service::Shared {
             state: Arc::clone(&state),
-            client: upstream::client(),
+            upstreams: upstream::Upstreams::new(),
             shutdown: signal.clone(),
         });
         let data = tokio::spawn(server::serve(

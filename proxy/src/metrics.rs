@@ -90,6 +90,11 @@ impl CodeClass {
         }
     }
 
+    /// Whether this outcome counts as an error of the side that produced it.
+    pub fn is_error(self) -> bool {
+        matches!(self, CodeClass::ServerError | CodeClass::GrpcError | CodeClass::Error)
+    }
+
     /// The class of an HTTP status.
     pub fn of_status(status: http::StatusCode) -> CodeClass {
         match status.as_u16() {

@@ -18,15 +18,16 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{Completion, ProxyBody};
+use crate::body::{Completion, ProxyBody, count};
 use crate::error::ProxyError;
+use crate::grpc;
 use crate::headers;
 use crate::metrics::{CodeClass, UpstreamErrorKind};
 use crate::mirror;
 use crate::split::Side;
 use crate::state::ConfigState;
 use crate::table::{Route, Table, side_value};
-use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::upstream::{UpstreamBody, Upstreams};
 
 /// Largest total size of request header names and values the proxy forwards. Larger requests
 /// get 431 `headers-too-large`. Hyper's own parser limit sits above this, so this check is
@@ -44,8 +45,8 @@ pub const MIRROR_HEADER: http::HeaderName = http::HeaderName::from_static("x-wei
 pub struct Shared {
     /// The live config.
     pub state: Arc<ConfigState>,
-    /// The pooled upstream client.
-    pub client: UpstreamClient,
+    /// The pooled upstream clients.
+    pub upstreams: Upstreams,
     /// Fires when the proxy shuts down; ends mirror tasks.
     pub shutdown: crate::server::ShutdownSignal,
 }
@@ -73,12 +74,14 @@ impl ProxyService {
 
     async fn handle(self, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
+        // A gRPC client gets proxy-made errors as gRPC statuses, not bare HTTP errors.
+        let grpc = grpc::is_grpc(req.headers());
         let Some(table) = self.shared.state.table() else {
-            return ProxyError::NotReady.into_response();
+            return ProxyError::NotReady.into_response(grpc);
         };
-        match self.forward(&table, req, start).await {
+        match self.forward(&table, req, start, grpc).await {
             Ok(rsp) => rsp,
-            Err(error) => error.into_response(),
+            Err(error) => error.into_response(grpc),
         }
     }
 
@@ -87,6 +90,7 @@ impl ProxyService {
         table: &Table,
         mut req: Request<Incoming>,
         start: Instant,
+        grpc: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let size = headers::size(req.headers());
         if size > MAX_REQUEST_HEADER_BYTES {
@@ -118,15 +122,20 @@ impl ProxyService {
         parts.path_and_query = Some(path);
         *req.uri_mut() =
             Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        *req.version_mut() = Version::HTTP_11;
+        let (client, upstream_version) = self.shared.upstreams.client(backend.protocol);
+        *req.version_mut() = upstream_version;
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
         h.insert(header::HOST, host);
         headers::add_forwarding(h, &self.client_addr, self.proto, version);
         let req = self.maybe_mirror(route, side, req);
 
-        let side_metrics = route.metrics.side(side);
-        let upstream = match tokio::time::timeout(route.timeout, self.shared.client.request(req)).await {
+        // A gRPC call's own deadline binds when it is shorter than the route's timeout.
+        let deadline = match grpc.then(|| grpc::timeout(req.headers())).flatten() {
+            Some(call) => call.min(route.timeout),
+            None => route.timeout,
+        };
+        let upstream = match tokio::time::timeout(deadline, client.request(req)).await {
             Ok(Ok(rsp)) => rsp,
             Ok(Err(source)) => {
                 let connect = source.is_connect();
@@ -159,16 +168,21 @@ impl ProxyService {
                     route: route.name.clone(),
                     side,
                     endpoint,
-                    timeout: route.timeout,
+                    timeout: deadline,
                 });
             }
         };
 
         let code = CodeClass::of_status(upstream.status());
-        side_metrics.count(code);
-        if side == Side::Candidate {
-            route.record_candidate(code == CodeClass::ServerError);
-        }
+        let completion = if grpc && code == CodeClass::Success && grpc::is_grpc(upstream.headers()) {
+            match grpc::status(upstream.headers()) {
+                // Trailers-only: the verdict is in the head.
+                Some(status) => Completion::counted(Arc::clone(route), side, start, grpc::classify(status)),
+                None => Completion::awaiting_trailers(Arc::clone(route), side, start, code),
+            }
+        } else {
+            Completion::counted(Arc::clone(route), side, start, code)
+        };
         let (mut head, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
         head.headers.remove(header::TE);
@@ -179,7 +193,6 @@ impl ProxyService {
         if diverted {
             head.headers.insert(FAIL_FAST_HEADER, HeaderValue::from_static("1"));
         }
-        let completion = Completion::new(Arc::clone(route), side, start);
         Ok(Response::from_parts(head, ProxyBody::upstream(body, completion)))
     }
 }
@@ -208,13 +221,14 @@ impl ProxyService {
             let mut copy_req = Request::new(UpstreamBody::Copy(copy));
             *copy_req.method_mut() = parts.method.clone();
             *copy_req.uri_mut() = uri;
-            *copy_req.version_mut() = Version::HTTP_11;
+            let (client, version) = self.shared.upstreams.client(backend.protocol);
+            *copy_req.version_mut() = version;
             *copy_req.headers_mut() = parts.headers.clone();
             copy_req
                 .headers_mut()
                 .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
             tokio::spawn(mirror::send(
-                self.shared.client.clone(),
+                client.clone(),
                 copy_req,
                 Arc::clone(route),
                 skipped,
@@ -227,12 +241,9 @@ impl ProxyService {
 
 fn record_failure(route: &Route, side: Side, kind: UpstreamErrorKind, start: Instant) {
     let metrics = route.metrics.side(side);
-    metrics.count(CodeClass::Error);
+    count(route, side, CodeClass::Error);
     metrics.upstream_error(kind);
     metrics.observe_duration(start.elapsed().as_secs_f64());
-    if side == Side::Candidate {
-        route.record_candidate(true);
-    }
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or the Host

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Version;
 use http::uri::Authority;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -14,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::config::Protocol;
 use crate::mirror;
 
 /// The client that carries requests upstream. Its pool is keyed by endpoint, so it outlives
@@ -66,18 +68,47 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Builds the upstream client.
-pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        // The proxy sets Host itself, from the client's request, so the upstream sees the
-        // name the client asked for rather than the endpoint's address.
-        .set_host(false)
-        .build(connector)
+/// The shared clients, one per plain-text protocol. Their pools are keyed by endpoint, so
+/// they outlive config reloads: a new table reuses the warm connections of the old one.
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    http1: UpstreamClient,
+    h2c: UpstreamClient,
+}
+
+impl Upstreams {
+    /// Builds the clients.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            // The proxy sets Host itself, from the client's request, so the upstream sees the
+            // name the client asked for rather than the endpoint's address.
+            .set_host(false);
+        let http1 = builder.build(connector.clone());
+        // HTTP/2 multiplexes: one connection per endpoint carries every concurrent request.
+        let h2c = builder.http2_only(true).build(connector);
+        Upstreams { http1, h2c }
+    }
+
+    /// The client for `protocol`, and the HTTP version its requests carry.
+    pub fn client(&self, protocol: Protocol) -> (&UpstreamClient, Version) {
+        match protocol {
+            Protocol::H2c => (&self.h2c, Version::HTTP_2),
+            Protocol::H1 | Protocol::H2 => (&self.http1, Version::HTTP_11),
+        }
+    }
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams::new()
+    }
 }
 
 /// One backend: interchangeable endpoints, balanced round-robin per request.
@@ -85,19 +116,17 @@ pub fn client() -> UpstreamClient {
 pub struct Backend {
     /// Name from the config.
     pub name: String,
+    /// The protocol its endpoints speak.
+    pub protocol: Protocol,
     endpoints: Vec<Authority>,
     next: AtomicUsize,
 }
 
 impl Backend {
     /// A backend over `endpoints`, which validation guarantees is not empty.
-    pub fn new(name: String, endpoints: Vec<Authority>) -> Self {
+    pub fn new(name: String, endpoints: Vec<Authority>, protocol: Protocol) -> Self {
         assert!(!endpoints.is_empty(), "validation rejects backends without endpoints");
-        Backend {
-            name,
-            endpoints,
-            next: AtomicUsize::new(0),
-        }
+        Backend { name, protocol, endpoints, next: AtomicUsize::new(0) }
     }
 
     /// The endpoint for the next request.
@@ -119,6 +148,7 @@ mod tests {
         let b = Backend::new(
             "b".into(),
             vec!["a:1".parse().expect("valid"), "b:2".parse().expect("valid")],
+            Protocol::H1,
         );
         let picks: Vec<_> = (0..4).map(|_| b.pick().as_str().to_owned()).collect();
         assert_eq!(picks, ["a:1", "b:2", "a:1", "b:2"]);

@@ -3,6 +3,7 @@
 
 mod failfast;
 mod failures;
+mod grpc;
 mod forwarding;
 mod mirror;
 mod reload;
