@@ -100,6 +100,8 @@ impl Upstreams {
     pub fn client(&self, protocol: Protocol) -> (&UpstreamClient, Version) {
         match protocol {
             Protocol::H2c => (&self.h2c, Version::HTTP_2),
+            // Validation refuses `h2` (and any upstream TLS) until TLS to upstreams exists, so
+            // no config reaches here with it.
             Protocol::H1 | Protocol::H2 => (&self.http1, Version::HTTP_11),
         }
     }
@@ -126,7 +128,12 @@ impl Backend {
     /// A backend over `endpoints`, which validation guarantees is not empty.
     pub fn new(name: String, endpoints: Vec<Authority>, protocol: Protocol) -> Self {
         assert!(!endpoints.is_empty(), "validation rejects backends without endpoints");
-        Backend { name, protocol, endpoints, next: AtomicUsize::new(0) }
+        Backend {
+            name,
+            protocol,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The endpoint for the next request.
