@@ -65,7 +65,9 @@ impl Body for ProxyBody {
                                 c.first_byte();
                             } else if let Some(trailers) = frame.trailers_ref() {
                                 // gRPC's verdict is in the trailers; a missing status is UNKNOWN.
-                                c.settle(crate::grpc::status(trailers).map_or(CodeClass::GrpcError, crate::grpc::classify));
+                                c.settle(
+                                    crate::grpc::status(trailers).map_or(CodeClass::GrpcError, crate::grpc::classify),
+                                );
                             }
                         }
                     }
@@ -121,12 +123,24 @@ impl Completion {
     /// Counts `code` now and starts timing the body of a request that began at `start`.
     pub fn counted(route: Arc<Route>, side: Side, start: Instant, code: CodeClass) -> Self {
         count(&route, side, code);
-        Completion { route, side, start, first_byte_seen: false, pending: None }
+        Completion {
+            route,
+            side,
+            start,
+            first_byte_seen: false,
+            pending: None,
+        }
     }
 
     /// Leaves the count to the gRPC trailers; `fallback` is counted if they never come.
     pub fn awaiting_trailers(route: Arc<Route>, side: Side, start: Instant, fallback: CodeClass) -> Self {
-        Completion { route, side, start, first_byte_seen: false, pending: Some(fallback) }
+        Completion {
+            route,
+            side,
+            start,
+            first_byte_seen: false,
+            pending: Some(fallback),
+        }
     }
 
     fn settle(&mut self, code: CodeClass) {
@@ -138,7 +152,10 @@ impl Completion {
     fn first_byte(&mut self) {
         if !self.first_byte_seen {
             self.first_byte_seen = true;
-            self.route.metrics.side(self.side).observe_first_byte(self.start.elapsed().as_secs_f64());
+            self.route
+                .metrics
+                .side(self.side)
+                .observe_first_byte(self.start.elapsed().as_secs_f64());
         }
     }
 }

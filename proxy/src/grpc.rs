@@ -27,7 +27,9 @@ pub mod code {
 
 /// Whether a message is gRPC, by its content type.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The `grpc-status` in `headers` (trailers, or the headers of a trailers-only answer).
@@ -37,7 +39,11 @@ pub fn status(headers: &HeaderMap) -> Option<u32> {
 
 /// The class a gRPC outcome counts as: `grpc_error` for the error codes, else 2xx.
 pub fn classify(status: u32) -> CodeClass {
-    if ERROR_CODES.contains(&status) { CodeClass::GrpcError } else { CodeClass::Success }
+    if ERROR_CODES.contains(&status) {
+        CodeClass::GrpcError
+    } else {
+        CodeClass::Success
+    }
 }
 
 /// Parses a `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).

@@ -105,7 +105,12 @@ impl Table {
         let backends: BTreeMap<&str, Arc<Backend>> = config
             .backends
             .iter()
-            .map(|(name, b)| (name.as_str(), Arc::new(Backend::new(name.clone(), b.endpoints.clone(), b.protocol))))
+            .map(|(name, b)| {
+                (
+                    name.as_str(),
+                    Arc::new(Backend::new(name.clone(), b.endpoints.clone(), b.protocol)),
+                )
+            })
             .collect();
         let backend = |name: &str| Arc::clone(backends.get(name).expect("validation checks backend references"));
         let routes: Vec<Arc<Route>> = config
