@@ -21,6 +21,7 @@ pub mod source;
 pub mod split;
 pub mod state;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -52,6 +53,17 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// The proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The listener's certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
 /// A running proxy: both listeners and the live config. Used by the `weir-proxy` binary, the
 /// demo and tests alike.
 #[derive(Debug)]
@@ -65,8 +77,13 @@ pub struct Proxy {
 
 impl Proxy {
     /// Binds the listeners of `config` (port 0 picks a free port), publishes the config and
-    /// starts serving. `source` labels the first load in metrics and `/config`.
-    pub async fn start(config: ProxyConfig, source: &str) -> Result<Proxy, BindError> {
+    /// starts serving. `source` labels the first load in metrics and `/config`. With `tls`,
+    /// the certificate and key are loaded first (a bad pair is an error naming its field)
+    /// and watched for rotation while the proxy runs.
+    pub async fn start(config: ProxyConfig, source: &str) -> Result<Proxy, StartError> {
+        // Two small files read once at startup, before anything is served: not worth a
+        // blocking-pool hop. Rotation reads them off the runtime threads.
+        let listener_tls = config.tls.as_ref().map(tls::ListenerTls::load).transpose()?;
         let bind = |listener: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -86,7 +103,7 @@ impl Proxy {
 
         let mut registry = Registry::default();
         let metrics = metrics::ProxyMetrics::register(&mut registry);
-        let state = Arc::new(ConfigState::new(metrics));
+        let state = Arc::new(ConfigState::new(metrics.clone()));
         let drain = config.drain_timeout;
         state.apply(config, source);
 
@@ -96,9 +113,15 @@ impl Proxy {
             upstreams: upstream::Upstreams::new(),
             shutdown: signal.clone(),
         });
+        let proto = if listener_tls.is_some() { "https" } else { "http" };
+        let transport = server::Transport::Data {
+            tls: listener_tls.as_ref().map(|t| t.acceptor.clone()),
+            errors: Arc::new(server::ListenerErrors::new(metrics.clone())),
+        };
         let data = tokio::spawn(server::serve(
             listener,
-            move |peer| service::ProxyService::new(Arc::clone(&shared), peer, "http"),
+            transport,
+            move |peer| service::ProxyService::new(Arc::clone(&shared), peer, proto),
             signal.clone(),
             drain,
             "listen",
@@ -106,18 +129,23 @@ impl Proxy {
         let admin_service = admin::AdminService::new(Arc::clone(&state), Arc::new(registry));
         let admin = tokio::spawn(server::serve(
             admin,
+            server::Transport::Plain,
             move |_| admin_service.clone(),
-            signal,
+            signal.clone(),
             ADMIN_DRAIN,
             "admin",
         ));
+        let mut tasks = vec![data, admin];
+        if let Some(listener_tls) = listener_tls {
+            tasks.push(tokio::spawn(listener_tls.watch(metrics, signal)));
+        }
         tracing::info!(%listen_addr, %admin_addr, "weir-proxy listening");
         Ok(Proxy {
             listen_addr,
             admin_addr,
             state,
             shutdown,
-            tasks: vec![data, admin],
+            tasks,
         })
     }
 

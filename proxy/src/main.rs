@@ -37,6 +37,9 @@ enum LogFormat {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
+    // One process-wide provider for any rustls user that asks for the default; the library
+    // passes ring explicitly where it builds configs. Fails only if one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
     if let Some(check) = &args.check {
         let Some(path) = check.clone().or_else(|| args.config.clone()) else {

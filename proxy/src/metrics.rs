@@ -134,6 +134,20 @@ impl UpstreamErrorKind {
     ];
 }
 
+/// The `kind` label of a client connection closed before any request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ListenerErrorKind {
+    /// The TLS handshake failed on a TLS listener (for example, plain text sent to it).
+    tls_handshake,
+    /// A client opened a TLS handshake on a plain-text listener.
+    tls_on_plain,
+}
+
+impl ListenerErrorKind {
+    const ALL: [ListenerErrorKind; 2] = [ListenerErrorKind::tls_handshake, ListenerErrorKind::tls_on_plain];
+}
+
 /// The `result` label of a config reload.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -176,6 +190,11 @@ struct MirrorSkipLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerErrorLabels {
+    kind: ListenerErrorKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     source: String,
     result: ReloadResult,
@@ -198,6 +217,7 @@ pub struct ProxyMetrics {
     mirror_skipped: Family<MirrorSkipLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    listener_errors: Family<ListenerErrorLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -212,6 +232,7 @@ impl ProxyMetrics {
             mirror_skipped: Family::default(),
             upstream_errors: Family::default(),
             reloads: Family::default(),
+            listener_errors: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("weir");
         registry.register(
@@ -254,6 +275,15 @@ impl ProxyMetrics {
             "Config loads, by source and result",
             metrics.reloads.clone(),
         );
+        registry.register(
+            "listener_errors",
+            "Client connections closed before any request, by kind",
+            metrics.listener_errors.clone(),
+        );
+        // Both series exist from the start, so a scrape shows 0 rather than nothing.
+        for kind in ListenerErrorKind::ALL {
+            drop(metrics.listener_errors.get_or_create(&ListenerErrorLabels { kind }));
+        }
         metrics
     }
 
@@ -328,6 +358,12 @@ impl ProxyMetrics {
                 result,
             })
             .inc();
+    }
+
+    /// Counts a client connection closed before any request. Not on the request path, so
+    /// the label lookup is fine here.
+    pub fn listener_error(&self, kind: ListenerErrorKind) {
+        self.listener_errors.get_or_create(&ListenerErrorLabels { kind }).inc();
     }
 }
 

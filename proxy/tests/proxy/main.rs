@@ -11,3 +11,4 @@ mod shutdown;
 mod splitting;
 mod streaming;
 mod support;
+mod tls;

@@ -262,6 +262,7 @@ async fn respond(
             ("te", "x-seen-te"),
             ("x-secret", "x-seen-secret"),
             ("x-custom", "x-seen-custom"),
+            ("x-forwarded-proto", "x-seen-proto"),
         ] {
             if let Some(v) = req.headers().get(from) {
                 seen.insert(to, v.clone());
