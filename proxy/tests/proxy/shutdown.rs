@@ -7,45 +7,84 @@ use http_body_util::BodyExt;
 
 use crate::support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero() {
-    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("weir.yaml");
-    std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 0, "")).expect("write config");
+/// The real binary on a config file, with the addresses it logged it bound, and its log.
+struct Running {
+    child: std::process::Child,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    log: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Starts `weir-proxy --config FILE --workers 1 --log-format json` and waits for its
+/// `listening` line; the rest of its log is kept for failure messages.
+fn start_binary(config: &std::path::Path) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
-        .args([
-            "--config",
-            path.to_str().expect("utf-8 path"),
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
+        .arg("--config")
+        .arg(config)
+        .args(["--workers", "1", "--log-format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start weir-proxy");
-
-    // The proxy logs the address it bound; the rest of its log is kept for failure messages.
     let stderr = child.stderr.take().expect("piped stderr");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let log = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = event["listen_addr"].as_str()
+                && let (Some(listen), Some(admin)) = (event["listen_addr"].as_str(), event["admin_addr"].as_str())
             {
-                let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("listen address"));
+                let parse = |a: &str| a.parse::<SocketAddr>().expect("a logged address");
+                let _ = addr_tx.send((parse(listen), parse(admin)));
             }
             lines.push(line);
         }
         lines
     });
-    let addr = addr_rx
+    let (listen, admin) = addr_rx
         .recv_timeout(DEADLINE)
-        .expect("weir-proxy logs its listen address");
+        .expect("weir-proxy logs the addresses it bound");
+    Running {
+        child,
+        listen,
+        admin,
+        log,
+    }
+}
+
+impl Running {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit by itself; returns its status and log.
+    async fn exited(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(std::time::Instant::now() < deadline, "weir-proxy did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        (exit, self.log.join().expect("log reader"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero() {
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 0, "")).expect("write config");
+    let proxy = start_binary(&path);
+    let addr = proxy.listen;
 
     let client = h1_client();
     let rsp = within(client.request(get(addr, "/stream"))).await.expect("response");
@@ -53,11 +92,7 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero(
     let first = within(body.frame()).await.expect("frame").expect("no error");
     assert_eq!(first.into_data().expect("data"), "data: first\n\n");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    proxy.signal("TERM");
     eventually("new connections to be refused", || async {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
@@ -75,18 +110,7 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero(
     }
     assert_eq!(rest, b"data: second\n\n");
 
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "weir-proxy did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let log = log.join().expect("log reader");
+    let (exit, log) = proxy.exited().await;
     assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));
 }
 
@@ -141,45 +165,16 @@ async fn sighup_reloads_the_config_file_even_when_unchanged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, config_yaml(stable.addr, stable.addr, 0, "")).expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
-        .args(["--config", path.to_str().expect("utf-8 path"), "--log-format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start weir-proxy");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = event["admin_addr"].as_str()
-            {
-                let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("admin address"));
-            }
-        }
-    });
-    let admin = addr_rx
-        .recv_timeout(DEADLINE)
-        .expect("weir-proxy logs its admin address");
+    let proxy = start_binary(&path);
+    let admin = proxy.admin;
     let version = || async move {
         let (_, body, _) = send(&h1_client(), get(admin, "/config")).await;
         serde_json::from_slice::<serde_json::Value>(&body).expect("JSON")["version"].as_u64()
     };
     assert_eq!(version().await, Some(1));
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    proxy.signal("HUP");
     eventually("SIGHUP to load the file again", || async { version().await == Some(2) }).await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "weir-proxy did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    proxy.signal("TERM");
+    let (exit, log) = proxy.exited().await;
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));
 }
