@@ -1,5 +1,4 @@
 use http::StatusCode;
-use tokio::net::TcpListener;
 use weir_proxy::config;
 
 use crate::support::*;
@@ -7,9 +6,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_candidate_is_cut_off_after_min_requests_and_stays_off() {
     let stable = Backend::start("stable").await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
+    let dead_addr = dead_addr().await;
     let fail_fast = "    failFast: { errorRatio: 0.5, window: 30s, minRequests: 20 }\n";
     let proxy = start_proxy(&config_yaml(stable.addr, dead_addr, 5000, fail_fast)).await;
     let client = h1_client();

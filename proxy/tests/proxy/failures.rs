@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::support::*;
 
@@ -19,9 +19,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_backend_gives_502_at_once_and_is_counted() {
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
+    let dead_addr = dead_addr().await;
     let candidate = Backend::start("candidate").await;
     let proxy = start_proxy(&config_yaml(dead_addr, candidate.addr, 0, "")).await;
     for client in [h1_client(), h2c_client()] {

@@ -311,9 +311,7 @@ async fn a_grpc_timeout_shorter_than_the_backend_gives_deadline_exceeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_made_errors_reach_grpc_clients_as_grpc_statuses() {
     let stable = grpc_backend("stable").await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
+    let dead_addr = dead_addr().await;
     let proxy = start_proxy(&grpc_config(stable.addr, dead_addr, 0, "")).await;
     let mut c = client(proxy.listen_addr());
     let status = unary(&mut c, say("hi", Code::Ok, 0, true))
