@@ -3,8 +3,8 @@
 
 mod failfast;
 mod failures;
-mod grpc;
 mod forwarding;
+mod grpc;
 mod mirror;
 mod reload;
 mod shutdown;
