@@ -62,6 +62,19 @@ pub enum ProxyError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// The TLS handshake with the upstream failed.
+    #[error("TLS with {endpoint} failed (route {route}, {side})")]
+    UpstreamTls {
+        /// Route name.
+        route: String,
+        /// Side the request went to.
+        side: Side,
+        /// Endpoint tried.
+        endpoint: Authority,
+        /// The client's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     /// The upstream sent no response headers within the route's timeout.
     #[error("no response from {endpoint} within {timeout:?} (route {route}, {side})")]
     UpstreamTimeout {
@@ -97,7 +110,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MissingHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } | ProxyError::UpstreamTls { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -111,6 +126,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
+            ProxyError::UpstreamTls { .. } => "upstream-tls",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::UpstreamReset { .. } => "upstream-reset",
         }
@@ -126,7 +142,8 @@ impl ProxyError {
             | ProxyError::BadRequest(_) => Fault::Client,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::UpstreamReset { .. } => Fault::Upstream,
+            | ProxyError::UpstreamReset { .. }
+            | ProxyError::UpstreamTls { .. } => Fault::Upstream,
         }
     }
 
@@ -138,9 +155,10 @@ impl ProxyError {
                 grpc::code::INVALID_ARGUMENT
             }
             ProxyError::UpstreamTimeout { .. } => grpc::code::DEADLINE_EXCEEDED,
-            ProxyError::NotReady | ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => {
-                grpc::code::UNAVAILABLE
-            }
+            ProxyError::NotReady
+            | ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamReset { .. }
+            | ProxyError::UpstreamTls { .. } => grpc::code::UNAVAILABLE,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod state;
 pub mod table;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub enum StartError {
     /// The listener's certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// A file the config names (an upstream CA) cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
 }
 
 /// A running proxy: both listeners and the live config. Used by the `weir-proxy` binary, the
@@ -105,7 +109,7 @@ impl Proxy {
         let metrics = metrics::ProxyMetrics::register(&mut registry);
         let state = Arc::new(ConfigState::new(metrics.clone()));
         let drain = config.drain_timeout;
-        state.apply(config, source);
+        state.apply(config, source)?;
 
         let (shutdown, signal) = watch::channel(false);
         let shared = Arc::new(service::Shared {
@@ -164,8 +168,9 @@ impl Proxy {
         &self.state
     }
 
-    /// Publishes a new validated config from the in-process handle; returns its version.
-    pub fn apply(&self, config: ProxyConfig) -> u64 {
+    /// Publishes a new validated config from the in-process handle; returns its version, or
+    /// the files it names that cannot be used (the previous config keeps serving).
+    pub fn apply(&self, config: ProxyConfig) -> Result<u64, ConfigErrors> {
         self.state.apply(config, "api")
     }
 

@@ -16,7 +16,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
@@ -25,7 +24,6 @@ use crate::metrics::{CodeClass, UpstreamErrorKind};
 use crate::server::{ShutdownSignal, stopped};
 use crate::split::{Side, weighted_side};
 use crate::table::Route;
-use crate::upstream::{UpstreamBody, UpstreamClient};
 
 /// Frames the copy may lag behind the primary before the mirror is abandoned.
 const LAG_FRAMES: usize = 16;
@@ -133,8 +131,7 @@ pub fn tee(body: Incoming, limit: u64, route: Arc<Route>) -> (Tee, Copy, Arc<Onc
 /// Sends a mirrored request and drains its answer, counting it under `side="mirror"`. Bounded
 /// by the route's timeout (for the answer's head, then again for its body) and by shutdown.
 pub async fn send(
-    client: UpstreamClient,
-    req: Request<UpstreamBody>,
+    response: hyper_util::client::legacy::ResponseFuture,
     route: Arc<Route>,
     skipped: Arc<OnceLock<SkipReason>>,
     shutdown: ShutdownSignal,
@@ -142,7 +139,7 @@ pub async fn send(
     let start = Instant::now();
     let metrics = route.metrics.mirror();
     let exchange = async {
-        match tokio::time::timeout(route.timeout, client.request(req)).await {
+        match tokio::time::timeout(route.timeout, response).await {
             Ok(Ok(rsp)) => {
                 metrics.count(CodeClass::of_status(rsp.status()));
                 let mut body = rsp.into_body();
@@ -153,11 +150,7 @@ pub async fn send(
             Ok(Err(_)) if skipped.get().is_some() => {}
             Ok(Err(error)) => {
                 metrics.count(CodeClass::Error);
-                metrics.upstream_error(if error.is_connect() {
-                    UpstreamErrorKind::connect
-                } else {
-                    UpstreamErrorKind::reset
-                });
+                metrics.upstream_error(crate::service::upstream_failure_kind(&error));
             }
             Err(_elapsed) => {
                 metrics.count(CodeClass::Error);

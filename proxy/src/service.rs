@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -117,12 +117,12 @@ impl ProxyService {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(backend.wire().0);
         parts.authority = Some(endpoint.clone());
         parts.path_and_query = Some(path);
         *req.uri_mut() =
             Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        let (client, upstream_version) = self.shared.upstreams.client(backend.protocol);
+        let upstream_version = backend.wire().1;
         *req.version_mut() = upstream_version;
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
@@ -135,31 +135,31 @@ impl ProxyService {
             Some(call) => call.min(route.timeout),
             None => route.timeout,
         };
-        let upstream = match tokio::time::timeout(deadline, client.request(req)).await {
+        let upstream = match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, req)).await {
             Ok(Ok(rsp)) => rsp,
             Ok(Err(source)) => {
-                let connect = source.is_connect();
-                let kind = if connect {
-                    UpstreamErrorKind::connect
-                } else {
-                    UpstreamErrorKind::reset
-                };
+                let (route, kind) = (&**route, upstream_failure_kind(&source));
                 record_failure(route, side, kind, start);
                 let (route, side) = (route.name.clone(), side);
-                return Err(if connect {
-                    ProxyError::UpstreamConnect {
+                return Err(match kind {
+                    UpstreamErrorKind::tls => ProxyError::UpstreamTls {
                         route,
                         side,
                         endpoint,
                         source,
-                    }
-                } else {
-                    ProxyError::UpstreamReset {
+                    },
+                    UpstreamErrorKind::connect => ProxyError::UpstreamConnect {
                         route,
                         side,
                         endpoint,
                         source,
-                    }
+                    },
+                    _ => ProxyError::UpstreamReset {
+                        route,
+                        side,
+                        endpoint,
+                        source,
+                    },
                 });
             }
             Err(_elapsed) => {
@@ -214,28 +214,38 @@ impl ProxyService {
         };
         let (tee, copy, skipped) = mirror::tee(body, mirror.max_body_bytes(), Arc::clone(route));
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(backend.wire().0);
         uri.authority = Some(backend.pick().clone());
         uri.path_and_query = parts.uri.path_and_query().cloned();
         if let Ok(uri) = Uri::from_parts(uri) {
             let mut copy_req = Request::new(UpstreamBody::Copy(copy));
             *copy_req.method_mut() = parts.method.clone();
             *copy_req.uri_mut() = uri;
-            let (client, version) = self.shared.upstreams.client(backend.protocol);
-            *copy_req.version_mut() = version;
+            *copy_req.version_mut() = backend.wire().1;
             *copy_req.headers_mut() = parts.headers.clone();
             copy_req
                 .headers_mut()
                 .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
+            let response = backend.send(&self.shared.upstreams, copy_req);
             tokio::spawn(mirror::send(
-                client.clone(),
-                copy_req,
+                response,
                 Arc::clone(route),
                 skipped,
                 self.shared.shutdown.clone(),
             ));
         }
         Request::from_parts(parts, UpstreamBody::Tee(tee))
+    }
+}
+
+/// What kind of upstream failure an error of the client is.
+pub(crate) fn upstream_failure_kind(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    if crate::upstream_tls::is_handshake_failure(error) {
+        UpstreamErrorKind::tls
+    } else if error.is_connect() {
+        UpstreamErrorKind::connect
+    } else {
+        UpstreamErrorKind::reset
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`ConfigState::apply`], so a rejected config is handled the same way everywhere: the old
 //! table keeps serving, the errors are logged, counted and shown in `/config`.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use crate::config::{self, ConfigError, ConfigErrors, ProxyConfig};
 use crate::metrics::{ProxyMetrics, ReloadResult};
 use crate::table::Table;
+use crate::upstream_tls::TlsSettings;
 
 /// The outcome of the most recent config load.
 #[derive(Clone, Debug, Serialize)]
@@ -73,7 +75,7 @@ impl ConfigState {
     /// Parses, validates and publishes `text`; on error the current table stays.
     pub fn apply_text(&self, text: &str, source: &str) -> Result<u64, ConfigErrors> {
         match config::parse(text) {
-            Ok(cfg) => Ok(self.apply(cfg, source)),
+            Ok(cfg) => self.apply(cfg, source),
             Err(errors) => {
                 self.reject(&errors, source);
                 Err(errors)
@@ -97,8 +99,16 @@ impl ConfigState {
         });
     }
 
-    /// Publishes a validated config and returns its version.
-    pub fn apply(&self, cfg: ProxyConfig, source: &str) -> u64 {
+    /// Loads what a validated config refers to (upstream CA files), then publishes it and
+    /// returns its version; a file that cannot be used rejects the config, naming its field.
+    pub fn apply(&self, cfg: ProxyConfig, source: &str) -> Result<u64, ConfigErrors> {
+        let tls = match load_upstream_tls(&cfg) {
+            Ok(tls) => tls,
+            Err(errors) => {
+                self.reject(&errors, source);
+                return Err(errors);
+            }
+        };
         let mut last = self.last.lock().expect("no panics while holding the reload lock");
         let previous = self.table.load_full();
         let warnings = previous
@@ -109,7 +119,7 @@ impl ConfigState {
             tracing::warn!(source, "{warning}");
         }
         let version = previous.as_ref().map_or(1, |t| t.version + 1);
-        let table = Table::compile(Arc::new(cfg), version, &self.metrics, previous.as_deref());
+        let table = Table::compile(Arc::new(cfg), version, &self.metrics, previous.as_deref(), &tls);
         let routes = table.config.routes.len();
         self.table.store(Some(Arc::new(table)));
         self.metrics.record_reload(source, ReloadResult::ok);
@@ -122,7 +132,28 @@ impl ConfigState {
             errors: Vec::new(),
             warnings,
         });
-        version
+        Ok(version)
+    }
+}
+
+/// The client TLS settings of every backend that speaks TLS, or every file that failed.
+fn load_upstream_tls(cfg: &ProxyConfig) -> Result<BTreeMap<String, TlsSettings>, ConfigErrors> {
+    let mut loaded = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, backend) in &cfg.backends {
+        if let Some(tls) = &backend.tls {
+            match TlsSettings::load(name, tls, backend.protocol) {
+                Ok(settings) => {
+                    loaded.insert(name.clone(), settings);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigErrors(errors))
     }
 }
 

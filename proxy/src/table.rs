@@ -16,6 +16,7 @@ use crate::mirror::Mirror;
 use crate::route::RouteIndex;
 use crate::split::{Reason, Side, SplitPolicy};
 use crate::upstream::Backend;
+use crate::upstream_tls::TlsSettings;
 
 /// A compiled config, ready to serve.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ pub struct Table {
     pub side_header: Option<HeaderName>,
     index: RouteIndex<usize>,
     routes: Vec<Arc<Route>>,
+    backends: BTreeMap<String, Arc<Backend>>,
 }
 
 /// One route of a table.
@@ -101,15 +103,27 @@ impl Route {
 impl Table {
     /// Compiles `config`. Metric handles come from `metrics`; weight sequences carry over
     /// from `previous` for routes of the same name.
-    pub fn compile(config: Arc<ProxyConfig>, version: u64, metrics: &ProxyMetrics, previous: Option<&Table>) -> Table {
+    /// `tls` holds the loaded client settings of the backends that speak TLS.
+    pub fn compile(
+        config: Arc<ProxyConfig>,
+        version: u64,
+        metrics: &ProxyMetrics,
+        previous: Option<&Table>,
+        tls: &BTreeMap<String, TlsSettings>,
+    ) -> Table {
         let backends: BTreeMap<&str, Arc<Backend>> = config
             .backends
             .iter()
             .map(|(name, b)| {
-                (
-                    name.as_str(),
-                    Arc::new(Backend::new(name.clone(), b.endpoints.clone(), b.protocol)),
-                )
+                // An unchanged backend is carried over whole, with its TLS pool and its turn.
+                let same = previous
+                    .filter(|p| p.config.backends.get(name) == Some(b))
+                    .and_then(|p| p.backends.get(name).cloned());
+                let backend = same.unwrap_or_else(|| {
+                    let tls = tls.get(name).map(crate::upstream::tls_client);
+                    Arc::new(Backend::new(name.clone(), b.endpoints.clone(), b.protocol, tls))
+                });
+                (name.as_str(), backend)
             })
             .collect();
         let backend = |name: &str| Arc::clone(backends.get(name).expect("validation checks backend references"));
@@ -155,12 +169,14 @@ impl Table {
                 .enumerate()
                 .map(|(i, r)| (r.host.clone(), r.path_prefix.clone(), i)),
         );
+        let backends = backends.into_iter().map(|(name, b)| (name.to_owned(), b)).collect();
         Table {
             version,
             side_header: config.side_header.clone(),
             config,
             index,
             routes,
+            backends,
         }
     }
 

@@ -159,7 +159,7 @@ impl Traffic for DemoTraffic<'_> {
             route.overrides.insert(0, preview_rule);
         }
         if next != *config {
-            self.proxy.apply(next.clone());
+            self.proxy.apply(next.clone()).map_err(|e| error(e.to_string()))?;
             *config = next;
         }
         Ok(())

@@ -251,12 +251,16 @@ fn backend_protocols_and_tls_are_checked() {
             "backends.b.tls: is required for protocol h2 (HTTP/2 over TLS)".to_string(),
             "backends.c.tls: does not apply to protocol h2c (HTTP/2 without TLS)".to_string(),
             "backends.d.tls.sni: \"not a name\" is not a server name".to_string(),
-            "backends.d.tls: TLS to upstreams is not supported yet; use h1 or h2c".to_string(),
         ]
     );
-    let cfg =
-        parse("tls: { cert: /c.pem, key: /k.pem }\nbackends:\n  a: { endpoints: ['127.0.0.1:1'], protocol: h2c }\n")
-            .expect("valid");
+    let cfg = parse(
+        "tls: { cert: /c.pem, key: /k.pem }\nbackends:\n  a: { endpoints: ['127.0.0.1:1'], protocol: h2c }\n  b: { endpoints: ['127.0.0.1:1'], protocol: h2, tls: { ca: /ca.pem, sni: models.svc } }\n",
+    )
+    .expect("valid");
     assert_eq!(cfg.backends["a"].protocol, Protocol::H2c);
+    assert_eq!(
+        cfg.backends["b"].tls.as_ref().and_then(|t| t.sni.as_deref()),
+        Some("models.svc")
+    );
     assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
 }

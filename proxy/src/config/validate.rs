@@ -102,11 +102,6 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
                 format!("{path}.tls"),
                 "does not apply to protocol h2c (HTTP/2 without TLS)",
             ),
-            // Refused rather than silently sent in plain text: TLS to upstreams is not built yet.
-            (_, Some(_)) => errors.add(
-                format!("{path}.tls"),
-                "TLS to upstreams is not supported yet; use h1 or h2c",
-            ),
             _ => {}
         }
         backends.insert(

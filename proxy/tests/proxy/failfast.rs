@@ -51,7 +51,9 @@ async fn a_failing_candidate_is_cut_off_after_min_requests_and_stays_off() {
     assert_eq!(trip["errorRatioLimit"], 0.5);
 
     // A weight change keeps the trip: the candidate is the same.
-    proxy.apply(config::parse(&config_yaml(stable.addr, dead_addr, 10_000, fail_fast)).expect("valid"));
+    proxy
+        .apply(config::parse(&config_yaml(stable.addr, dead_addr, 10_000, fail_fast)).expect("valid"))
+        .expect("applies");
     let (parts, _, _) = send(&client, get(proxy.listen_addr(), "/")).await;
     assert_eq!(
         (parts.status, parts.headers["x-weir-side"].as_bytes()),
@@ -61,7 +63,9 @@ async fn a_failing_candidate_is_cut_off_after_min_requests_and_stays_off() {
 
     // A new candidate clears it.
     let candidate = Backend::start("candidate").await;
-    proxy.apply(config::parse(&config_yaml(stable.addr, candidate.addr, 10_000, fail_fast)).expect("valid"));
+    proxy
+        .apply(config::parse(&config_yaml(stable.addr, candidate.addr, 10_000, fail_fast)).expect("valid"))
+        .expect("applies");
     let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/")).await;
     assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"candidate"[..]));
     assert!(!parts.headers.contains_key("x-weir-fail-fast"));

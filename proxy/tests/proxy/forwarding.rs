@@ -108,10 +108,12 @@ async fn side_header_can_be_renamed_or_turned_off() {
     let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
     assert_eq!(parts.headers["x-served-by"], "stable");
     assert!(!parts.headers.contains_key("x-weir-side"));
-    proxy.apply(
-        weir_proxy::config::parse(&yaml.replace("drainTimeout: 5s\n", "drainTimeout: 5s\nsideHeader: null\n"))
-            .expect("valid"),
-    );
+    proxy
+        .apply(
+            weir_proxy::config::parse(&yaml.replace("drainTimeout: 5s\n", "drainTimeout: 5s\nsideHeader: null\n"))
+                .expect("valid"),
+        )
+        .expect("applies");
     let (parts, _, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
     assert!(!parts.headers.contains_key("x-served-by") && !parts.headers.contains_key("x-weir-side"));
     proxy.shutdown().await;

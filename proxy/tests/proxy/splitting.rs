@@ -37,7 +37,9 @@ async fn weight_split_is_exact_at_half_a_percent_and_a_quarter() {
     assert!((49..=51).contains(&got), "at 50 bp the candidate got {got} of 10000");
     assert_eq!(candidate.hits(), got, "the side header and the backend agree");
 
-    proxy.apply(config::parse(&config_yaml(stable.addr, candidate.addr, 2500, "")).expect("valid"));
+    proxy
+        .apply(config::parse(&config_yaml(stable.addr, candidate.addr, 2500, "")).expect("valid"))
+        .expect("applies");
     let got = count_candidate(proxy.listen_addr(), 10_000, 8).await;
     assert!(
         (2499..=2501).contains(&got),
@@ -68,7 +70,9 @@ async fn overrides_beat_stickiness_and_sticky_users_never_move_back() {
 
     let mut on_candidate = HashSet::new();
     for weight in [100u16, 5000, 10_000] {
-        proxy.apply(config::parse(&yaml(weight)).expect("valid"));
+        proxy
+            .apply(config::parse(&yaml(weight)).expect("valid"))
+            .expect("applies");
         let mut now = HashSet::new();
         for user in &users {
             let side = side_of(&client, proxy.listen_addr(), user, None).await;
@@ -102,7 +106,7 @@ async fn overrides_beat_stickiness_and_sticky_users_never_move_back() {
         side_of(&client, proxy.listen_addr(), "user-1", Some("stable")).await,
         "stable"
     );
-    proxy.apply(config::parse(&yaml(0)).expect("valid"));
+    proxy.apply(config::parse(&yaml(0)).expect("valid")).expect("applies");
     assert_eq!(
         side_of(&client, proxy.listen_addr(), "user-1", Some("candidate")).await,
         "candidate"

@@ -434,3 +434,64 @@ async fn curl_gets_http2_over_tls_through_the_proxy() {
     assert_eq!(stable.hits(), 1);
     within(proxy.shutdown()).await;
 }
+
+fn tls_backend_config(endpoint: SocketAddr, protocol: &str, ca: &Path) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nroutes:\n  - name: t\n    stable: {{ backend: secure }}\nbackends:\n  secure: {{ endpoints: [\"{endpoint}\"], protocol: {protocol}, tls: {{ ca: '{}', sni: localhost }} }}\n",
+        ca.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_over_tls_speak_h2_or_http1_and_an_untrusted_one_fails_with_upstream_tls() {
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let pki = Pki::new();
+    let leaf = pki.leaf("tls-backend");
+    pki.install(&leaf.cert_pem, &leaf.key_pem);
+    // The TLS backend: a weir-proxy with a TLS listener in front of a plain backend.
+    let inner = start_tls_proxy(&pki, stable.addr, candidate.addr).await;
+    let ca = pki.ca_file();
+    for (protocol, via) in [("h2", "2 weir"), ("h1", "1.1 weir")] {
+        let outer = start_proxy(&tls_backend_config(inner.listen_addr(), protocol, &ca)).await;
+        let (parts, body, _) = send(&h1_client(), get(outer.listen_addr(), "/")).await;
+        assert_eq!(
+            (parts.status, &body[..]),
+            (StatusCode::OK, &b"stable"[..]),
+            "{protocol}"
+        );
+        // The outer proxy's Via names the version the TLS backend answered in.
+        let vias: Vec<&str> = parts
+            .headers
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect();
+        assert_eq!(vias.last(), Some(&via), "{protocol}: {vias:?}");
+        within(outer.shutdown()).await;
+    }
+
+    // A CA that did not issue the backend's certificate: the handshake fails.
+    let stranger = Pki::new();
+    let outer = start_proxy(&tls_backend_config(inner.listen_addr(), "h2", &stranger.ca_file())).await;
+    let (parts, _, _) = send(&h1_client(), get(outer.listen_addr(), "/")).await;
+    assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(parts.headers["x-weir-error"], "upstream-tls");
+    assert_eq!(
+        metric(
+            &outer,
+            r#"weir_upstream_errors_total{route="t",side="stable",kind="tls"}"#
+        )
+        .await,
+        1.0
+    );
+    within(outer.shutdown()).await;
+
+    // A CA file that cannot be read rejects the config, naming the field.
+    let missing = pki.dir.path().join("missing-ca.crt");
+    let cfg = config::parse(&tls_backend_config(inner.listen_addr(), "h2", &missing)).expect("valid config");
+    let error = Proxy::start(cfg, "api").await.expect_err("the CA file is missing");
+    let message = error.to_string();
+    assert!(message.starts_with("backends.secure.tls.ca: "), "{message}");
+    assert!(message.contains("cannot read"), "{message}");
+    within(inner.shutdown()).await;
+}
