@@ -1,9 +1,11 @@
-//! The upstream of the load comparisons: a single-threaded HTTP/1.1 server that answers
-//! small responses as fast as it can, so the proxies in front of it are what is measured.
+//! The upstream of the load comparisons: a single-threaded HTTP/1.1 and h2c server that
+//! answers small responses as fast as it can, so the proxies in front of it are what is
+//! measured.
 //!
 //! `bench-backend [ADDR]` (default `127.0.0.1:0`) prints `listening on ADDR` once bound.
 //! Paths: `/download/N` streams N zero bytes; `/upload` drains the body and answers its
-//! length; anything else answers a 23-byte body.
+//! length; `/weir.bench.Echo/Say` is a gRPC method (benches/echo.proto) echoing its text;
+//! anything else answers a 23-byte body.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -15,9 +17,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 
 const SMALL: &[u8] = b"hello from the backend\n";
 const CHUNK: usize = 64 * 1024;
@@ -55,6 +58,42 @@ impl Body for Answer {
     }
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+struct SayRequest {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SayReply {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+#[derive(Clone, Copy)]
+struct Say;
+
+impl tonic::server::UnaryService<SayRequest> for Say {
+    type Response = SayReply;
+    type Future = std::future::Ready<Result<tonic::Response<SayReply>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<SayRequest>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(SayReply {
+            text: request.into_inner().text,
+        })))
+    }
+}
+
+type AnyAnswer = Either<Answer, tonic::body::Body>;
+
+async fn route(req: Request<Incoming>) -> Result<Response<AnyAnswer>, Infallible> {
+    if req.uri().path() == "/weir.bench.Echo/Say" {
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<SayReply, SayRequest>::default());
+        return Ok(grpc.unary(Say, req).await.map(Either::Right));
+    }
+    answer(req).await.map(|rsp| rsp.map(Either::Left))
+}
+
 async fn answer(req: Request<Incoming>) -> Result<Response<Answer>, Infallible> {
     let path = req.uri().path();
     if let Some(n) = path.strip_prefix("/download/") {
@@ -86,10 +125,9 @@ fn main() -> std::io::Result<()> {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(answer);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let service = hyper::service::service_fn(route);
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     })
