@@ -269,13 +269,10 @@ impl Ctx<'_> {
     }
 
     fn progressing(&mut self, spec: &ValidSpec) {
+        if self.obeyed_abort_or_promote(spec) {
+            return;
+        }
         let commands = self.obs.commands;
-        if commands.abort {
-            return self.abort(spec, "aborted on request".into());
-        }
-        if commands.promote {
-            return self.start_promotion(spec, "promoted on request");
-        }
         if commands.pause {
             self.next.phase = Phase::Paused;
             self.step_traffic(spec);
@@ -362,14 +359,24 @@ impl Ctx<'_> {
         self.requeue_after = wake.duration_since(self.now).unwrap_or(Duration::ZERO);
     }
 
+    /// A person's abort or promote wins over everything a running or paused rollout would do.
+    fn obeyed_abort_or_promote(&mut self, spec: &ValidSpec) -> bool {
+        if self.obs.commands.abort {
+            self.abort(spec, "aborted on request".into());
+            true
+        } else if self.obs.commands.promote {
+            self.start_promotion(spec, "promoted on request");
+            true
+        } else {
+            false
+        }
+    }
+
     fn paused(&mut self, spec: &ValidSpec) {
+        if self.obeyed_abort_or_promote(spec) {
+            return;
+        }
         let commands = self.obs.commands;
-        if commands.abort {
-            return self.abort(spec, "aborted on request".into());
-        }
-        if commands.promote {
-            return self.start_promotion(spec, "promoted on request");
-        }
         self.step_traffic(spec);
         if commands.pause {
             self.requeue_after = Duration::from_secs(5);
@@ -447,11 +454,7 @@ impl Ctx<'_> {
             ValidStrategy::BlueGreen { .. } if self.next.step == 0 => (0, true),
             ValidStrategy::BlueGreen { .. } => (10_000, false),
         };
-        let replicas = match spec.strategy {
-            ValidStrategy::Canary(_) => candidate_replicas(self.obs.stable.replicas, weight),
-            // Blue-green runs a full-size candidate: it takes all traffic at the switch.
-            ValidStrategy::BlueGreen { .. } => self.obs.stable.replicas.max(1),
-        };
+        let replicas = self.replicas_for(spec, weight);
         self.actions
             .retain(|a| !matches!(a, Action::SetTraffic { .. } | Action::ScaleCandidate(_)));
         self.actions.push(Action::ScaleCandidate(replicas));
@@ -461,12 +464,18 @@ impl Ctx<'_> {
     /// The traffic the rollout already has, as status records it.
     fn keep_traffic(&mut self, spec: &ValidSpec) {
         let weight = self.next.candidate_weight;
-        let replicas = match spec.strategy {
-            ValidStrategy::Canary(_) => candidate_replicas(self.obs.stable.replicas, weight),
-            ValidStrategy::BlueGreen { .. } => self.obs.stable.replicas.max(1),
-        };
+        let replicas = self.replicas_for(spec, weight);
         self.actions.push(Action::ScaleCandidate(replicas));
         self.set_traffic(weight, self.next.preview);
+    }
+
+    /// The candidate's replicas at `weight`: its share of stable's for a canary; stable's
+    /// whole count for blue-green, whose candidate takes all traffic at the switch.
+    fn replicas_for(&self, spec: &ValidSpec, weight: u16) -> u32 {
+        match spec.strategy {
+            ValidStrategy::Canary(_) => candidate_replicas(self.obs.stable.replicas, weight),
+            ValidStrategy::BlueGreen { .. } => self.obs.stable.replicas.max(1),
+        }
     }
 
     fn set_traffic(&mut self, weight: u16, preview: bool) {
