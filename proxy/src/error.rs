@@ -166,13 +166,24 @@ impl ProxyError {
     /// A gRPC client gets a trailers-only gRPC answer (HTTP 200 with `grpc-status` and
     /// `grpc-message`), which gRPC libraries understand; others get the HTTP status.
     pub fn into_response(self, grpc: bool) -> Response<ProxyBody> {
+        self.log();
+        self.response(grpc)
+    }
+
+    /// Logs the error, at warn when the upstream or the proxy is at fault.
+    pub fn log(&self) {
         let reason = self.reason();
         match self.fault() {
             Fault::Upstream | Fault::Proxy => {
-                tracing::warn!(error = %ErrorChain(&self), reason, "proxy-made error")
+                tracing::warn!(error = %ErrorChain(self), reason, "proxy-made error")
             }
-            Fault::Client => tracing::info!(error = %ErrorChain(&self), reason, "proxy-made error"),
+            Fault::Client => tracing::info!(error = %ErrorChain(self), reason, "proxy-made error"),
         }
+    }
+
+    /// The response the client gets, without logging (for errors already logged for this peer).
+    pub fn response(self, grpc: bool) -> Response<ProxyBody> {
+        let reason = self.reason();
         if grpc {
             let mut rsp = Response::new(ProxyBody::full(Bytes::new()));
             let headers = rsp.headers_mut();

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod headers;
 pub mod metrics;
 pub mod mirror;
+pub mod recent;
 pub mod route;
 pub mod server;
 pub mod service;
@@ -115,6 +116,7 @@ impl Proxy {
         let shared = Arc::new(service::Shared {
             state: Arc::clone(&state),
             upstreams: upstream::Upstreams::new(),
+            tls_failures_logged: std::sync::Mutex::new(recent::Recent::new(1024)),
             shutdown: signal.clone(),
         });
         let proto = if listener_tls.is_some() { "https" } else { "http" };

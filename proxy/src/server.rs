@@ -3,7 +3,6 @@
 //! in-flight requests on shutdown. Clients that speak TLS to a plain port, or anything else to
 //! a TLS port, are counted and closed; the listener carries on.
 
-use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::ProxyBody;
 use crate::metrics::{ListenerErrorKind, ProxyMetrics};
+use crate::recent::Recent;
 
 /// Hyper's own parse buffer: above [`crate::service::MAX_REQUEST_HEADER_BYTES`], so that the
 /// proxy's check (with its `x-weir-error`) is the one that normally answers oversized headers.
@@ -86,7 +86,7 @@ impl std::fmt::Debug for Transport {
 #[derive(Debug)]
 pub struct ListenerErrors {
     metrics: ProxyMetrics,
-    logged: Mutex<RecentPeers>,
+    logged: Mutex<Recent<IpAddr>>,
 }
 
 impl ListenerErrors {
@@ -94,7 +94,7 @@ impl ListenerErrors {
     pub fn new(metrics: ProxyMetrics) -> Self {
         ListenerErrors {
             metrics,
-            logged: Mutex::new(RecentPeers::new(LOGGED_PEERS)),
+            logged: Mutex::new(Recent::new(LOGGED_PEERS)),
         }
     }
 
@@ -115,38 +115,6 @@ impl ListenerErrors {
                 "closed a client connection before any request (logged once per client address)"
             );
         }
-    }
-}
-
-/// A bounded set of addresses; when full, the oldest is forgotten (and may be logged again).
-#[derive(Debug)]
-struct RecentPeers {
-    capacity: usize,
-    order: VecDeque<IpAddr>,
-    members: HashSet<IpAddr>,
-}
-
-impl RecentPeers {
-    fn new(capacity: usize) -> Self {
-        RecentPeers {
-            capacity,
-            order: VecDeque::with_capacity(capacity),
-            members: HashSet::with_capacity(capacity),
-        }
-    }
-
-    /// Adds `ip`; true if it was not already there.
-    fn insert(&mut self, ip: IpAddr) -> bool {
-        if !self.members.insert(ip) {
-            return false;
-        }
-        if self.order.len() == self.capacity
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.members.remove(&oldest);
-        }
-        self.order.push_back(ip);
-        true
     }
 }
 
@@ -319,22 +287,4 @@ where
     C::Error: std::fmt::Display,
 {
     tokio::spawn(watch_connection(watcher, conn));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_peers_remember_each_address_once_and_forget_the_oldest_when_full() {
-        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
-        let mut peers = RecentPeers::new(2);
-        assert!(peers.insert(ip(1)));
-        assert!(!peers.insert(ip(1)), "a known address is not new");
-        assert!(peers.insert(ip(2)));
-        assert!(peers.insert(ip(3)), "the set is full: the oldest goes");
-        assert!(peers.insert(ip(1)), "the forgotten address is new again");
-        assert!(!peers.insert(ip(3)));
-        assert_eq!(peers.members.len(), 2);
-    }
 }

@@ -47,8 +47,22 @@ pub struct Shared {
     pub state: Arc<ConfigState>,
     /// The pooled upstream clients.
     pub upstreams: Upstreams,
+    /// Upstream endpoints whose TLS handshake failure has been logged.
+    pub tls_failures_logged: std::sync::Mutex<crate::recent::Recent<http::uri::Authority>>,
     /// Fires when the proxy shuts down; ends mirror tasks.
     pub shutdown: crate::server::ShutdownSignal,
+}
+
+impl Shared {
+    /// Whether this is the first TLS handshake failure with `endpoint` to be logged lately.
+    fn first_tls_failure(&self, endpoint: &http::uri::Authority) -> bool {
+        // A poisoned lock only means another thread panicked mid-insert; the set is still a
+        // usable hint of what was logged.
+        self.tls_failures_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(endpoint.clone())
+    }
 }
 
 /// Serves the requests of one client connection.
@@ -81,7 +95,18 @@ impl ProxyService {
         };
         match self.forward(&table, req, start, grpc).await {
             Ok(rsp) => rsp,
-            Err(error) => error.into_response(grpc),
+            Err(error) => {
+                // A failing TLS handshake fails every request to that endpoint alike: log it
+                // once per endpoint (each one is still counted), not once per request.
+                let log = match &error {
+                    ProxyError::UpstreamTls { endpoint, .. } => self.shared.first_tls_failure(endpoint),
+                    _ => true,
+                };
+                if log {
+                    error.log();
+                }
+                error.response(grpc)
+            }
         }
     }
 
