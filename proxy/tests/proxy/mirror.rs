@@ -1,7 +1,6 @@
 use std::time::Duration;
 
-use http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 
 use crate::support::*;
 
@@ -20,16 +19,9 @@ async fn mirror_at_full_weight_copies_every_request_and_the_client_sees_stable()
     for _ in 0..20 {
         let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/")).await;
         assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"stable"[..]));
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://{}/upload", proxy.listen_addr()))
-            .body(Generated::new(100_000).boxed())
-            .expect("valid request");
+        let req = upload(proxy.listen_addr(), 100_000);
         let (_, body, _) = send(&client, req).await;
-        assert_eq!(
-            String::from_utf8_lossy(&body),
-            format!("{} {}", expected.len, expected.hash)
-        );
+        assert_eq!(String::from_utf8_lossy(&body), expected.answer());
     }
     eventually("every copy to reach the candidate", || async { candidate.hits() == 40 }).await;
     assert_eq!(stable.hits(), 40);
@@ -87,17 +79,10 @@ async fn a_body_over_the_mirror_limit_skips_the_mirror_but_not_the_request() {
     );
     let proxy = start_proxy(&yaml).await;
     let expected = Digest::of_generated(1_000_000);
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{}/upload", proxy.listen_addr()))
-        .body(Generated::new(1_000_000).boxed())
-        .expect("valid request");
+    let req = upload(proxy.listen_addr(), 1_000_000);
     let (parts, body, _) = send(&h1_client(), req).await;
     assert_eq!(parts.status, StatusCode::OK);
-    assert_eq!(
-        String::from_utf8_lossy(&body),
-        format!("{} {}", expected.len, expected.hash)
-    );
+    assert_eq!(String::from_utf8_lossy(&body), expected.answer());
     let metrics = admin_text(&proxy, "/metrics").await;
     assert_eq!(
         sample(

@@ -1,4 +1,4 @@
-use http::{Method, Request, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
 
 use crate::support::*;
@@ -11,17 +11,10 @@ async fn a_64_mib_upload_and_download_stream_through_intact() {
     let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 0, "")).await;
     let expected = Digest::of_generated(BIG);
     for client in [h1_client(), h2c_client()] {
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://{}/upload", proxy.listen_addr()))
-            .body(Generated::new(BIG).boxed())
-            .expect("valid request");
+        let req = upload(proxy.listen_addr(), BIG);
         let (parts, body, _) = send(&client, req).await;
         assert_eq!(parts.status, StatusCode::OK);
-        assert_eq!(
-            String::from_utf8_lossy(&body),
-            format!("{} {}", expected.len, expected.hash)
-        );
+        assert_eq!(String::from_utf8_lossy(&body), expected.answer());
 
         let rsp = within(client.request(get(proxy.listen_addr(), &format!("/download/{BIG}"))))
             .await
