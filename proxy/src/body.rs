@@ -3,17 +3,13 @@
 //! back, copied or collected.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
-use crate::metrics::{CodeClass, UpstreamErrorKind};
-use crate::split::Side;
-use crate::table::Route;
+use crate::outcome::Completion;
 
 /// A response body on its way to the client.
 #[derive(Debug)]
@@ -58,31 +54,19 @@ impl Body for ProxyBody {
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Inner::Upstream { body, completion } => {
                 let polled = Pin::new(body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(c) = completion.as_mut() {
+                if let Some(c) = completion.as_mut() {
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => {
                             if frame.is_data() {
-                                c.first_byte();
+                                c.data();
                             } else if let Some(trailers) = frame.trailers_ref() {
-                                // gRPC's verdict is in the trailers; a missing status is UNKNOWN.
-                                c.settle(
-                                    crate::grpc::status(trailers).map_or(CodeClass::GrpcError, crate::grpc::classify),
-                                );
+                                c.trailers(trailers);
                             }
                         }
+                        Poll::Ready(None) => c.ended(),
+                        Poll::Ready(Some(Err(_))) => c.failed(),
+                        Poll::Pending => {}
                     }
-                    Poll::Ready(None) => {
-                        if let Some(mut c) = completion.take() {
-                            c.settle(CodeClass::GrpcError);
-                        }
-                    }
-                    Poll::Ready(Some(Err(_))) => {
-                        if let Some(mut c) = completion.take() {
-                            c.route.metrics.side(c.side).upstream_error(UpstreamErrorKind::reset);
-                            c.settle(CodeClass::Error);
-                        }
-                    }
-                    Poll::Pending => {}
                 }
                 polled
             }
@@ -101,83 +85,5 @@ impl Body for ProxyBody {
             Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Inner::Upstream { body, .. } => body.size_hint(),
         }
-    }
-}
-
-/// Counts a request's outcome and records its duration once its response has ended, however
-/// it ends: the last frame, an error, or the client going away (the body is dropped).
-///
-/// Most outcomes are known from the response head. A gRPC answer's is in its trailers, so it
-/// stays pending until they arrive; `settle` counts it then (and feeds fail-fast).
-#[derive(Debug)]
-pub struct Completion {
-    route: Arc<Route>,
-    side: Side,
-    start: Instant,
-    first_byte_seen: bool,
-    /// The class to count if the outcome is never settled (the client left mid-stream).
-    pending: Option<CodeClass>,
-}
-
-impl Completion {
-    /// Counts `code` now and starts timing the body of a request that began at `start`.
-    pub fn counted(route: Arc<Route>, side: Side, start: Instant, code: CodeClass) -> Self {
-        count(&route, side, code);
-        Completion {
-            route,
-            side,
-            start,
-            first_byte_seen: false,
-            pending: None,
-        }
-    }
-
-    /// Leaves the count to the gRPC trailers; `fallback` is counted if they never come.
-    pub fn awaiting_trailers(route: Arc<Route>, side: Side, start: Instant, fallback: CodeClass) -> Self {
-        Completion {
-            route,
-            side,
-            start,
-            first_byte_seen: false,
-            pending: Some(fallback),
-        }
-    }
-
-    fn settle(&mut self, code: CodeClass) {
-        if self.pending.take().is_some() {
-            count(&self.route, self.side, code);
-        }
-    }
-
-    fn first_byte(&mut self) {
-        if !self.first_byte_seen {
-            self.first_byte_seen = true;
-            self.route
-                .metrics
-                .side(self.side)
-                .observe_first_byte(self.start.elapsed().as_secs_f64());
-        }
-    }
-}
-
-/// Counts one outcome of a side, and feeds the candidate's to fail-fast.
-pub fn count(route: &Route, side: Side, code: CodeClass) {
-    route.metrics.side(side).count(code);
-    if side == Side::Candidate {
-        route.record_candidate(code.is_error());
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        if let Some(code) = self.pending.take() {
-            count(&self.route, self.side, code);
-        }
-        // A response without a body has its first (and last) byte at its end.
-        self.first_byte();
-        self.route
-            .metrics
-            .side(self.side)
-            .observe_duration(self.start.elapsed().as_secs_f64());
     }
 }

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod headers;
 pub mod metrics;
 pub mod mirror;
+pub mod outcome;
 pub mod recent;
 pub mod route;
 pub mod server;

@@ -1,5 +1,8 @@
 //! The proxy's Prometheus metrics: names and labels as DESIGN.md fixes them, with handles
 //! prebuilt per route and side so the request path never builds a label set.
+//!
+//! [`names`] and the label types' `as_str` are the contract with the controller, which reads
+//! these metrics back: it imports them rather than retyping the strings.
 
 use std::fmt::Write as _;
 
@@ -12,6 +15,55 @@ use prometheus_client::registry::Registry;
 
 use crate::mirror::SkipReason;
 use crate::split::Side;
+
+/// The names of the metrics and labels the controller reads, as they appear in the exposition.
+pub mod names {
+    /// Requests by how they ended: counter, labels route, side, code.
+    pub const REQUESTS: &str = "weir_requests_total";
+    /// Whole-request durations: histogram, labels route, side.
+    pub const REQUEST_DURATION: &str = "weir_request_duration_seconds";
+    /// Time to the first response body byte: histogram, labels route, side.
+    pub const FIRST_BYTE: &str = "weir_response_first_byte_seconds";
+    /// The candidate weight in basis points: gauge, label route.
+    pub const CANDIDATE_WEIGHT: &str = "weir_candidate_weight_basis_points";
+    /// Fail-fast trips: counter, label route.
+    pub const FAIL_FAST_TRIPS: &str = "weir_fail_fast_trips_total";
+    /// Upstream failures: counter, labels route, side, kind.
+    pub const UPSTREAM_ERRORS: &str = "weir_upstream_errors_total";
+    /// Config loads: counter, labels source, result.
+    pub const CONFIG_RELOADS: &str = "weir_config_reloads_total";
+    /// Client connections closed before any request: counter, label kind.
+    pub const LISTENER_ERRORS: &str = "weir_listener_errors_total";
+    /// Abandoned mirrors: counter, labels route, reason.
+    pub const MIRROR_SKIPPED: &str = "weir_mirror_skipped_total";
+    /// When this proxy process started, in seconds since the Unix epoch: gauge. A scraper that
+    /// sees it change knows every counter of this instance started again from zero.
+    pub const START_TIME: &str = "weir_proxy_start_time_seconds";
+
+    /// The suffix of a histogram's cumulative bucket series.
+    pub const BUCKET_SUFFIX: &str = "_bucket";
+
+    /// Label names.
+    pub mod label {
+        /// The route's name.
+        pub const ROUTE: &str = "route";
+        /// `stable`, `candidate` or `mirror`.
+        pub const SIDE: &str = "side";
+        /// How a request ended: see [`super::super::CodeClass`].
+        pub const CODE: &str = "code";
+        /// A histogram bucket's upper bound.
+        pub const LE: &str = "le";
+    }
+
+    /// A metric's name as registered: the exposition name without the `weir_` prefix the
+    /// registry adds and the `_total` suffix it adds to counters.
+    pub(crate) fn registered(name: &'static str) -> &'static str {
+        let name = name
+            .strip_prefix("weir_")
+            .expect("every weir metric name starts with weir_");
+        name.strip_suffix("_total").unwrap_or(name)
+    }
+}
 
 /// Upper bounds of the latency histograms, in seconds. Dense from 1 ms to 1 s, where p99s of
 /// model servers live, so that a 1.2x latency ratio moves a p99 across a bucket boundary.
@@ -32,6 +84,17 @@ pub enum SideLabel {
     mirror,
 }
 
+impl SideLabel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SideLabel::stable => "stable",
+            SideLabel::candidate => "candidate",
+            SideLabel::mirror => "mirror",
+        }
+    }
+}
+
 impl From<Side> for SideLabel {
     fn from(side: Side) -> Self {
         match side {
@@ -41,7 +104,9 @@ impl From<Side> for SideLabel {
     }
 }
 
-/// The `code` label: the status class of a response, or `error` when no response came.
+/// The `code` label: how a request ended. The status class of a response whose body ended
+/// cleanly; `error` when no response came or its body failed; `cancelled` when the client went
+/// away before the response head.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CodeClass {
     /// 1xx.
@@ -56,8 +121,11 @@ pub enum CodeClass {
     ServerError,
     /// A gRPC status that counts as an error.
     GrpcError,
-    /// No response: the upstream could not be reached, timed out or reset.
+    /// No response (the upstream could not be reached, timed out or reset), or a response
+    /// whose body failed part way (a model server dying mid-stream).
     Error,
+    /// The client went away before the response head arrived.
+    Cancelled,
 }
 
 impl EncodeLabelValue for CodeClass {
@@ -67,7 +135,8 @@ impl EncodeLabelValue for CodeClass {
 }
 
 impl CodeClass {
-    const ALL: [CodeClass; 7] = [
+    /// Every class, in label order.
+    pub const ALL: [CodeClass; 8] = [
         CodeClass::Informational,
         CodeClass::Success,
         CodeClass::Redirection,
@@ -75,6 +144,7 @@ impl CodeClass {
         CodeClass::ServerError,
         CodeClass::GrpcError,
         CodeClass::Error,
+        CodeClass::Cancelled,
     ];
 
     /// The label value.
@@ -87,12 +157,24 @@ impl CodeClass {
             CodeClass::ServerError => "5xx",
             CodeClass::GrpcError => "grpc_error",
             CodeClass::Error => "error",
+            CodeClass::Cancelled => "cancelled",
         }
+    }
+
+    /// The class a label value names.
+    pub fn from_label(label: &str) -> Option<CodeClass> {
+        CodeClass::ALL.into_iter().find(|c| c.as_str() == label)
     }
 
     /// Whether this outcome counts as an error of the side that produced it.
     pub fn is_error(self) -> bool {
         matches!(self, CodeClass::ServerError | CodeClass::GrpcError | CodeClass::Error)
+    }
+
+    /// Whether fail-fast counts this outcome against the candidate: an error, or a client
+    /// that gave up waiting (a hung candidate whose clients time out first looks like this).
+    pub fn is_failure(self) -> bool {
+        self.is_error() || self == CodeClass::Cancelled
     }
 
     /// The class of an HTTP status.
@@ -218,6 +300,7 @@ pub struct ProxyMetrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     listener_errors: Family<ListenerErrorLabels, Counter>,
+    start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl ProxyMetrics {
@@ -233,50 +316,61 @@ impl ProxyMetrics {
             upstream_errors: Family::default(),
             reloads: Family::default(),
             listener_errors: Family::default(),
+            start_time: Gauge::default(),
         };
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics.start_time.set(started);
         let registry = registry.sub_registry_with_prefix("weir");
+        use names::registered;
         registry.register(
-            "requests",
-            "Requests answered, by route, side and status class",
+            registered(names::START_TIME),
+            "When this proxy process started, in seconds since the Unix epoch",
+            metrics.start_time.clone(),
+        );
+        registry.register(
+            registered(names::REQUESTS),
+            "Requests by how they ended: route, side and status class, error or cancelled",
             metrics.requests.clone(),
         );
         registry.register(
-            "request_duration_seconds",
+            registered(names::REQUEST_DURATION),
             "Time from receiving a request to the end of its response body",
             metrics.duration.clone(),
         );
         registry.register(
-            "response_first_byte_seconds",
+            registered(names::FIRST_BYTE),
             "Time from receiving a request to the first byte of its response body",
             metrics.first_byte.clone(),
         );
         registry.register(
-            "candidate_weight_basis_points",
+            registered(names::CANDIDATE_WEIGHT),
             "Share of traffic for the candidate, in basis points",
             metrics.weight.clone(),
         );
         registry.register(
-            "upstream_errors",
+            registered(names::UPSTREAM_ERRORS),
             "Requests that got no response from the upstream, by kind",
             metrics.upstream_errors.clone(),
         );
         registry.register(
-            "fail_fast_trips",
+            registered(names::FAIL_FAST_TRIPS),
             "Times a route stopped sending its candidate traffic because it failed too often",
             metrics.fail_fast_trips.clone(),
         );
         registry.register(
-            "mirror_skipped",
+            registered(names::MIRROR_SKIPPED),
             "Mirrored requests abandoned, by reason; the primary request is unaffected",
             metrics.mirror_skipped.clone(),
         );
         registry.register(
-            "config_reloads",
+            registered(names::CONFIG_RELOADS),
             "Config loads, by source and result",
             metrics.reloads.clone(),
         );
         registry.register(
-            "listener_errors",
+            registered(names::LISTENER_ERRORS),
             "Client connections closed before any request, by kind",
             metrics.listener_errors.clone(),
         );
@@ -411,7 +505,7 @@ impl RouteMetrics {
 /// Handles for one route and side.
 #[derive(Clone, Debug)]
 pub struct SideMetrics {
-    codes: [Counter; 7],
+    codes: [Counter; 8],
     duration: Histogram,
     first_byte: Histogram,
     upstream_errors: [Counter; 4],
@@ -437,5 +531,62 @@ impl SideMetrics {
     /// Counts one upstream failure.
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exported names are the ones a scrape shows, so the controller can rely on them.
+    #[test]
+    fn the_exported_names_are_the_exposed_ones() {
+        let mut registry = Registry::default();
+        let metrics = ProxyMetrics::register(&mut registry);
+        let route = metrics.route("r");
+        route.side(Side::Candidate).count(CodeClass::Cancelled);
+        route.side(Side::Candidate).observe_duration(0.1);
+        route.side(Side::Candidate).observe_first_byte(0.1);
+        metrics.record_reload("file", ReloadResult::ok);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for name in [
+            names::REQUESTS,
+            names::CANDIDATE_WEIGHT,
+            names::FAIL_FAST_TRIPS,
+            names::UPSTREAM_ERRORS,
+            names::CONFIG_RELOADS,
+            names::LISTENER_ERRORS,
+            names::MIRROR_SKIPPED,
+            names::START_TIME,
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+                "{name} missing from\n{text}"
+            );
+        }
+        for histogram in [names::REQUEST_DURATION, names::FIRST_BYTE] {
+            let bucket = format!("{histogram}{}{{", names::BUCKET_SUFFIX);
+            assert!(text.contains(&bucket), "{bucket} missing");
+        }
+        let series = format!(
+            "{}{{{}=\"r\",{}=\"candidate\",{}=\"{}\"}} 1",
+            names::REQUESTS,
+            names::label::ROUTE,
+            names::label::SIDE,
+            names::label::CODE,
+            CodeClass::Cancelled.as_str()
+        );
+        assert!(text.contains(&series), "{series} missing");
+    }
+
+    #[test]
+    fn code_labels_round_trip() {
+        for code in CodeClass::ALL {
+            assert_eq!(CodeClass::from_label(code.as_str()), Some(code));
+        }
+        assert_eq!(CodeClass::from_label("6xx"), None);
+        assert!(CodeClass::Cancelled.is_failure() && !CodeClass::Cancelled.is_error());
     }
 }

@@ -5,7 +5,8 @@
 //! 2. reject what cannot be forwarded (oversized headers, no host) before choosing a side, so
 //!    client mistakes never count against either version;
 //! 3. decide the side, pick an endpoint, rewrite headers, stream the body up;
-//! 4. count the response when its head arrives, and its duration when its body ends.
+//! 4. count the request once, by how it ended ([`crate::outcome`]): a client that leaves before
+//!    the head, an upstream that fails, a body that ends or breaks.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,12 +19,13 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{Completion, ProxyBody, count};
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::grpc;
 use crate::headers;
 use crate::metrics::{CodeClass, UpstreamErrorKind};
 use crate::mirror;
+use crate::outcome::Pending;
 use crate::split::Side;
 use crate::state::ConfigState;
 use crate::table::{Route, Table, side_value};
@@ -151,9 +153,14 @@ impl ProxyService {
         *req.version_mut() = upstream_version;
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
+        // Only the proxy marks a mirrored copy: a client's own mark would let it pass as
+        // shadow traffic, which the candidate may treat differently.
+        h.remove(MIRROR_HEADER);
         h.insert(header::HOST, host);
         headers::add_forwarding(h, &self.client_addr, self.proto, version);
         let req = self.maybe_mirror(route, side, req);
+        // From here on the request belongs to a side: however it ends, it is counted once.
+        let pending = Pending::new(Arc::clone(route), side, start);
 
         // A gRPC call's own deadline binds when it is shorter than the route's timeout.
         let deadline = match grpc.then(|| grpc::timeout(req.headers())).flatten() {
@@ -163,9 +170,9 @@ impl ProxyService {
         let upstream = match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, req)).await {
             Ok(Ok(rsp)) => rsp,
             Ok(Err(source)) => {
-                let (route, kind) = (&**route, upstream_failure_kind(&source));
-                record_failure(route, side, kind, start);
-                let (route, side) = (route.name.clone(), side);
+                let kind = upstream_failure_kind(&source);
+                pending.failed(kind);
+                let route = route.name.clone();
                 return Err(match kind {
                     UpstreamErrorKind::tls => ProxyError::UpstreamTls {
                         route,
@@ -188,7 +195,7 @@ impl ProxyService {
                 });
             }
             Err(_elapsed) => {
-                record_failure(route, side, UpstreamErrorKind::timeout, start);
+                pending.failed(UpstreamErrorKind::timeout);
                 return Err(ProxyError::UpstreamTimeout {
                     route: route.name.clone(),
                     side,
@@ -202,11 +209,11 @@ impl ProxyService {
         let completion = if grpc && code == CodeClass::Success && grpc::is_grpc(upstream.headers()) {
             match grpc::status(upstream.headers()) {
                 // Trailers-only: the verdict is in the head.
-                Some(status) => Completion::counted(Arc::clone(route), side, start, grpc::classify(status)),
-                None => Completion::awaiting_trailers(Arc::clone(route), side, start, code),
+                Some(status) => pending.answered(grpc::classify(status), false),
+                None => pending.answered(code, true),
             }
         } else {
-            Completion::counted(Arc::clone(route), side, start, code)
+            pending.answered(code, false)
         };
         let (mut head, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
@@ -272,13 +279,6 @@ pub(crate) fn upstream_failure_kind(error: &hyper_util::client::legacy::Error) -
     } else {
         UpstreamErrorKind::reset
     }
-}
-
-fn record_failure(route: &Route, side: Side, kind: UpstreamErrorKind, start: Instant) {
-    let metrics = route.metrics.side(side);
-    count(route, side, CodeClass::Error);
-    metrics.upstream_error(kind);
-    metrics.observe_duration(start.elapsed().as_secs_f64());
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or the Host

@@ -49,7 +49,8 @@ pub struct Route {
     /// Prebuilt metric handles.
     pub metrics: RouteMetrics,
     /// Fail-fast state, if the route has it. Shared with the next table while the candidate
-    /// and the policy stay the same, so a reload (a weight change) does not clear a trip.
+    /// (its backend name and revision) and the policy stay the same, so a reload (a weight
+    /// change, an endpoint list that churns) does not clear a trip.
     pub fail_fast: Option<Arc<FailFast>>,
     /// Mirror policy, if the route mirrors to its candidate.
     pub mirror: Option<Mirror>,
@@ -68,11 +69,11 @@ impl Route {
         (side, reason, false)
     }
 
-    /// Records a candidate outcome for fail-fast; trips the route (logged and counted once)
-    /// when the window crosses its limit.
-    pub fn record_candidate(&self, error: bool) {
+    /// Records a candidate outcome for fail-fast (`failure`: an error, or a client that gave
+    /// up); trips the route (logged and counted once) when the window crosses its limit.
+    pub fn record_candidate(&self, failure: bool) {
         let Some(fail_fast) = &self.fail_fast else { return };
-        if let Some(trip) = fail_fast.record(error) {
+        if let Some(trip) = fail_fast.record(failure) {
             self.metrics.fail_fast_trip();
             tracing::warn!(
                 route = %self.name,
@@ -137,7 +138,7 @@ impl Table {
                 let route_metrics = metrics.route(&r.name);
                 let fail_fast = r.fail_fast.map(|policy| {
                     previous
-                        .filter(|p| same_candidate(&p.config, &config, r))
+                        .filter(|p| same_candidate(&p.config, r))
                         .and_then(|p| p.route(&r.name))
                         .and_then(|old| old.fail_fast.clone())
                         .filter(|old| *old.policy() == policy)
@@ -191,16 +192,14 @@ impl Table {
     }
 }
 
-/// Whether route `r` of `new` has the same candidate (backend name and endpoints) as the
-/// route of the same name in `old`.
-fn same_candidate(old: &ProxyConfig, new: &ProxyConfig, r: &RouteConfig) -> bool {
-    let Some(old_route) = old.route(&r.name) else {
-        return false;
-    };
-    old_route.candidate == r.candidate
-        && r.candidate
-            .as_ref()
-            .is_some_and(|c| old.backends.get(c) == new.backends.get(c))
+/// Whether route `r` has the same candidate (backend name and revision) as the route of the
+/// same name in `old`. The backend's endpoints do not count: a crash-looping candidate's pods
+/// come and go, and that must not clear the trip that its failures caused. A new version is a
+/// new revision (the controller always writes one) or a new backend name.
+fn same_candidate(old: &ProxyConfig, r: &RouteConfig) -> bool {
+    old.route(&r.name).is_some_and(|o| {
+        r.candidate.is_some() && o.candidate == r.candidate && o.candidate_revision == r.candidate_revision
+    })
 }
 
 /// The routes' fail-fast states, for `/config`.

@@ -59,6 +59,10 @@ pub struct RouteConfig {
     pub stable: String,
     /// Backend name of the candidate side, if a candidate exists.
     pub candidate: Option<String>,
+    /// The candidate's revision as the controller names it (opaque here). A fail-fast trip
+    /// holds until the candidate's backend name or revision changes, not when its endpoints
+    /// churn (as a crash-looping candidate's do).
+    pub candidate_revision: Option<String>,
     /// Candidate share of weight- and sticky-decided requests.
     pub candidate_weight: Weight,
     /// Header and cookie rules, first match wins.
@@ -310,8 +314,12 @@ impl From<&ProxyConfig> for raw::RawConfig {
                     },
                     stable: raw::RawTarget {
                         backend: r.stable.clone(),
+                        revision: None,
                     },
-                    candidate: r.candidate.as_ref().map(|b| raw::RawTarget { backend: b.clone() }),
+                    candidate: r.candidate.as_ref().map(|b| raw::RawTarget {
+                        backend: b.clone(),
+                        revision: r.candidate_revision.clone(),
+                    }),
                     candidate_weight: i64::from(r.candidate_weight.basis_points()),
                     overrides: r
                         .overrides

@@ -89,6 +89,10 @@ impl Default for RawMatch {
 #[serde(rename_all = "camelCase")]
 pub(super) struct RawTarget {
     pub backend: String,
+    /// Opaque to the proxy: which version the backend serves. A fail-fast trip holds until
+    /// the candidate's backend or revision changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

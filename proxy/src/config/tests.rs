@@ -264,3 +264,24 @@ fn backend_protocols_and_tls_are_checked() {
     );
     assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
 }
+
+#[test]
+fn a_revision_is_for_the_candidate_only_and_round_trips() {
+    let text = "routes:\n  - { name: a, stable: { backend: v1, revision: x }, candidate: { backend: v2, revision: 'bad rev' } }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] }, v2: { endpoints: ['127.0.0.1:2'] } }\n";
+    let got = messages(text);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("routes[0].stable.revision: applies to the candidate only"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("routes[0].candidate.revision: \"bad rev\" may only hold"),
+        "{got:?}"
+    );
+    let good = text
+        .replace("backend: v1, revision: x", "backend: v1")
+        .replace("'bad rev'", "7d9f00aa");
+    let cfg = parse(&good).expect("valid");
+    assert_eq!(cfg.routes[0].candidate_revision.as_deref(), Some("7d9f00aa"));
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+}

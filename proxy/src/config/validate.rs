@@ -168,8 +168,17 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         }
     };
     backend_ref(errors, "stable", &route.stable.backend);
+    if route.stable.revision.is_some() {
+        errors.add(
+            format!("{path}.stable.revision"),
+            "applies to the candidate only (it scopes a fail-fast trip)",
+        );
+    }
     if let Some(candidate) = &route.candidate {
         backend_ref(errors, "candidate", &candidate.backend);
+        if let Some(revision) = &candidate.revision {
+            errors.check(format!("{path}.candidate.revision"), revision_name(revision));
+        }
     }
     let has_candidate = route.candidate.is_some();
     let weight_path = format!("{path}.candidateWeight");
@@ -293,6 +302,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         path_prefix: path_prefix?,
         stable: route.stable.backend.clone(),
         candidate: route.candidate.as_ref().map(|c| c.backend.clone()),
+        candidate_revision: route.candidate.as_ref().and_then(|c| c.revision.clone()),
         candidate_weight: candidate_weight?,
         overrides,
         sticky: sticky?,
@@ -336,6 +346,21 @@ fn plain_name(name: &str) -> Result<(), String> {
         Err(format!("{name:?} is longer than {MAX_NAME_LEN} characters"))
     } else if !name.bytes().all(plain) {
         Err(format!("{name:?} may only hold letters, digits, '-', '_' and '.'"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Longest candidate revision: the controller writes a 16-digit hash; leave room for others.
+const MAX_REVISION_LEN: usize = 128;
+
+fn revision_name(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        Err("is empty".into())
+    } else if text.len() > MAX_REVISION_LEN {
+        Err(format!("is longer than {MAX_REVISION_LEN} characters"))
+    } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        Err(format!("{text:?} may only hold printable ASCII without spaces"))
     } else {
         Ok(())
     }

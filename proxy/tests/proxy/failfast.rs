@@ -61,11 +61,22 @@ async fn a_failing_candidate_is_cut_off_after_min_requests_and_stays_off() {
     );
     assert_eq!(parts.headers["x-weir-fail-fast"], "1");
 
-    // A new candidate clears it.
+    // New endpoints for the same candidate keep it: a crash-looping candidate's pods come and
+    // go, and that must not clear the trip its failures caused.
     let candidate = Backend::start("candidate").await;
     proxy
         .apply(config::parse(&config_yaml(stable.addr, candidate.addr, 10_000, fail_fast)).expect("valid"))
         .expect("applies");
+    let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/")).await;
+    assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"stable"[..]));
+    assert_eq!(parts.headers["x-weir-fail-fast"], "1");
+
+    // A new revision of the candidate clears it.
+    let revised = config_yaml(stable.addr, candidate.addr, 10_000, fail_fast).replace(
+        "candidate: { backend: c }",
+        "candidate: { backend: c, revision: 5c1a9e }",
+    );
+    proxy.apply(config::parse(&revised).expect("valid")).expect("applies");
     let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/")).await;
     assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"candidate"[..]));
     assert!(!parts.headers.contains_key("x-weir-fail-fast"));

@@ -1,6 +1,7 @@
 //! The proxy over real loopback sockets: real hyper clients and backends, the proxy started
 //! in-process (and, for signals, as the real binary).
 
+mod accounting;
 mod failfast;
 mod failures;
 mod forwarding;

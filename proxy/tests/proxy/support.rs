@@ -268,6 +268,7 @@ async fn respond(
             ("x-secret", "x-seen-secret"),
             ("x-custom", "x-seen-custom"),
             ("x-forwarded-proto", "x-seen-proto"),
+            ("x-weir-mirror", "x-seen-mirror"),
         ] {
             if let Some(v) = req.headers().get(from) {
                 seen.insert(to, v.clone());
