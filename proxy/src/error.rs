@@ -58,9 +58,9 @@ pub enum ProxyError {
         side: Side,
         /// Endpoint tried.
         endpoint: Authority,
-        /// The client's error.
+        /// Why, from below the proxy.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::BoxError,
     },
     /// The TLS handshake with the upstream failed.
     #[error("TLS with {endpoint} failed (route {route}, {side})")]
@@ -71,9 +71,9 @@ pub enum ProxyError {
         side: Side,
         /// Endpoint tried.
         endpoint: Authority,
-        /// The client's error.
+        /// Why, from below the proxy.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::BoxError,
     },
     /// The upstream sent no response headers within the route's timeout.
     #[error("no response from {endpoint} within {timeout:?} (route {route}, {side})")]
@@ -96,9 +96,9 @@ pub enum ProxyError {
         side: Side,
         /// Endpoint tried.
         endpoint: Authority,
-        /// The client's error.
+        /// Why, from below the proxy.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::BoxError,
     },
 }
 

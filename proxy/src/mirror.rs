@@ -131,7 +131,7 @@ pub fn tee(body: Incoming, limit: u64, route: Arc<Route>) -> (Tee, Copy, Arc<Onc
 /// Sends a mirrored request and drains its answer, counting it under `side="mirror"`. Bounded
 /// by the route's timeout (for the answer's head, then again for its body) and by shutdown.
 pub async fn send(
-    response: hyper_util::client::legacy::ResponseFuture,
+    response: impl std::future::Future<Output = Result<http::Response<Incoming>, crate::upstream::UpstreamFailure>>,
     route: Arc<Route>,
     skipped: Arc<OnceLock<SkipReason>>,
     shutdown: ShutdownSignal,
@@ -148,9 +148,9 @@ pub async fn send(
             }
             // An abandoned copy fails its request; that is counted as a skip, not an error.
             Ok(Err(_)) if skipped.get().is_some() => {}
-            Ok(Err(error)) => {
+            Ok(Err(failure)) => {
                 metrics.count(CodeClass::Error);
-                metrics.upstream_error(crate::service::upstream_failure_kind(&error));
+                metrics.upstream_error(failure.kind);
             }
             Err(_elapsed) => {
                 metrics.count(CodeClass::Error);

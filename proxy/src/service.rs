@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -136,21 +135,7 @@ impl ProxyService {
             .ok_or(ProxyError::NoRoute)?;
         let (decided, _, diverted) = route.decide(req.headers());
         let (backend, side) = route.backend(decided);
-        let endpoint = backend.pick().clone();
-
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(backend.wire().0);
-        parts.authority = Some(endpoint.clone());
-        parts.path_and_query = Some(path);
-        *req.uri_mut() =
-            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        let upstream_version = backend.wire().1;
-        *req.version_mut() = upstream_version;
+        let endpoint = backend.pick();
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
         // Only the proxy marks a mirrored copy: a client's own mark would let it pass as
@@ -158,7 +143,12 @@ impl ProxyService {
         h.remove(MIRROR_HEADER);
         h.insert(header::HOST, host);
         headers::add_forwarding(h, &self.client_addr, self.proto, version);
-        let req = self.maybe_mirror(route, side, req);
+        // The copy is made from the request as the client's host and path name it, before the
+        // primary is addressed to its side.
+        let mut req = self.maybe_mirror(route, side, req);
+        backend
+            .address(&endpoint, &mut req)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
         // From here on the request belongs to a side: however it ends, it is counted once.
         let pending = Pending::new(Arc::clone(route), side, start);
 
@@ -167,13 +157,13 @@ impl ProxyService {
             Some(call) => call.min(route.timeout),
             None => route.timeout,
         };
-        let upstream = match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, req)).await {
+        let sent = backend.send(&self.shared.upstreams, &endpoint, req);
+        let upstream = match tokio::time::timeout(deadline, sent).await {
             Ok(Ok(rsp)) => rsp,
-            Ok(Err(source)) => {
-                let kind = upstream_failure_kind(&source);
-                pending.failed(kind);
-                let route = route.name.clone();
-                return Err(match kind {
+            Ok(Err(failure)) => {
+                pending.failed(failure.kind);
+                let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);
+                return Err(match failure.kind {
                     UpstreamErrorKind::tls => ProxyError::UpstreamTls {
                         route,
                         side,
@@ -199,7 +189,7 @@ impl ProxyService {
                 return Err(ProxyError::UpstreamTimeout {
                     route: route.name.clone(),
                     side,
-                    endpoint,
+                    endpoint: endpoint.authority.clone(),
                     timeout: deadline,
                 });
             }
@@ -245,20 +235,18 @@ impl ProxyService {
             return Request::from_parts(parts, UpstreamBody::Client(body));
         };
         let (tee, copy, skipped) = mirror::tee(body, mirror.max_body_bytes(), Arc::clone(route));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(backend.wire().0);
-        uri.authority = Some(backend.pick().clone());
-        uri.path_and_query = parts.uri.path_and_query().cloned();
-        if let Ok(uri) = Uri::from_parts(uri) {
-            let mut copy_req = Request::new(UpstreamBody::Copy(copy));
-            *copy_req.method_mut() = parts.method.clone();
-            *copy_req.uri_mut() = uri;
-            *copy_req.version_mut() = backend.wire().1;
-            *copy_req.headers_mut() = parts.headers.clone();
-            copy_req
-                .headers_mut()
-                .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
-            let response = backend.send(&self.shared.upstreams, copy_req);
+        let mut copy_req = Request::new(UpstreamBody::Copy(copy));
+        *copy_req.method_mut() = parts.method.clone();
+        *copy_req.uri_mut() = parts.uri.clone();
+        *copy_req.headers_mut() = parts.headers.clone();
+        copy_req
+            .headers_mut()
+            .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
+        let backend = Arc::clone(backend);
+        let endpoint = backend.pick();
+        if backend.address(&endpoint, &mut copy_req).is_ok() {
+            let upstreams = self.shared.upstreams.clone();
+            let response = async move { backend.send(&upstreams, &endpoint, copy_req).await };
             tokio::spawn(mirror::send(
                 response,
                 Arc::clone(route),
@@ -267,17 +255,6 @@ impl ProxyService {
             ));
         }
         Request::from_parts(parts, UpstreamBody::Tee(tee))
-    }
-}
-
-/// What kind of upstream failure an error of the client is.
-pub(crate) fn upstream_failure_kind(error: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    if crate::upstream_tls::is_handshake_failure(error) {
-        UpstreamErrorKind::tls
-    } else if error.is_connect() {
-        UpstreamErrorKind::connect
-    } else {
-        UpstreamErrorKind::reset
     }
 }
 

@@ -87,8 +87,8 @@ impl Route {
     }
 
     /// The candidate's backend, for mirrored copies.
-    pub fn candidate_backend(&self) -> Option<&Backend> {
-        self.candidate.as_deref()
+    pub fn candidate_backend(&self) -> Option<&Arc<Backend>> {
+        self.candidate.as_ref()
     }
 
     /// The backend of a side. A candidate decision on a route without a candidate cannot come
@@ -121,8 +121,12 @@ impl Table {
                     .filter(|p| p.config.backends.get(name) == Some(b))
                     .and_then(|p| p.backends.get(name).cloned());
                 let backend = same.unwrap_or_else(|| {
-                    let tls = tls.get(name).map(crate::upstream::tls_client);
-                    Arc::new(Backend::new(name.clone(), b.endpoints.clone(), b.protocol, tls))
+                    Arc::new(Backend::new(
+                        name.clone(),
+                        b.endpoints.clone(),
+                        b.protocol,
+                        tls.get(name),
+                    ))
                 });
                 (name.as_str(), backend)
             })

@@ -138,6 +138,13 @@ pub struct TlsConnection {
     h2: bool,
 }
 
+impl TlsConnection {
+    /// Whether ALPN agreed on HTTP/2.
+    pub fn negotiated_h2(&self) -> bool {
+        self.h2
+    }
+}
+
 impl Connection for TlsConnection {
     fn connected(&self) -> Connected {
         let connected = self.inner.inner().get_ref().0.connected();

@@ -356,20 +356,9 @@ message SayRequest { string text = 1; int32 fail_with = 2; uint64 delay_ms = 3; 
 message SayReply { string side = 1; uint32 index = 2; }
 "#;
 
-/// grpcurl, as `.ci/run` installs it: on PATH, or in weir's cache.
+/// grpcurl, pinned, built from Go modules into weir's cache on first use on this machine.
 fn grpcurl() -> std::path::PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .map(|c| c.join("weir/bin/grpcurl"));
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("grpcurl"))
-        .find(|p| p.is_file());
-    on_path.or(cache.filter(|p| p.is_file())).unwrap_or_else(|| {
-        panic!("grpcurl is not installed: .ci/run builds it (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4) into ~/.cache/weir/bin")
-    })
+    weir_test_tools::go_tool(weir_test_tools::GRPCURL).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

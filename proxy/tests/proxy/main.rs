@@ -7,6 +7,7 @@ mod failures;
 mod forwarding;
 mod grpc;
 mod mirror;
+mod nginx;
 mod reload;
 mod shutdown;
 mod splitting;

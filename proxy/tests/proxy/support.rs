@@ -361,3 +361,23 @@ pub async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr")
 }
+
+/// A GET of `uri` over a new h2c connection to `addr`: the URI's authority is sent as
+/// `:authority` whatever address the connection goes to, as a client of a gateway does.
+pub async fn h2c_get(addr: SocketAddr, uri: &str) -> (StatusCode, Bytes) {
+    let stream = within(tokio::net::TcpStream::connect(addr)).await.expect("connect");
+    let (mut sender, conn) = within(hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        TokioIo::new(stream),
+    ))
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(uri).body(full(Bytes::new())).expect("valid request");
+    let rsp = within(sender.send_request(req)).await.expect("response");
+    let status = rsp.status();
+    let body = within(rsp.into_body().collect()).await.expect("body").to_bytes();
+    drop(sender);
+    conn.abort();
+    (status, body)
+}

@@ -1,0 +1,209 @@
+//! HTTP/2 to upstreams (h2c by prior knowledge, or h2 over TLS): one multiplexed connection per
+//! endpoint, opened on first use and again once it has closed.
+//!
+//! hyper-util's pooled client would do the pooling, but it sends the URI it connects to as
+//! `:authority`, so the upstream would see the endpoint's address instead of the host the
+//! client asked for, next to a `Host` header that disagrees: a malformed request that strict
+//! servers (nginx) reject. Here the connection is chosen by endpoint and the request's URI
+//! keeps the client's host.
+
+use std::sync::Mutex;
+
+use http::uri::Authority;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
+
+use super::{UpstreamBody, UpstreamFailure};
+use crate::metrics::UpstreamErrorKind;
+use crate::upstream_tls::{HandshakeFailed, TlsConnector, TlsSettings};
+
+/// How a connection to an endpoint is opened.
+#[derive(Clone, Debug)]
+pub enum Dial {
+    /// Plain TCP (h2c).
+    Plain(HttpConnector),
+    /// TCP, then TLS offering only `h2` by ALPN.
+    Tls(TlsConnector),
+}
+
+impl Dial {
+    /// TLS when `tls` is set, else plain, over `tcp`.
+    pub fn new(tcp: HttpConnector, tls: Option<&TlsSettings>) -> Self {
+        match tls {
+            Some(tls) => Dial::Tls(tls.connector(tcp)),
+            None => Dial::Plain(tcp),
+        }
+    }
+}
+
+/// One endpoint's connection, shared by every request to it.
+#[derive(Debug)]
+pub struct Endpoint {
+    authority: Authority,
+    dial: Dial,
+    /// The open connection: cloned under a short lock on the request path.
+    live: Mutex<Option<SendRequest<UpstreamBody>>>,
+    /// Held while connecting, so that concurrent requests wait for one new connection rather
+    /// than each opening their own.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Endpoint {
+    /// An endpoint not connected yet.
+    pub fn new(authority: Authority, dial: Dial) -> Self {
+        Endpoint {
+            authority,
+            dial,
+            live: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn open(&self) -> Option<SendRequest<UpstreamBody>> {
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// The open connection, or a new one.
+    async fn sender(&self) -> Result<SendRequest<UpstreamBody>, UpstreamFailure> {
+        if let Some(sender) = self.open() {
+            return Ok(sender);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.open() {
+            return Ok(sender);
+        }
+        let sender = self.connect().await?;
+        *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamFailure> {
+        // The dialer only reads the URI's host and port.
+        let uri: http::Uri = format!("http://{}/", self.authority)
+            .parse()
+            .expect("an endpoint's authority makes a valid URI");
+        let (sender, connection) = match &self.dial {
+            Dial::Plain(tcp) => {
+                let io = tcp.clone().call(uri).await.map_err(|e| UpstreamFailure {
+                    kind: UpstreamErrorKind::connect,
+                    source: Box::new(e),
+                })?;
+                handshake(io).await?
+            }
+            Dial::Tls(tls) => {
+                let io = tls.clone().call(uri).await.map_err(|e| {
+                    let kind = if crate::upstream_tls::is_handshake_failure(&*e) {
+                        UpstreamErrorKind::tls
+                    } else {
+                        UpstreamErrorKind::connect
+                    };
+                    UpstreamFailure { kind, source: e }
+                })?;
+                if !io.negotiated_h2() {
+                    return Err(UpstreamFailure {
+                        kind: UpstreamErrorKind::tls,
+                        source: Box::new(HandshakeFailed(std::io::Error::other(
+                            "the upstream did not agree to HTTP/2 by ALPN",
+                        ))),
+                    });
+                }
+                handshake(io).await?
+            }
+        };
+        let endpoint = self.authority.clone();
+        // The connection runs until the upstream closes it or every sender is gone (the
+        // backend left the table and its requests finished).
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%endpoint, %error, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` on this endpoint's connection, and once more on a new connection when the
+    /// first never reached the upstream:
+    /// - the connection refused it before sending any of it (it had just closed);
+    /// - the upstream was retiring the connection (a graceful GOAWAY, as nginx sends after
+    ///   `keepalive_requests`) and left the stream unprocessed, which RFC 9113 section 6.8
+    ///   says may be retried. Only a request without a body can be rebuilt for that: a
+    ///   request body is streamed, never held.
+    pub async fn send(&self, req: http::Request<UpstreamBody>) -> Result<http::Response<Incoming>, UpstreamFailure> {
+        use http_body::Body as _;
+        let replay = req.body().is_end_stream().then(|| bodyless_copy(&req));
+        let mut sender = self.sender().await?;
+        let error = match sender.try_send_request(req).await {
+            Ok(rsp) => return Ok(rsp),
+            Err(mut error) => match error.take_message() {
+                Some(req) => {
+                    self.forget_closed();
+                    return self.sender().await?.send_request(req).await.map_err(reset);
+                }
+                None => error.into_error(),
+            },
+        };
+        match replay {
+            Some(req) if unprocessed(&error) => {
+                self.forget_closed();
+                self.sender().await?.send_request(req).await.map_err(reset)
+            }
+            _ => Err(reset(error)),
+        }
+    }
+
+    /// Drops the stored connection if it has closed, so the next request reconnects.
+    fn forget_closed(&self) {
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if live.as_ref().is_some_and(SendRequest::is_closed) {
+            *live = None;
+        }
+    }
+}
+
+type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
+
+async fn handshake<T>(io: T) -> Result<(SendRequest<UpstreamBody>, Connection), UpstreamFailure>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(reset)?;
+    Ok((sender, Box::pin(connection)))
+}
+
+/// A copy of a request whose body is empty, for sending again.
+fn bodyless_copy(req: &http::Request<UpstreamBody>) -> http::Request<UpstreamBody> {
+    let mut copy = http::Request::new(UpstreamBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Whether the upstream said it did not process the stream: a graceful GOAWAY from it that
+/// left this stream out.
+fn unprocessed(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn reset(error: hyper::Error) -> UpstreamFailure {
+    UpstreamFailure {
+        kind: UpstreamErrorKind::reset,
+        source: Box::new(error),
+    }
+}
