@@ -1,58 +1,167 @@
-//! The ports through which a decision is carried out and an observation gathered. The demo
-//! implements them in-process; the cluster mode implements them with Kubernetes.
+//! The ports through which an observation is gathered and a decision carried out. The demo
+//! implements them in-process; the cluster mode implements them with Kubernetes. They carry
+//! `decide`'s typed intents and fail with typed errors that keep their cause.
 
 use std::future::Future;
+use std::time::SystemTime;
 
-use crate::decide::{Action, Decision, WorkloadState};
-use crate::judge::Counters;
+use crate::decide::{Decision, MetricsUnavailable, Reading, TrafficIntent, WorkloadState};
+use crate::status::WindowMark;
 
-/// A port operation that failed.
+/// An error from below a port: a socket, an HTTP client, the Kubernetes API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The Deployments could not be read or changed.
 #[derive(Debug, thiserror::Error)]
-#[error("{operation}: {message}")]
-pub struct PortError {
-    /// What was being done, like `scale candidate`.
-    pub operation: &'static str,
-    /// Why it failed.
-    pub message: String,
+pub enum WorkloadError {
+    /// Reading a Deployment failed.
+    #[error("reading Deployment {name}")]
+    Observe {
+        /// The Deployment.
+        name: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// Scaling the candidate failed.
+    #[error("scaling Deployment {name} to {replicas}")]
+    Scale {
+        /// The candidate Deployment.
+        name: String,
+        /// The replicas asked for.
+        replicas: u32,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The candidate no longer runs the analysed revision, so its template must not be copied.
+    #[error("refusing to promote revision {analysed}: the candidate now runs {current}, which nobody analysed")]
+    RevisionMismatch {
+        /// The revision the rollout analysed.
+        analysed: String,
+        /// The candidate's revision now.
+        current: String,
+    },
+    /// Copying the template into stable failed.
+    #[error("copying revision {revision} into Deployment {name}")]
+    Promote {
+        /// The stable Deployment.
+        name: String,
+        /// The revision copied.
+        revision: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
 }
+
+/// The route's traffic could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    /// The route is not in the proxy config this port writes.
+    #[error("no route {0:?} in the proxy config")]
+    NoRoute(String),
+    /// The intent cannot be written as a valid route (a weight over 10000, a bad header).
+    #[error("the traffic intent for route {route} is not a valid route: {message}")]
+    Invalid {
+        /// The route.
+        route: String,
+        /// What the proxy's validation said.
+        message: String,
+    },
+    /// Writing the config failed.
+    #[error("writing route {route}")]
+    Write {
+        /// The route.
+        route: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// The route's metrics could not be read: both kinds leave the analysis inconclusive.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The source could not be reached, or answered with an error.
+    #[error("{source_name} is down")]
+    SourceDown {
+        /// Which source: a scrape target, a Prometheus URL.
+        source_name: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The source answered without the route's series.
+    #[error("{what}")]
+    NoData {
+        /// What was missing, with the query or target that showed it.
+        what: String,
+    },
+}
+
+impl MetricsError {
+    /// The plain summary `decide` records: the kind, and the whole chain of causes.
+    pub fn summary(&self) -> MetricsUnavailable {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        match self {
+            MetricsError::SourceDown { .. } => MetricsUnavailable::SourceDown(text),
+            MetricsError::NoData { .. } => MetricsUnavailable::NoData(text),
+        }
+    }
+}
+
+/// A decision could not be recorded.
+#[derive(Debug, thiserror::Error)]
+#[error("recording the decision")]
+pub struct ReportError(#[source] pub BoxError);
 
 /// The two Deployments.
 pub trait Workloads {
     /// Observes (stable, candidate).
-    fn observe(&self) -> impl Future<Output = Result<(WorkloadState, WorkloadState), PortError>> + Send;
+    fn observe(&self) -> impl Future<Output = Result<(WorkloadState, WorkloadState), WorkloadError>> + Send;
     /// Sets the candidate's replicas.
-    fn scale_candidate(&self, replicas: u32) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Copies the candidate's pod template into stable. Idempotent.
-    fn promote_template(&self) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn scale_candidate(&self, replicas: u32) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// Copies the candidate's pod template into stable, keeping stable's selector labels. It
+    /// refuses with [`WorkloadError::RevisionMismatch`] unless the candidate still runs
+    /// `revision`, the analysed one. Idempotent.
+    fn promote_template(&self, revision: &str) -> impl Future<Output = Result<(), WorkloadError>> + Send;
 }
 
 /// The proxy's route.
 pub trait Traffic {
-    /// Sets the candidate weight (basis points) and the preview override. Idempotent.
-    fn set_traffic(&self, weight: u16, preview: bool) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Applies the whole intent to the route in one change. Idempotent.
+    fn set_traffic(&self, intent: &TrafficIntent) -> impl Future<Output = Result<(), TrafficError>> + Send;
+}
+
+/// What to read from a metrics source.
+#[derive(Clone, Debug)]
+pub struct MetricsQuery<'a> {
+    /// The route.
+    pub route: &'a str,
+    /// Where the window began (from status); `None` on the first look.
+    pub since: Option<&'a WindowMark>,
+    /// The custom checks' PromQL, in check order.
+    pub promql: &'a [String],
+    /// Now, by the controller's clock.
+    pub now: SystemTime,
 }
 
 /// Where the metrics of the route come from.
 pub trait Metrics {
-    /// Cumulative counters of both sides, or why they are unavailable.
-    fn counters(&self) -> impl Future<Output = Result<Counters, String>> + Send;
+    /// The route's window since `query.since`, where the next one starts, and the custom
+    /// checks' values.
+    fn read(&self, query: &MetricsQuery<'_>) -> impl Future<Output = Result<Reading, MetricsError>> + Send;
 }
 
 /// Where decisions are recorded (status, Events, a terminal).
 pub trait Report {
     /// Records one decision.
-    fn report(&self, decision: &Decision) -> impl Future<Output = Result<(), PortError>> + Send;
-}
-
-/// Carries out a decision's actions, in order, stopping at the first failure: a later action
-/// must never run when an earlier one (weight to zero before scaling down) did not.
-pub async fn act<W: Workloads, T: Traffic>(actions: &[Action], workloads: &W, traffic: &T) -> Result<(), PortError> {
-    for action in actions {
-        match action {
-            Action::SetTraffic { weight, preview } => traffic.set_traffic(*weight, *preview).await?,
-            Action::ScaleCandidate(replicas) => workloads.scale_candidate(*replicas).await?,
-            Action::PromoteTemplate => workloads.promote_template().await?,
-        }
-    }
-    Ok(())
+    fn report(&self, decision: &Decision) -> impl Future<Output = Result<(), ReportError>> + Send;
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 use clap::Parser;
 use weir::demo::report::Mode;
 use weir::demo::{DemoArgs, run_inner};
-use weir::rollout::Phase;
+use weir::status::Phase;
 
 #[derive(Parser)]
 struct Wrapper {
@@ -17,10 +17,12 @@ fn args(flags: &[&str]) -> DemoArgs {
     Wrapper::parse_from(std::iter::once("demo").chain(flags.iter().copied())).demo
 }
 
-/// The demo's four stories, one after another so that they do not compete for the CPU.
+/// The demo's four stories and the Prometheus source, one after another so that they do not
+/// compete for the CPU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
-    let cases: [(&[&str], Phase, &str); 4] = [
+    weir_test_tools::debian_tool("prometheus", "prometheus").unwrap_or_else(|e| panic!("{e:#}"));
+    let cases: [(&[&str], Phase, &str); 5] = [
         (&["--fast"], Phase::Succeeded, "promoted revision"),
         (
             &["--fast", "--candidate-error-rate", "0.05"],
@@ -34,6 +36,11 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
         ),
         (
             &["--fast", "--strategy", "blue-green"],
+            Phase::Succeeded,
+            "promoted revision",
+        ),
+        (
+            &["--fast", "--metrics-source", "prometheus"],
             Phase::Succeeded,
             "promoted revision",
         ),
@@ -52,6 +59,16 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
                 summary.time_to_zero.is_some(),
                 "an abort reports its time to weight zero"
             );
+        } else {
+            // A healthy run says how many requests each step needed for its power, and had them.
+            assert_eq!(
+                summary.steps.len(),
+                a.spec().strategy.canary.map_or(2, |c| c.steps.len()),
+                "{flags:?}"
+            );
+            for power in &summary.steps {
+                assert!(power.requests >= power.needed, "{flags:?}: {power:?}");
+            }
         }
     }
 }

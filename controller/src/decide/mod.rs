@@ -5,21 +5,34 @@
 //! Every decision states the whole desired state of traffic and the candidate's scale, in the
 //! order it must be applied: raising weight scales the candidate up first; lowering weight
 //! (an abort) sets traffic first. Applying a decision twice changes nothing.
+//!
+//! What keeps the sequential tests' assumptions true lives here too: one weight per window (a
+//! weight change starts a new window from a fresh baseline), a warm-up after each change that
+//! is shown but not judged, and candidate replicas that give both sides the same load per pod.
 
 pub mod reasons;
+mod traffic;
 
 use std::time::{Duration, SystemTime};
 
-use crate::judge::{self, Counters, Evidence, Judgement};
-use crate::rollout::validate::{ValidSpec, ValidStrategy, describe, validate};
-use crate::rollout::{AnalysisRecord, Condition, Phase, PromotionStage, RolloutSpec, RolloutStatus, VerdictKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::counters::Counters;
+use crate::judge::{self, Judgement, Mode, PromqlValue};
+use crate::rollout::RolloutSpec;
+use crate::rollout::validate::{ValidSpec, describe, validate};
+use crate::status::{
+    AnalysisRecord, Phase, PromotionStage, RolloutStatus, UserRequest, Verb, VerdictKind, WindowMark, micro_time,
+    system_time,
+};
+pub use traffic::{Preview, TrafficIntent, candidate_replicas};
 
 /// One Deployment as observed.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct WorkloadState {
     /// Whether it exists.
     pub exists: bool,
-    /// Hash of its pod template.
+    /// Its revision: the hash of its pod template.
     pub template_hash: String,
     /// Desired replicas.
     pub replicas: u32,
@@ -36,46 +49,66 @@ impl WorkloadState {
     }
 }
 
-/// What people asked for (annotations, CLI).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Commands {
-    /// Hold the rollout where it is.
-    pub pause: bool,
-    /// Promote now, whatever the analysis says.
-    pub promote: bool,
-    /// Abort now.
-    pub abort: bool,
-    /// Start again after an abort.
-    pub retry: bool,
+/// What the metrics source read for the route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// Both sides' increase since the window start the source was given; `None` when it was
+    /// given none (the first look).
+    pub window: Option<Counters>,
+    /// Where a window starting now begins.
+    pub mark: WindowMark,
+    /// The custom PromQL checks' values, in check order.
+    pub promql: Vec<PromqlValue>,
+    /// What the proxies said of fail-fast trips in the window, for an abort's reason.
+    pub trips: Vec<String>,
+}
+
+/// Why there are no metrics this time. Either way the analysis is inconclusive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsUnavailable {
+    /// The source could not be reached or answered with an error.
+    SourceDown(String),
+    /// The source answered, but not with the route's series.
+    NoData(String),
+}
+
+impl std::fmt::Display for MetricsUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsUnavailable::SourceDown(why) => write!(f, "metrics source down: {why}"),
+            MetricsUnavailable::NoData(why) => write!(f, "no metrics for the route: {why}"),
+        }
+    }
 }
 
 /// Everything `decide` looks at besides spec and status.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
+    /// The Rollout's `metadata.generation`, for conditions' `observedGeneration`.
+    pub generation: Option<i64>,
     /// The stable Deployment.
     pub stable: WorkloadState,
     /// The candidate Deployment.
     pub candidate: WorkloadState,
-    /// Cumulative counters of the route, or why they could not be read.
-    pub metrics: Result<Counters, String>,
-    /// Requests from people.
-    pub commands: Commands,
+    /// The route's metrics since the window start in status, or why there are none.
+    pub metrics: Result<Reading, MetricsUnavailable>,
+    /// The latest request of a person; obeyed once, when it differs from the last obeyed.
+    pub request: Option<UserRequest>,
 }
 
 /// One thing to do, through a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Set the route's candidate weight (basis points) and the preview override (blue-green).
-    SetTraffic {
-        /// Candidate weight in basis points.
-        weight: u16,
-        /// Whether the preview header routes to the candidate.
-        preview: bool,
-    },
+    /// Set the route's traffic.
+    SetTraffic(TrafficIntent),
     /// Set the candidate Deployment's replicas.
     ScaleCandidate(u32),
-    /// Copy the candidate's pod template into the stable Deployment.
-    PromoteTemplate,
+    /// Copy the candidate's pod template into the stable Deployment, if it is still this
+    /// revision (the analysed one); the port refuses otherwise.
+    PromoteTemplate {
+        /// The analysed revision.
+        revision: String,
+    },
 }
 
 /// Something worth telling people (a Kubernetes Event, a demo line).
@@ -100,24 +133,8 @@ pub struct Decision {
     pub events: Vec<Event>,
     /// When to reconcile again.
     pub requeue_after: Duration,
-    /// The analysis made this time, if one was due.
-    pub judgement: Option<Judgement>,
-}
-
-/// Replicas the candidate needs for `weight` of stable's traffic: its share of stable's
-/// replicas, rounded up, never below one.
-pub fn candidate_replicas(stable_replicas: u32, weight: u16) -> u32 {
-    let share = (u64::from(stable_replicas) * u64::from(weight)).div_ceil(10_000);
-    u32::try_from(share).unwrap_or(u32::MAX).max(1)
-}
-
-/// Formats a time as stored in status.
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn parse_time(text: Option<&str>) -> Option<SystemTime> {
-    text.and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+    /// The analysis made this time, if one was due (warm-ups included).
+    pub analysis: Option<AnalysisRecord>,
 }
 
 /// Percent for messages: 500 basis points is `5%`, 50 is `0.5%`.
@@ -140,8 +157,9 @@ pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now
         actions: Vec::new(),
         events: Vec::new(),
         requeue_after: Duration::from_secs(30),
-        judgement: None,
+        analysis: None,
     };
+    ctx.next.observed_generation = obs.generation;
     match validate(spec) {
         Ok(spec) => {
             ctx.condition("SpecValid", "True", reasons::SPEC_VALID, "");
@@ -167,7 +185,7 @@ pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now
         actions: ctx.actions,
         events: ctx.events,
         requeue_after: ctx.requeue_after.max(Duration::from_millis(50)),
-        judgement: ctx.judgement,
+        analysis: ctx.analysis,
     }
 }
 
@@ -179,45 +197,60 @@ struct Ctx<'a> {
     actions: Vec<Action>,
     events: Vec<Event>,
     requeue_after: Duration,
-    judgement: Option<Judgement>,
+    analysis: Option<AnalysisRecord>,
 }
 
 impl Ctx<'_> {
     fn run(&mut self, spec: &ValidSpec) {
-        let candidate_revision = &self.obs.candidate.template_hash;
-        let changed = self.old.candidate_revision.as_ref() != Some(candidate_revision);
+        let request = self
+            .obs
+            .request
+            .as_ref()
+            .filter(|r| self.old.last_request.as_ref() != Some(*r));
+        if let Some(request) = request {
+            self.next.last_request = Some(request.clone());
+        }
+        let verb = request.map(|r| r.verb);
+        let changed = self.old.candidate_revision.as_ref() != Some(&self.obs.candidate.template_hash)
+            && self.obs.candidate.exists;
         match self.old.phase {
             Phase::Idle => self.idle(spec),
-            Phase::Progressing | Phase::Paused if changed && self.obs.candidate.exists => {
-                self.set_traffic(0, false);
+            Phase::Progressing | Phase::Paused if changed => {
+                let revision = self.obs.candidate.template_hash.clone();
+                self.set_traffic(TrafficIntent::none(Some(revision.clone())));
                 self.next.phase = Phase::Idle;
                 self.next.evidence = None;
-                self.next.message = format!("candidate changed to revision {candidate_revision}: starting again");
+                self.next.message = format!("candidate changed to revision {revision}: starting again");
                 self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), false);
                 self.requeue_after = Duration::from_secs(1);
             }
-            Phase::Progressing => self.progressing(spec),
-            Phase::Paused => self.paused(spec),
-            Phase::Promoting => self.promoting(spec),
+            Phase::Progressing => self.running(spec, false, verb),
+            Phase::Paused => self.running(spec, true, verb),
+            Phase::Promoting => self.promoting(spec, verb, changed),
             Phase::Succeeded | Phase::Aborted => {
-                let retry = self.old.phase == Phase::Aborted && self.obs.commands.retry;
-                if (changed && self.obs.candidate.exists) || retry {
+                let retry = self.old.phase == Phase::Aborted && verb == Some(Verb::Retry);
+                if changed || retry {
                     self.next.candidate_revision = None;
                     self.idle(spec);
                 } else {
-                    self.set_traffic(0, false);
-                    self.actions.push(Action::ScaleCandidate(0));
-                    self.requeue_after = Duration::from_secs(30);
+                    self.park();
                 }
             }
         }
+    }
+
+    /// No rollout: all traffic on stable, nothing reaches the candidate, which is scaled down.
+    fn park(&mut self) {
+        self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+        self.actions.push(Action::ScaleCandidate(0));
+        self.requeue_after = Duration::from_secs(30);
     }
 
     fn idle(&mut self, spec: &ValidSpec) {
         let (stable, candidate) = (&self.obs.stable, &self.obs.candidate);
         self.next.phase = Phase::Idle;
         self.requeue_after = Duration::from_secs(2);
-        self.set_traffic(0, false);
+        self.set_traffic(TrafficIntent::none(self.candidate_revision()));
         if !candidate.exists || !stable.exists {
             let missing = if candidate.exists {
                 &spec.stable
@@ -248,13 +281,18 @@ impl Ctx<'_> {
         self.next.step = 0;
         self.next.candidate_revision = Some(candidate.template_hash.clone());
         self.next.stable_revision = Some(stable.template_hash.clone());
-        self.next.step_started_at = Some(timestamp(self.now));
+        self.next.step_started_at = Some(micro_time(self.now));
+        self.next.last_conclusive_at = Some(micro_time(self.now));
         self.next.step_passed = false;
         self.next.failed_checks = 0;
         self.next.last_analysis = None;
         self.next.promotion = None;
-        self.next.evidence = Some(Evidence::starting_at(self.obs.metrics.as_ref().ok().cloned()));
+        let mut evidence = judge::new_evidence(&spec.analysis);
+        evidence.window_start = self.mark();
+        evidence.warming_up = !spec.analysis.warmup.is_zero();
+        self.next.evidence = Some(evidence);
         self.condition("Ready", "Unknown", reasons::ROLLOUT_STARTED, "rollout in progress");
+        self.condition("Progressing", "True", reasons::ROLLOUT_STARTED, "");
         self.step_traffic(spec);
         self.next.message = format!("{}: started", self.step_label(spec));
         self.event(
@@ -265,170 +303,362 @@ impl Ctx<'_> {
             ),
             false,
         );
-        self.requeue_after = spec.analysis.interval.min(self.hold(spec));
+        self.requeue_after = self.first_look(spec);
     }
 
-    fn progressing(&mut self, spec: &ValidSpec) {
-        if self.obeyed_abort_or_promote(spec) {
-            return;
-        }
-        let commands = self.obs.commands;
-        if commands.pause {
-            self.next.phase = Phase::Paused;
-            self.step_traffic(spec);
-            self.next.message = format!("{}: paused", self.step_label(spec));
-            self.event(reasons::ROLLOUT_PAUSED, self.next.message.clone(), false);
-            self.requeue_after = Duration::from_secs(5);
-            return;
-        }
-
-        let started = parse_time(self.old.step_started_at.as_deref()).unwrap_or(self.now);
-        let last = parse_time(self.old.last_analysis.as_ref().map(|a| a.at.as_str())).filter(|t| *t >= started);
-        let due = last.unwrap_or(started) + spec.analysis.interval;
-        if self.now >= due {
-            let judgement = match &self.obs.metrics {
-                Ok(current) => judge::judge(
-                    &spec.analysis,
-                    self.old.evidence.as_ref().unwrap_or(&Evidence::default()),
-                    current,
-                ),
-                Err(why) => Judgement {
-                    verdict: VerdictKind::Inconclusive,
-                    decisive: false,
-                    reason: format!("metrics unavailable: {why}"),
-                    values: Default::default(),
-                    evidence: self.old.evidence.clone().unwrap_or_default(),
-                },
-            };
-            self.next.evidence = Some(judgement.evidence.clone());
-            self.next.last_analysis = Some(AnalysisRecord {
-                at: timestamp(self.now),
-                verdict: judgement.verdict,
-                reason: judgement.reason.clone(),
-                values: judgement.values.clone(),
-            });
-            let reason = judgement.reason.clone();
-            let (verdict, decisive) = (judgement.verdict, judgement.decisive);
-            self.judgement = Some(judgement);
-            match verdict {
-                VerdictKind::Fail if decisive => return self.abort(spec, reason),
-                VerdictKind::Fail => {
-                    self.next.failed_checks = self.old.failed_checks + 1;
-                    self.next.step_passed = false;
-                    if self.next.failed_checks >= spec.analysis.failure_limit {
-                        return self.abort(
-                            spec,
-                            format!("{} consecutive failed checks: {reason}", self.next.failed_checks),
-                        );
-                    }
-                    self.event(reasons::ANALYSIS_FAILED, reason.clone(), true);
-                }
-                VerdictKind::Inconclusive => self.next.step_passed = false,
-                VerdictKind::Pass => {
-                    self.next.failed_checks = 0;
-                    self.next.step_passed = true;
-                }
+    /// A step running or paused: analyses go on either way (a candidate shown to be worse is
+    /// aborted even while paused); only a running step advances.
+    fn running(&mut self, spec: &ValidSpec, mut paused: bool, verb: Option<Verb>) {
+        match verb {
+            Some(Verb::Abort) => return self.abort(spec, "aborted on request".into()),
+            Some(Verb::Promote) => return self.start_promotion(spec, "promoted on request"),
+            Some(Verb::Pause) if !paused => {
+                paused = true;
+                self.next.phase = Phase::Paused;
+                self.next.message = format!("{}: paused on request", self.step_label(spec));
+                self.condition("Progressing", "False", reasons::ROLLOUT_PAUSED, "paused on request");
+                self.event(reasons::ROLLOUT_PAUSED, self.next.message.clone(), false);
             }
-            self.next.message = format!("{}: {}", self.step_label(spec), reason);
-        }
-
-        let hold_ends = started + self.hold(spec);
-        if self.now >= hold_ends && self.next.step_passed {
-            let last_step = self.next.step as usize + 1 >= spec.strategy.step_count();
-            if last_step {
-                return self.start_promotion(spec, "all steps passed");
+            Some(Verb::Resume) if paused => {
+                // The hold and the deadline start over: what was seen before is old news.
+                paused = false;
+                self.next.phase = Phase::Progressing;
+                self.next.step_started_at = Some(micro_time(self.now));
+                self.next.last_conclusive_at = Some(micro_time(self.now));
+                self.next.step_passed = false;
+                self.next.message = format!("{}: resumed", self.step_label(spec));
+                self.condition("Progressing", "True", reasons::ROLLOUT_RESUMED, "");
+                self.event(reasons::ROLLOUT_RESUMED, self.next.message.clone(), false);
             }
-            self.next.step += 1;
-            self.next.step_started_at = Some(timestamp(self.now));
-            self.next.step_passed = false;
-            self.step_traffic(spec);
-            self.next.message = format!("{}: started", self.step_label(spec));
-            self.event(reasons::STEP_ADVANCED, self.next.message.clone(), false);
-            self.requeue_after = spec.analysis.interval.min(self.hold(spec));
-            return;
+            _ => {}
         }
         self.step_traffic(spec);
-        let next_analysis = parse_time(self.next.last_analysis.as_ref().map(|a| a.at.as_str()))
-            .filter(|t| *t >= started)
-            .unwrap_or(started)
-            + spec.analysis.interval;
-        let mut wake = next_analysis;
-        if self.now < hold_ends {
+
+        // A fail-fast trip means the proxy already cut the candidate off; the rollout cannot
+        // judge it any more (it gets no traffic), so it aborts now, with the proxy's numbers.
+        if let Ok(reading) = &self.obs.metrics
+            && let Some(window) = reading.window.as_ref().filter(|w| w.fail_fast_trips > 0)
+        {
+            let detail = if reading.trips.is_empty() {
+                format!("{} trip(s) counted", window.fail_fast_trips)
+            } else {
+                reading.trips.join("; ")
+            };
+            return self.abort(spec, format!("the proxy's fail-fast tripped: {detail}"));
+        }
+
+        if self.analyse(spec) {
+            return;
+        }
+        let started = self.step_started();
+        if !paused {
+            let since = self
+                .next
+                .last_conclusive_at
+                .as_ref()
+                .map(system_time)
+                .unwrap_or(started)
+                .max(started);
+            if self.now >= since + spec.analysis.progress_deadline {
+                return self.pause_at_deadline(spec);
+            }
+            if self.now >= started + self.hold(spec) && self.next.step_passed {
+                return self.advance(spec);
+            }
+        }
+        self.requeue_after = self.wake(spec, paused);
+    }
+
+    /// Runs the analysis if one is due; true if it ended the step (an abort).
+    fn analyse(&mut self, spec: &ValidSpec) -> bool {
+        let mut evidence = self
+            .old
+            .evidence
+            .clone()
+            .unwrap_or_else(|| judge::new_evidence(&spec.analysis));
+        if self.now < self.next_analysis(spec, &evidence) {
+            return false;
+        }
+        let record = |verdict, judged, reason: String, values| AnalysisRecord {
+            at: micro_time(self.now),
+            verdict,
+            judged,
+            reason,
+            values,
+        };
+        let reading = match &self.obs.metrics {
+            Err(unavailable) => {
+                self.next.step_passed = false;
+                self.record(
+                    spec,
+                    record(
+                        VerdictKind::Inconclusive,
+                        true,
+                        unavailable.to_string(),
+                        Default::default(),
+                    ),
+                );
+                return false;
+            }
+            Ok(reading) => reading,
+        };
+        let Some(window) = &reading.window else {
+            evidence.window_start = Some(reading.mark.clone());
+            self.next.evidence = Some(evidence);
+            self.next.step_passed = false;
+            self.record(
+                spec,
+                record(
+                    VerdictKind::Inconclusive,
+                    true,
+                    "first look at the metrics: measuring from now".into(),
+                    Default::default(),
+                ),
+            );
+            return false;
+        };
+        if evidence.warming_up {
+            evidence.warming_up = false;
+            evidence.window_start = Some(reading.mark.clone());
+            self.next.evidence = Some(evidence);
+            self.next.step_passed = false;
+            let values = judge::observed(window);
+            let reason = format!(
+                "warm-up after the weight change: observed, not judged; {}",
+                judge::summary(&values)
+            );
+            self.record(spec, record(VerdictKind::Inconclusive, false, reason, values));
+            return false;
+        }
+        let mode = if spec.strategy.weight(self.next.step as usize) == weir_proxy::split::BASIS_POINTS {
+            Mode::AgainstReference
+        } else {
+            Mode::Concurrent
+        };
+        let Judgement {
+            verdict,
+            decisive,
+            reason,
+            values,
+            evidence: mut judged,
+        } = judge::judge(&spec.analysis, &evidence, window, &reading.promql, mode);
+        judged.window_start = Some(reading.mark.clone());
+        self.next.evidence = Some(judged);
+        if verdict != VerdictKind::Inconclusive {
+            self.next.last_conclusive_at = Some(micro_time(self.now));
+        }
+        self.record(spec, record(verdict, true, reason.clone(), values));
+        match verdict {
+            VerdictKind::Fail if decisive => {
+                self.abort(spec, reason);
+                return true;
+            }
+            VerdictKind::Fail => {
+                self.next.failed_checks = self.old.failed_checks + 1;
+                self.next.step_passed = false;
+                if self.next.failed_checks >= spec.analysis.failure_limit {
+                    let why = format!("{} consecutive failed checks: {reason}", self.next.failed_checks);
+                    self.abort(spec, why);
+                    return true;
+                }
+                self.event(reasons::ANALYSIS_FAILED, reason, true);
+            }
+            VerdictKind::Inconclusive => self.next.step_passed = false,
+            VerdictKind::Pass => {
+                self.next.failed_checks = 0;
+                self.next.step_passed = true;
+            }
+        }
+        false
+    }
+
+    fn record(&mut self, spec: &ValidSpec, record: AnalysisRecord) {
+        self.next.message = format!("{}: {}", self.step_label(spec), record.reason);
+        self.next.last_analysis = Some(record.clone());
+        self.analysis = Some(record);
+    }
+
+    /// When the next analysis is due: the end of the warm-up, or an interval after the last
+    /// analysis of this step (or after its start).
+    fn next_analysis(&self, spec: &ValidSpec, evidence: &crate::status::Evidence) -> SystemTime {
+        let started = self.step_started();
+        if evidence.warming_up {
+            return started + spec.analysis.warmup;
+        }
+        let last = self
+            .next
+            .last_analysis
+            .as_ref()
+            .map(|a| system_time(&a.at))
+            .filter(|t| *t >= started);
+        last.unwrap_or(started) + spec.analysis.interval
+    }
+
+    /// When to look again: the next analysis, the end of the hold, the deadline, and never
+    /// later than an interval, so that a fail-fast trip is seen within one.
+    fn wake(&self, spec: &ValidSpec, paused: bool) -> Duration {
+        let evidence = self.next.evidence.clone().unwrap_or_default();
+        let started = self.step_started();
+        let mut wake = self.next_analysis(spec, &evidence);
+        let hold_ends = started + self.hold(spec);
+        if !paused && self.now < hold_ends {
             wake = wake.min(hold_ends);
         }
-        self.requeue_after = wake.duration_since(self.now).unwrap_or(Duration::ZERO);
+        if !paused && let Some(since) = self.next.last_conclusive_at.as_ref().map(system_time) {
+            wake = wake.min(since.max(started) + spec.analysis.progress_deadline);
+        }
+        wake.duration_since(self.now)
+            .unwrap_or(Duration::ZERO)
+            .min(spec.analysis.interval)
     }
 
-    /// A person's abort or promote wins over everything a running or paused rollout would do.
-    fn obeyed_abort_or_promote(&mut self, spec: &ValidSpec) -> bool {
-        if self.obs.commands.abort {
-            self.abort(spec, "aborted on request".into());
-            true
-        } else if self.obs.commands.promote {
-            self.start_promotion(spec, "promoted on request");
-            true
-        } else {
-            false
-        }
+    fn first_look(&self, spec: &ValidSpec) -> Duration {
+        let evidence = self.next.evidence.clone().unwrap_or_default();
+        self.next_analysis(spec, &evidence)
+            .duration_since(self.now)
+            .unwrap_or(Duration::ZERO)
+            .min(spec.analysis.interval)
     }
 
-    fn paused(&mut self, spec: &ValidSpec) {
-        if self.obeyed_abort_or_promote(spec) {
-            return;
+    fn advance(&mut self, spec: &ValidSpec) {
+        let passed = self.power_note();
+        let last_step = self.next.step as usize + 1 >= spec.strategy.step_count();
+        if last_step {
+            return self.start_promotion(spec, &format!("all steps passed{passed}"));
         }
-        let commands = self.obs.commands;
-        self.step_traffic(spec);
-        if commands.pause {
-            self.requeue_after = Duration::from_secs(5);
-            return;
-        }
-        // The hold and the analysis start over: what was seen before the pause is old news.
-        self.next.phase = Phase::Progressing;
-        self.next.step_started_at = Some(timestamp(self.now));
+        let finished = self.step_label(spec);
+        self.next.step += 1;
+        self.next.step_started_at = Some(micro_time(self.now));
+        self.next.last_conclusive_at = Some(micro_time(self.now));
         self.next.step_passed = false;
-        self.next.message = format!("{}: resumed", self.step_label(spec));
-        self.event(reasons::ROLLOUT_RESUMED, self.next.message.clone(), false);
+        let mark = self.mark();
+        if let Some(evidence) = self.next.evidence.as_mut() {
+            // Stable's windows of the step just passed are what the candidate is held to once
+            // stable takes no traffic; a step in which stable had too little keeps the older.
+            if evidence.step.stable.requests >= spec.analysis.min_requests {
+                evidence.reference = Some(evidence.step.stable.clone());
+            }
+            evidence.step = Counters::default();
+            // One weight per window: the next window starts at the change.
+            evidence.window_start = mark;
+            evidence.warming_up = !spec.analysis.warmup.is_zero();
+        }
+        self.step_traffic(spec);
+        self.next.message = format!("{}: started", self.step_label(spec));
+        self.event(
+            reasons::STEP_ADVANCED,
+            format!("{finished} passed{passed}; {}", self.next.message),
+            false,
+        );
+        self.requeue_after = self.first_look(spec);
+    }
+
+    /// ` with N candidate requests (M needed to catch ...)`, from the last analysis.
+    fn power_note(&self) -> String {
+        self.next
+            .last_analysis
+            .as_ref()
+            .and_then(|a| a.values.power.as_ref())
+            .map(|p| {
+                format!(
+                    " with {} candidate requests ({} needed for 80% power against {})",
+                    p.requests, p.needed, p.against
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    fn pause_at_deadline(&mut self, spec: &ValidSpec) {
+        let why = self
+            .next
+            .last_analysis
+            .as_ref()
+            .map_or_else(|| "no analysis yet".to_owned(), |a| a.reason.clone());
+        let deadline = humantime::format_duration(spec.analysis.progress_deadline);
+        let message = format!("no conclusive analysis for {deadline}: {why}");
+        self.next.phase = Phase::Paused;
+        self.next.message = format!("{}: paused, {message}; `weir resume` goes on", self.step_label(spec));
+        self.condition("Progressing", "False", reasons::PROGRESS_DEADLINE_EXCEEDED, &message);
+        self.event(reasons::PROGRESS_DEADLINE_EXCEEDED, self.next.message.clone(), true);
         self.requeue_after = spec.analysis.interval;
     }
 
-    fn promoting(&mut self, spec: &ValidSpec) {
+    fn promoting(&mut self, spec: &ValidSpec, verb: Option<Verb>, changed: bool) {
         let target = self.old.candidate_revision.clone().unwrap_or_default();
         let stable = &self.obs.stable;
-        if stable.template_hash == target && stable.rolled_out {
-            self.set_traffic(0, false);
+        let copied = stable.template_hash == target;
+        if copied && stable.rolled_out {
+            self.set_traffic(TrafficIntent::none(self.candidate_revision()));
             self.actions.push(Action::ScaleCandidate(0));
             self.next.phase = Phase::Succeeded;
             self.next.promotion = None;
-            self.next.preview = false;
             self.next.message = format!("promoted revision {target}: stable runs it and takes all traffic");
-            self.condition("Ready", "True", reasons::ROLLOUT_SUCCEEDED, &self.next.message.clone());
-            self.event(reasons::ROLLOUT_SUCCEEDED, self.next.message.clone(), false);
-            self.requeue_after = Duration::from_secs(30);
+            let message = self.next.message.clone();
+            self.condition("Ready", "True", reasons::ROLLOUT_SUCCEEDED, &message);
+            self.condition("Progressing", "False", reasons::ROLLOUT_SUCCEEDED, &message);
+            self.event(reasons::ROLLOUT_SUCCEEDED, message, false);
+            self.requeue_after = if changed {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(30)
+            };
             return;
         }
-        if self.obs.commands.abort {
-            self.next.message = format!(
-                "cannot abort: stable is already rolling to revision {target}; roll stable back by hand if needed"
-            );
+        self.requeue_after = Duration::from_secs(1);
+        if changed {
+            // A new template is rolling onto the candidate's pods: nobody analysed it, so it
+            // gets no traffic, now.
+            let new = self.obs.candidate.template_hash.clone();
+            self.set_traffic(TrafficIntent::none(Some(new.clone())));
+            if copied {
+                self.next.message = format!(
+                    "promoting: stable rolling to the analysed revision {target} ({}/{} ready); the candidate changed \
+                     to {new} and takes no traffic; its rollout starts once stable is done",
+                    stable.ready_replicas, stable.replicas
+                );
+            } else {
+                // The analysed template never reached stable and is gone from the candidate:
+                // there is nothing judged left to promote.
+                self.next.phase = Phase::Idle;
+                self.next.promotion = None;
+                self.next.evidence = None;
+                self.next.message = format!(
+                    "candidate changed to revision {new} before the analysed {target} reached stable: starting again"
+                );
+                self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), true);
+            }
+            return;
+        }
+        self.next.message = if verb == Some(Verb::Abort) {
+            format!("cannot abort: stable is already rolling to revision {target}; roll stable back by hand if needed")
         } else {
-            self.next.message = format!(
+            format!(
                 "promoting: stable rolling to revision {target} ({}/{} ready)",
                 stable.ready_replicas, stable.replicas
-            );
-        }
+            )
+        };
         // Keep the candidate serving its share until stable has the new template.
         self.keep_traffic(spec);
-        self.actions.push(Action::PromoteTemplate);
-        self.requeue_after = Duration::from_secs(1);
+        if !copied {
+            self.actions.push(Action::PromoteTemplate { revision: target });
+        }
     }
 
     fn start_promotion(&mut self, spec: &ValidSpec, why: &str) {
+        let target = self.next.candidate_revision.clone().unwrap_or_default();
         self.next.phase = Phase::Promoting;
         self.next.promotion = Some(PromotionStage::RollingStable);
         self.keep_traffic(spec);
-        self.actions.push(Action::PromoteTemplate);
-        let target = self.next.candidate_revision.clone().unwrap_or_default();
+        self.actions.push(Action::PromoteTemplate {
+            revision: target.clone(),
+        });
         self.next.message = format!("{why}: promoting revision {target}");
+        self.condition(
+            "Progressing",
+            "True",
+            reasons::ROLLOUT_PROMOTING,
+            &self.next.message.clone(),
+        );
         self.event(reasons::ROLLOUT_PROMOTING, self.next.message.clone(), false);
         self.requeue_after = Duration::from_secs(1);
     }
@@ -436,55 +666,76 @@ impl Ctx<'_> {
     fn abort(&mut self, spec: &ValidSpec, why: String) {
         let at = self.step_label(spec);
         self.actions.clear();
-        // Weight first: traffic leaves the candidate before anything else happens to it.
-        self.set_traffic(0, false);
+        // Weight first, and every way to the candidate closed: traffic leaves it before
+        // anything else happens to it.
+        self.set_traffic(TrafficIntent::none(self.candidate_revision()));
         self.actions.push(Action::ScaleCandidate(0));
         self.next.phase = Phase::Aborted;
         self.next.promotion = None;
         self.next.message = format!("aborted at {at}: {why}");
-        self.condition("Ready", "False", reasons::ROLLOUT_ABORTED, &self.next.message.clone());
-        self.event(reasons::ROLLOUT_ABORTED, self.next.message.clone(), true);
+        let message = self.next.message.clone();
+        self.condition("Ready", "False", reasons::ROLLOUT_ABORTED, &message);
+        self.condition("Progressing", "False", reasons::ROLLOUT_ABORTED, &message);
+        self.event(reasons::ROLLOUT_ABORTED, message, true);
         self.requeue_after = Duration::from_secs(30);
     }
 
     /// Traffic and scale of the current step, candidate scaled before weight rises.
     fn step_traffic(&mut self, spec: &ValidSpec) {
-        let (weight, preview) = match &spec.strategy {
-            ValidStrategy::Canary(steps) => (steps.get(self.next.step as usize).map_or(0, |s| s.weight), false),
-            ValidStrategy::BlueGreen { .. } if self.next.step == 0 => (0, true),
-            ValidStrategy::BlueGreen { .. } => (10_000, false),
-        };
-        let replicas = self.replicas_for(spec, weight);
+        let intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+        let replicas = self.replicas_for(spec, intent.weight);
         self.actions
-            .retain(|a| !matches!(a, Action::SetTraffic { .. } | Action::ScaleCandidate(_)));
+            .retain(|a| !matches!(a, Action::SetTraffic(_) | Action::ScaleCandidate(_)));
         self.actions.push(Action::ScaleCandidate(replicas));
-        self.set_traffic(weight, preview);
+        self.set_traffic(intent);
     }
 
     /// The traffic the rollout already has, as status records it.
     fn keep_traffic(&mut self, spec: &ValidSpec) {
-        let weight = self.next.candidate_weight;
-        let replicas = self.replicas_for(spec, weight);
+        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+        intent.weight = self.next.candidate_weight;
+        if !self.next.preview {
+            intent.preview = None;
+        }
+        let replicas = self.replicas_for(spec, intent.weight);
         self.actions.push(Action::ScaleCandidate(replicas));
-        self.set_traffic(weight, self.next.preview);
+        self.set_traffic(intent);
     }
 
-    /// The candidate's replicas at `weight`: its share of stable's for a canary; stable's
-    /// whole count for blue-green, whose candidate takes all traffic at the switch.
+    /// The candidate's replicas at `weight`: equal load per pod for a canary; stable's whole
+    /// count for blue-green, whose candidate takes all traffic at the switch.
     fn replicas_for(&self, spec: &ValidSpec, weight: u16) -> u32 {
         match spec.strategy {
-            ValidStrategy::Canary(_) => candidate_replicas(self.obs.stable.replicas, weight),
-            ValidStrategy::BlueGreen { .. } => self.obs.stable.replicas.max(1),
+            crate::rollout::validate::ValidStrategy::Canary(_) => candidate_replicas(self.obs.stable.replicas, weight),
+            crate::rollout::validate::ValidStrategy::BlueGreen { .. } => self.obs.stable.replicas.max(1),
         }
     }
 
-    fn set_traffic(&mut self, weight: u16, preview: bool) {
-        self.next.candidate_weight = weight;
-        self.next.preview = preview;
-        self.actions.push(Action::SetTraffic { weight, preview });
+    fn set_traffic(&mut self, intent: TrafficIntent) {
+        self.next.candidate_weight = intent.weight;
+        self.next.preview = intent.preview.is_some();
+        self.actions.push(Action::SetTraffic(intent));
+    }
+
+    /// The candidate Deployment's current revision, which scopes the proxy's fail-fast trip.
+    fn candidate_revision(&self) -> Option<String> {
+        self.obs
+            .candidate
+            .exists
+            .then(|| self.obs.candidate.template_hash.clone())
+    }
+
+    /// Where a window starting now begins, if the metrics could be read.
+    fn mark(&self) -> Option<WindowMark> {
+        self.obs.metrics.as_ref().ok().map(|r| r.mark.clone())
+    }
+
+    fn step_started(&self) -> SystemTime {
+        self.next.step_started_at.as_ref().map(system_time).unwrap_or(self.now)
     }
 
     fn hold(&self, spec: &ValidSpec) -> Duration {
+        use crate::rollout::validate::ValidStrategy;
         match &spec.strategy {
             ValidStrategy::Canary(steps) => steps.get(self.next.step as usize).map_or(Duration::ZERO, |s| s.hold),
             ValidStrategy::BlueGreen { hold_before_switch, .. } if self.next.step == 0 => *hold_before_switch,
@@ -493,15 +744,12 @@ impl Ctx<'_> {
     }
 
     fn step_label(&self, spec: &ValidSpec) -> String {
+        use crate::rollout::validate::ValidStrategy;
         let n = spec.strategy.step_count();
         let i = self.next.step as usize + 1;
         match &spec.strategy {
-            ValidStrategy::Canary(_) => {
-                format!("step {i}/{n} at {}", percent(self.next.candidate_weight))
-            }
-            ValidStrategy::BlueGreen { .. } if self.next.step == 0 => {
-                format!("step {i}/{n} (preview)")
-            }
+            ValidStrategy::Canary(_) => format!("step {i}/{n} at {}", percent(spec.strategy.weight(i - 1))),
+            ValidStrategy::BlueGreen { .. } if self.next.step == 0 => format!("step {i}/{n} (preview)"),
             ValidStrategy::BlueGreen { .. } => format!("step {i}/{n} (switched, stable kept)"),
         }
     }
@@ -515,7 +763,8 @@ impl Ctx<'_> {
     }
 
     fn condition(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
-        let now = timestamp(self.now);
+        let now = Time(micro_time(self.now).0);
+        let generation = self.obs.generation;
         match self.next.conditions.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
                 if c.status != status {
@@ -524,6 +773,7 @@ impl Ctx<'_> {
                 c.status = status.into();
                 c.reason = reason.into();
                 c.message = message.into();
+                c.observed_generation = generation;
             }
             None => self.next.conditions.push(Condition {
                 type_: type_.into(),
@@ -531,10 +781,13 @@ impl Ctx<'_> {
                 reason: reason.into(),
                 message: message.into(),
                 last_transition_time: now,
+                observed_generation: generation,
             }),
         }
     }
 }
 
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;

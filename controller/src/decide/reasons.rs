@@ -22,3 +22,5 @@ pub const ROLLOUT_PROMOTING: &str = "RolloutPromoting";
 pub const ROLLOUT_SUCCEEDED: &str = "RolloutSucceeded";
 /// The rollout was aborted; all traffic is on stable.
 pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+/// A step had no conclusive analysis for `progressDeadline`; the rollout is paused.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";

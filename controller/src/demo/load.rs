@@ -37,7 +37,7 @@ pub struct ClientTally {
 }
 
 /// Sends `rate` requests a second to `proxy` until `stop` flips. `preview` is the share of
-/// requests that carry `x-weir-side: candidate` (testers of a blue-green preview).
+/// requests that carry the preview header (testers of a blue-green preview).
 pub async fn run(
     proxy: SocketAddr,
     rate: u32,
@@ -73,7 +73,7 @@ pub async fn run(
             let mut req =
                 http::Request::get(format!("http://{proxy}/v1/generate")).header("x-user-id", format!("user-{user}"));
             if tester {
-                req = req.header("x-weir-side", "candidate");
+                req = req.header(super::PREVIEW_HEADER, "candidate");
             }
             let Ok(req) = req.body(Empty::new()) else {
                 continue;

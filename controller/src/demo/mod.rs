@@ -1,10 +1,12 @@
 //! `weir demo`: a whole rollout in one process, on loopback, with no cluster. Two model
 //! servers (stable and candidate, their behaviour set by flags), the real proxy, a load
-//! generator, and the controller loop running the real `decide` and `judge` on metrics scraped
-//! from the proxy's `/metrics`.
+//! generator, and the controller's reconcile loop running the real `decide` and `judge` on
+//! metrics scraped from the proxy's `/metrics` (or, with `--metrics-source prometheus`, read
+//! from a local Prometheus scraping it).
 
 pub mod backend;
 pub mod load;
+pub mod prometheus;
 pub mod report;
 pub mod world;
 
@@ -17,17 +19,25 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weir_proxy::{Proxy, ProxyConfig};
 
-use crate::decide::{Commands, Observation, decide};
-use crate::ports::{Metrics, Report, Workloads, act};
+use crate::reconcile::{Input, Reconciler};
 use crate::rollout::validate::validate;
 use crate::rollout::{
-    Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Phase, RolloutSpec, RolloutStatus, Step, Strategy,
+    Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Detect, MetricsSource, PrometheusSource,
+    RolloutSpec, Step, Strategy,
 };
+use crate::source::Source;
+use crate::source::prometheus::PrometheusSource as PrometheusClient;
+use crate::source::proxies::ProxyScrape;
+use crate::status::{Phase, Power, RolloutStatus};
 use backend::{Behavior, DemoBackend};
 use report::{Mode, Reporter, Summary, TerminalReport};
 
 /// The route the demo drives.
 const ROUTE: &str = "model";
+/// The header the demo's preview testers send.
+pub const PREVIEW_HEADER: &str = "x-weir-preview";
+/// The error ratio a demo step must have been able to catch.
+const DEMO_DETECT: f64 = 3.0;
 /// Stable replicas; the candidate's follow its share.
 const STABLE_REPLICAS: u32 = 4;
 
@@ -38,6 +48,15 @@ pub enum DemoStrategy {
     Canary,
     /// Preview by header, then switch all traffic.
     BlueGreen,
+}
+
+/// Where the demo's controller reads the proxy's numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoMetricsSource {
+    /// Scrape the proxy's `/metrics`.
+    Proxy,
+    /// Query a local Prometheus (the installed `prometheus`) that scrapes the proxy.
+    Prometheus,
 }
 
 /// Output format.
@@ -59,7 +78,7 @@ pub struct DemoArgs {
     #[arg(long, value_parser = latency)]
     pub candidate_latency_ms: Option<f64>,
     /// Share of stable requests that fail (0..1).
-    #[arg(long, value_parser = rate, default_value_t = 0.005)]
+    #[arg(long, value_parser = rate, default_value_t = 0.02)]
     pub stable_error_rate: f64,
     /// Median stable latency in milliseconds.
     #[arg(long, value_parser = latency, default_value_t = 40.0)]
@@ -76,6 +95,9 @@ pub struct DemoArgs {
     /// Seed of the backends' and load generator's randomness.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where the controller reads the proxy's numbers.
+    #[arg(long, value_enum, default_value_t = DemoMetricsSource::Proxy)]
+    pub metrics_source: DemoMetricsSource,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -125,16 +147,22 @@ impl DemoArgs {
     }
 
     fn rate(&self) -> u32 {
-        self.rate.unwrap_or(if self.fast { 600 } else { 400 })
+        self.rate.unwrap_or(if self.fast { 800 } else { 400 })
     }
 
     /// The Rollout the demo runs.
     pub fn spec(&self) -> RolloutSpec {
         let (hold, interval, min_requests) = if self.fast { ("4s", "1s", 20) } else { ("15s", "2s", 30) };
+        // Prometheus' windows need several of its scrapes each.
+        let interval = if self.metrics_source == DemoMetricsSource::Prometheus {
+            "2s"
+        } else {
+            interval
+        };
         let strategy = match self.strategy {
             DemoStrategy::Canary => Strategy {
                 canary: Some(Canary {
-                    steps: [5.0, 25.0, 50.0]
+                    steps: [10.0, 25.0, 50.0]
                         .iter()
                         .map(|w| Step {
                             weight: *w,
@@ -147,7 +175,8 @@ impl DemoArgs {
             DemoStrategy::BlueGreen => Strategy {
                 canary: None,
                 blue_green: Some(BlueGreen {
-                    preview_header: "x-weir-side".into(),
+                    preview_header: PREVIEW_HEADER.into(),
+                    preview_value: "candidate".into(),
                     hold_before_switch: hold.into(),
                     keep_old_for: hold.into(),
                 }),
@@ -167,6 +196,20 @@ impl DemoArgs {
                 min_requests,
                 failure_limit: 2,
                 false_abort_rate: 0.01,
+                // Sized for the demo's few hundred requests a second: a step passes once it
+                // could have caught a candidate with DEMO_DETECT times stable's errors.
+                detect: Detect {
+                    error_ratio: DEMO_DETECT,
+                    ..Detect::default()
+                },
+                source: match self.metrics_source {
+                    DemoMetricsSource::Proxy => MetricsSource::default(),
+                    DemoMetricsSource::Prometheus => MetricsSource {
+                        prometheus: Some(PrometheusSource {
+                            url: "http://prometheus.invalid".into(),
+                        }),
+                    },
+                },
                 checks: vec![
                     Check {
                         metric: Some(CheckMetric::ErrorRatio),
@@ -218,7 +261,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 
 /// The demo itself, returning its summary.
 pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
-    let spec = args.spec();
+    let mut spec = args.spec();
     let steps = validate(&spec)
         .map_err(|e| anyhow::anyhow!("demo spec: {}", crate::rollout::validate::describe(&e)))?
         .strategy
@@ -231,16 +274,31 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     let candidate_backend = DemoBackend::start(args.candidate(), args.seed.wrapping_add(1), backends_stopped).await?;
     let config = proxy_config(stable_backend.addr, candidate_backend.addr);
     let proxy = Proxy::start(config.clone(), "api").await?;
-    let workloads = world::DemoWorkloads::new(
-        stable_backend,
-        candidate_backend,
-        args.stable(),
-        args.candidate(),
-        STABLE_REPLICAS,
-    );
-    let preview_header = http::HeaderName::from_static("x-weir-side");
-    let traffic = world::DemoTraffic::new(&proxy, config, ROUTE, preview_header);
-    let metrics = world::ScrapedMetrics::new(proxy.admin_addr(), ROUTE);
+    let (metrics, _prometheus) = match args.metrics_source {
+        DemoMetricsSource::Proxy => (
+            Source::Proxies(ProxyScrape::new(vec![format!("http://{}", proxy.admin_addr())])),
+            None,
+        ),
+        DemoMetricsSource::Prometheus => {
+            let local = prometheus::LocalPrometheus::start(&[proxy.admin_addr()]).await?;
+            if let Some(p) = spec.analysis.source.prometheus.as_mut() {
+                p.url = local.url.clone();
+            }
+            (Source::Prometheus(PrometheusClient::new(&local.url)?), Some(local))
+        }
+    };
+    let reconciler = Reconciler {
+        workloads: world::DemoWorkloads::new(
+            stable_backend,
+            candidate_backend,
+            args.stable(),
+            args.candidate(),
+            STABLE_REPLICAS,
+        ),
+        traffic: world::DemoTraffic::new(&proxy, config, ROUTE),
+        metrics,
+        report: TerminalReport::new(mode, Instant::now(), steps),
+    };
     let tally = Arc::new(load::ClientTally::default());
     let preview_share = if args.strategy == DemoStrategy::BlueGreen {
         0.05
@@ -257,38 +315,45 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     ));
 
     let limit = if args.fast {
-        Duration::from_secs(60)
+        Duration::from_secs(90)
     } else {
-        Duration::from_secs(180)
+        Duration::from_secs(240)
     };
     let mut status = RolloutStatus::default();
     let start = Instant::now();
-    let report = TerminalReport::new(mode, start, steps);
     let mut step_started = start;
     let mut time_to_zero = None;
+    let mut passed_steps = Vec::new();
     let result = loop {
-        let (stable, candidate) = workloads.observe().await?;
-        let observation = Observation {
-            stable,
-            candidate,
-            metrics: metrics.counters().await,
-            commands: Commands::default(),
+        let input = Input {
+            spec: &spec,
+            status: &status,
+            request: None,
+            generation: Some(1),
+            now: SystemTime::now(),
         };
-        let decision = decide(&spec, &status, &observation, SystemTime::now());
-        act(&decision.actions, &workloads, &traffic).await?;
+        let decision = match reconciler.reconcile(input).await {
+            Ok(decision) => decision,
+            Err(error) => break Err(anyhow::Error::new(error)),
+        };
         let next = &decision.status;
+        let left_step =
+            status.phase == Phase::Progressing && (next.step != status.step || next.phase == Phase::Promoting);
+        if left_step && let Some(power) = next.last_analysis.as_ref().and_then(|a| a.values.power.clone()) {
+            passed_steps.push(power);
+        }
         if next.phase == Phase::Progressing && (status.phase != Phase::Progressing || next.step != status.step) {
             step_started = Instant::now();
         }
         if next.phase == Phase::Aborted && status.phase != Phase::Aborted {
             time_to_zero = Some(step_started.elapsed());
         }
-        report.report(&decision).await?;
+        let requeue = decision.requeue_after;
         status = decision.status;
         if status.phase.is_terminal() || start.elapsed() > limit {
             break Ok(());
         }
-        tokio::time::sleep(decision.requeue_after.min(Duration::from_millis(250))).await;
+        tokio::time::sleep(requeue.min(Duration::from_millis(250))).await;
     };
     let _ = stop_load.send(true);
     let _ = load.await;
@@ -309,6 +374,7 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
         elapsed: start.elapsed(),
         time_to_zero,
         values: status.last_analysis.map(|a| a.values),
+        steps: passed_steps,
         clients: (
             tally.stable.load(Ordering::Relaxed),
             tally.candidate.load(Ordering::Relaxed),
@@ -316,4 +382,12 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
             tally.skipped.load(Ordering::Relaxed),
         ),
     })
+}
+
+/// How each passed step's sample compared with what its power needed, for the summary.
+pub fn describe_power(p: &Power) -> String {
+    format!(
+        "{} candidate requests, {} needed for 80% power against {}",
+        p.requests, p.needed, p.against
+    )
 }

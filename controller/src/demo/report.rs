@@ -10,9 +10,9 @@ use tokio::time::Instant;
 use serde_json::json;
 
 use crate::decide::{Decision, percent};
-use crate::judge::{AnalysisValues, SideValues};
-use crate::ports::{PortError, Report};
-use crate::rollout::{Phase, RolloutStatus};
+use crate::judge::round;
+use crate::ports::{Report, ReportError};
+use crate::status::{AnalysisValues, Phase, Power, RolloutStatus, SideValues};
 
 /// How to show progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct Summary {
     pub time_to_zero: Option<Duration>,
     /// The last analysis's numbers.
     pub values: Option<AnalysisValues>,
+    /// Each passed step's sample against what its power needed.
+    pub steps: Vec<Power>,
     /// What the clients saw: (stable answers, candidate answers, errors, skipped).
     pub clients: (u64, u64, u64, u64),
 }
@@ -67,15 +69,16 @@ impl Reporter {
                             .to_string(),
                     );
                 }
-                if let Some(j) = &d.judgement {
+                if let Some(a) = &d.analysis {
                     self.line(
                         &json!({
                             "t": round2(at),
-                            "analysis": j.verdict,
+                            "analysis": a.verdict,
+                            "judged": a.judged,
                             "step": d.status.step + 1,
                             "weightBasisPoints": d.status.candidate_weight,
-                            "reason": j.reason,
-                            "values": j.values,
+                            "reason": a.reason,
+                            "values": a.values,
                         })
                         .to_string(),
                     );
@@ -85,12 +88,13 @@ impl Reporter {
                 for e in &d.events {
                     self.line(&format!("{at:6.1}s  {:<18} {}", e.reason, e.message));
                 }
-                if let Some(j) = &d.judgement {
-                    self.line(&format!(
-                        "{at:6.1}s  {:<18} {}",
-                        format!("analysis: {:?}", j.verdict).to_lowercase(),
-                        j.reason
-                    ));
+                if let Some(a) = &d.analysis {
+                    let label = if a.judged {
+                        format!("analysis: {:?}", a.verdict).to_lowercase()
+                    } else {
+                        "warm-up".to_owned()
+                    };
+                    self.line(&format!("{at:6.1}s  {label:<18} {}", a.reason));
                 }
             }
             Mode::Live => {
@@ -117,12 +121,21 @@ impl Reporter {
             .unwrap_or_else(|| ("-".into(), "-".into()));
         let evidence = status.last_analysis.as_ref().map_or("-".to_owned(), |a| {
             format!(
-                "{:.1}/{:.1} of {:.0}",
-                a.values.error_evidence, a.values.latency_evidence, a.values.threshold
+                "{}/{} of {}",
+                round(a.values.error_evidence),
+                round(a.values.latency_evidence),
+                round(a.values.threshold)
             )
         });
+        let power = status
+            .last_analysis
+            .as_ref()
+            .and_then(|a| a.values.power.as_ref())
+            .map_or(String::new(), |p| {
+                format!(" | sample {}/{}", p.requests.min(p.needed), p.needed)
+            });
         let text = format!(
-            "[{}{}] {at:5.1}s {:?} step {}/{} at {} | candidate {cand} | stable {stable} | evidence {evidence}",
+            "[{}{}] {at:5.1}s {:?} step {}/{} at {} | candidate {cand} | stable {stable} | evidence {evidence}{power}",
             "#".repeat(filled.min(width)),
             ".".repeat(width - filled.min(width)),
             status.phase,
@@ -158,6 +171,7 @@ impl Reporter {
                         "seconds": round2(s.elapsed.as_secs_f64()),
                         "badStepToWeightZeroSeconds": time_to_zero,
                         "lastAnalysis": s.values,
+                        "steps": s.steps,
                         "clients": {"stable": stable, "candidate": candidate, "errors": errors, "skipped": skipped},
                     }
                 })
@@ -182,6 +196,9 @@ impl Reporter {
                 t.as_secs_f64()
             ));
         }
+        for (i, p) in s.steps.iter().enumerate() {
+            self.line(&format!("  step {} passed with {}", i + 1, super::describe_power(p)));
+        }
         if let Some(v) = &s.values {
             self.line(&format!(
                 "  last window: candidate {} | stable {}",
@@ -189,8 +206,11 @@ impl Reporter {
                 side(&v.stable)
             ));
             self.line(&format!(
-                "  evidence against the candidate: errors {:.2}, latency {:.2} (abort at {:.0})",
-                v.error_evidence, v.latency_evidence, v.threshold
+                "  evidence against the candidate: errors {}, cancellations {}, latency {} (abort at {})",
+                round(v.error_evidence),
+                round(v.cancel_evidence),
+                round(v.latency_evidence),
+                round(v.threshold)
             ));
         }
         self.line(&format!(
@@ -224,11 +244,11 @@ impl TerminalReport {
 }
 
 impl Report for TerminalReport {
-    async fn report(&self, decision: &Decision) -> Result<(), PortError> {
-        let mut reporter = self.reporter.lock().map_err(|_| PortError {
-            operation: "report",
-            message: "reporter poisoned".into(),
-        })?;
+    async fn report(&self, decision: &Decision) -> Result<(), ReportError> {
+        let mut reporter = self
+            .reporter
+            .lock()
+            .map_err(|_| ReportError("the reporter's lock is poisoned".into()))?;
         reporter.decision(decision, self.start.elapsed(), self.steps);
         Ok(())
     }

@@ -1,24 +1,18 @@
 //! The demo's stand-ins for a cluster: two "Deployments" backed by in-process model servers,
-//! the in-process proxy, and its metrics over HTTP. They implement the same ports as the
-//! Kubernetes edges, so the demo runs the real `decide` and `judge` through the real proxy.
+//! and the in-process proxy's route. They implement the same ports as the Kubernetes edges, so
+//! the demo runs the real reconcile loop through the real proxy; its metrics come from the
+//! proxy's own `/metrics` or a local Prometheus ([`crate::source`]).
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use weir_proxy::split::{KeySource, Override, Side};
 use weir_proxy::{Proxy, ProxyConfig, Weight};
 
 use super::backend::{Behavior, DemoBackend};
-use crate::decide::WorkloadState;
-use crate::judge::Counters;
-use crate::ports::{Metrics, PortError, Traffic, Workloads};
-use crate::scrape;
+use crate::decide::{TrafficIntent, WorkloadState};
+use crate::ports::{TrafficError, WorkloadError, Workloads};
 
 /// How long a demo pod takes to become ready (the model loading).
 const POD_STARTUP: Duration = Duration::from_millis(600);
@@ -86,7 +80,7 @@ fn lock(d: &Mutex<Deployment>) -> std::sync::MutexGuard<'_, Deployment> {
 }
 
 impl Workloads for DemoWorkloads {
-    async fn observe(&self) -> Result<(WorkloadState, WorkloadState), PortError> {
+    async fn observe(&self) -> Result<(WorkloadState, WorkloadState), WorkloadError> {
         let now = Instant::now();
         let stable = lock(&self.stable);
         // A finished rolling update means stable's pods now run the new template.
@@ -96,7 +90,7 @@ impl Workloads for DemoWorkloads {
         Ok((Self::state(&stable, now), Self::state(&lock(&self.candidate), now)))
     }
 
-    async fn scale_candidate(&self, replicas: u32) -> Result<(), PortError> {
+    async fn scale_candidate(&self, replicas: u32) -> Result<(), WorkloadError> {
         let mut candidate = lock(&self.candidate);
         if candidate.replicas == 0 && replicas > 0 {
             candidate.ready_at = Instant::now() + POD_STARTUP;
@@ -106,8 +100,14 @@ impl Workloads for DemoWorkloads {
         Ok(())
     }
 
-    async fn promote_template(&self) -> Result<(), PortError> {
+    async fn promote_template(&self, revision: &str) -> Result<(), WorkloadError> {
         let template = lock(&self.candidate).template;
+        if template.template_hash() != revision {
+            return Err(WorkloadError::RevisionMismatch {
+                analysed: revision.to_owned(),
+                current: template.template_hash(),
+            });
+        }
         let mut stable = lock(&self.stable);
         if stable.template != template {
             stable.template = template;
@@ -117,96 +117,123 @@ impl Workloads for DemoWorkloads {
     }
 }
 
+impl DemoWorkloads {
+    /// Pushes a new template to the candidate Deployment, as a developer's deploy would.
+    pub fn push_candidate(&self, template: Behavior) {
+        let mut candidate = lock(&self.candidate);
+        candidate.template = template;
+        candidate.ready_at = Instant::now() + POD_STARTUP;
+        self.candidate_backend.set_behavior(template);
+    }
+}
+
 /// The in-process proxy's route.
 pub struct DemoTraffic<'a> {
     proxy: &'a Proxy,
     route: String,
-    preview_header: http::HeaderName,
-    config: Mutex<ProxyConfig>,
+    /// The config as written: the route's own overrides come from here, so that an intent that
+    /// closes them and a later one that opens them again give back what was written.
+    written: ProxyConfig,
+    applied: Mutex<ProxyConfig>,
 }
 
 impl<'a> DemoTraffic<'a> {
     /// Drives `route` of `proxy`, whose config is `config`.
-    pub fn new(proxy: &'a Proxy, config: ProxyConfig, route: &str, preview_header: http::HeaderName) -> Self {
+    pub fn new(proxy: &'a Proxy, config: ProxyConfig, route: &str) -> Self {
         DemoTraffic {
             proxy,
             route: route.to_owned(),
-            preview_header,
-            config: Mutex::new(config),
+            written: config.clone(),
+            applied: Mutex::new(config),
         }
     }
 }
 
-impl Traffic for DemoTraffic<'_> {
-    async fn set_traffic(&self, weight: u16, preview: bool) -> Result<(), PortError> {
-        let error = |message: String| PortError {
-            operation: "set traffic",
-            message,
-        };
-        let mut config = self.config.lock().expect("no panics while holding the config lock");
-        let mut next = config.clone();
-        let route = next
-            .route_mut(&self.route)
-            .ok_or_else(|| error(format!("no route {:?}", self.route)))?;
-        route.candidate_weight = Weight::new(weight).ok_or_else(|| error(format!("weight {weight} is over 10000")))?;
-        let preview_rule = Override {
-            key: KeySource::Header(self.preview_header.clone()),
-            equals: "candidate".into(),
-            side: Side::Candidate,
-        };
-        route.overrides.retain(|o| *o != preview_rule);
-        if preview {
-            route.overrides.insert(0, preview_rule);
-        }
-        if next != *config {
-            self.proxy.apply(next.clone()).map_err(|e| error(e.to_string()))?;
-            *config = next;
+/// `written` with `intent` applied to its route `route`.
+pub fn apply_intent(written: &ProxyConfig, route: &str, intent: &TrafficIntent) -> Result<ProxyConfig, TrafficError> {
+    let mut next = written.clone();
+    let r = next
+        .route_mut(route)
+        .ok_or_else(|| TrafficError::NoRoute(route.to_owned()))?;
+    r.candidate_weight = Weight::new(intent.weight).ok_or_else(|| TrafficError::Invalid {
+        route: route.to_owned(),
+        message: format!("weight {} is over 10000", intent.weight),
+    })?;
+    if !intent.candidate_overrides {
+        r.overrides.retain(|o| o.side != Side::Candidate);
+    }
+    if let Some(preview) = &intent.preview {
+        let header = http::HeaderName::from_bytes(preview.header.as_bytes()).map_err(|_| TrafficError::Invalid {
+            route: route.to_owned(),
+            message: format!("{:?} is not a header name", preview.header),
+        })?;
+        r.overrides.insert(
+            0,
+            Override {
+                key: KeySource::Header(header),
+                equals: preview.value.clone(),
+                side: Side::Candidate,
+            },
+        );
+    }
+    r.candidate_revision = intent.candidate_revision.clone();
+    Ok(next)
+}
+
+impl crate::ports::Traffic for DemoTraffic<'_> {
+    async fn set_traffic(&self, intent: &TrafficIntent) -> Result<(), TrafficError> {
+        let next = apply_intent(&self.written, &self.route, intent)?;
+        let mut applied = self.applied.lock().expect("no panics while holding the config lock");
+        if next != *applied {
+            self.proxy.apply(next.clone()).map_err(|e| TrafficError::Write {
+                route: self.route.clone(),
+                source: Box::new(e),
+            })?;
+            *applied = next;
         }
         Ok(())
     }
 }
 
-/// Scrapes the proxy's admin `/metrics` over HTTP, as the cluster mode scrapes proxy pods.
-pub struct ScrapedMetrics {
-    client: Client<HttpConnector, Empty<bytes::Bytes>>,
-    url: String,
-    route: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Preview;
 
-impl ScrapedMetrics {
-    /// Scrapes `admin`'s metrics for `route`.
-    pub fn new(admin: SocketAddr, route: &str) -> Self {
-        ScrapedMetrics {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            url: format!("http://{admin}/metrics"),
-            route: route.to_owned(),
-        }
+    fn config() -> ProxyConfig {
+        weir_proxy::config::parse(
+            "routes:\n  - name: m\n    stable: { backend: a }\n    candidate: { backend: b }\n    overrides:\n      - { header: x-weir-override, equals: candidate, side: candidate }\n      - { header: x-weir-override, equals: stable, side: stable }\nbackends: { a: { endpoints: ['127.0.0.1:1'] }, b: { endpoints: ['127.0.0.1:2'] } }\n",
+        )
+        .expect("valid")
     }
-}
 
-impl Metrics for ScrapedMetrics {
-    async fn counters(&self) -> Result<Counters, String> {
-        let uri: http::Uri = self.url.parse().map_err(|e| format!("bad metrics URL: {e}"))?;
-        let fetch = async {
-            let rsp = self
-                .client
-                .get(uri)
-                .await
-                .map_err(|e| format!("scraping {}: {e}", self.url))?;
-            if !rsp.status().is_success() {
-                return Err(format!("scraping {}: status {}", self.url, rsp.status()));
-            }
-            let body = rsp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("reading {}: {e}", self.url))?
-                .to_bytes();
-            String::from_utf8(body.to_vec()).map_err(|_| format!("{} is not UTF-8", self.url))
+    #[test]
+    fn an_intent_without_the_candidate_closes_every_override_to_it() {
+        let closed = apply_intent(&config(), "m", &TrafficIntent::none(Some("r1".into()))).expect("applies");
+        let route = closed.route("m").expect("route");
+        assert_eq!(route.overrides.len(), 1);
+        assert_eq!(route.overrides[0].side, Side::Stable);
+        assert_eq!(route.candidate_revision.as_deref(), Some("r1"));
+        let preview = TrafficIntent {
+            weight: 0,
+            preview: Some(Preview {
+                header: "x-weir-preview".into(),
+                value: "yes".into(),
+            }),
+            candidate_overrides: true,
+            candidate_revision: Some("r1".into()),
         };
-        let text = tokio::time::timeout(Duration::from_secs(2), fetch)
-            .await
-            .map_err(|_| format!("scraping {} timed out", self.url))??;
-        scrape::route_counters(&text, &self.route).map_err(|e| e.to_string())
+        let open = apply_intent(&config(), "m", &preview).expect("applies");
+        let route = open.route("m").expect("route");
+        assert_eq!(
+            route.overrides.len(),
+            3,
+            "the preview rule first, then what was written"
+        );
+        assert_eq!(route.overrides[0].equals, "yes");
+        assert_eq!(
+            route.overrides[0].key,
+            KeySource::Header(http::HeaderName::from_static("x-weir-preview"))
+        );
     }
 }

@@ -1,287 +1,50 @@
-//! The judge: from both sides' counters over the same window to a verdict (pass, fail,
-//! inconclusive) with its numbers. Pure: no I/O, no clock.
+//! The judge: from one window of both sides' counters to a verdict (pass, fail, inconclusive)
+//! with its numbers. Pure: no I/O, no clock.
 //!
-//! Two kinds of check run side by side:
-//! - comparisons with stable, by anytime-valid sequential tests ([`sequential`]) on errors and
-//!   on slow requests, which abort as soon as the evidence is strong and keep the chance of
-//!   aborting an equal candidate under `falseAbortRate` (split evenly over the tests);
-//! - fixed guardrails (`max`, `maxOverStable`, `maxMs`, `maxRatioToStable`) on each window,
-//!   whose failures count toward `failureLimit`.
+//! Three kinds of check run side by side:
+//! - comparisons with stable, by anytime-valid sequential tests ([`crate::stats::sequential`])
+//!   on errors, on cancellations (clients that gave up before the response head), and on slow
+//!   requests and late first bytes, which abort as soon as the evidence is strong and keep the
+//!   chance of aborting an equal candidate under `falseAbortRate` (split evenly over them);
+//! - fixed guardrails (`max`, `maxOverStable`, `maxMs`, `maxRatioToStable`, PromQL checks) on
+//!   each window, whose failures count toward `failureLimit`;
+//! - power: a step passes only once the candidate has had the requests that give the tests
+//!   80 % power against `analysis.detect` ([`crate::stats::power`]).
 //!
-//! A window with fewer than `minRequests` candidate requests is inconclusive, never a pass.
+//! When stable takes no traffic (a blue-green switch, a 100 % step) the candidate is compared
+//! with an upper confidence bound on stable's rates from its last step with traffic (the
+//! reference); with no reference and no absolute limit there is nothing to judge by, and the
+//! window is inconclusive.
 
-pub mod sequential;
+mod checks;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+use crate::counters::{Buckets, Counters, SideCounters};
+use crate::rollout::CheckMetric;
 use crate::rollout::validate::{ValidAnalysis, ValidCheck};
-use crate::rollout::{CheckMetric, VerdictKind};
-pub use sequential::SequentialTest;
+use crate::stats::{SequentialTest, bound, power};
+use crate::status::{AnalysisValues, Evidence, Power, SideValues, VerdictKind};
 
-/// A latency histogram as Prometheus exposes it: upper bounds (the last may be +Inf) and the
-/// cumulative count of observations at or below each.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Buckets {
-    /// Upper bounds in seconds, ascending. Stored as Prometheus writes `le` ("0.05", "+Inf"),
-    /// since JSON has no infinity.
-    #[serde(with = "le_strings")]
-    #[schemars(with = "Vec<String>")]
-    pub bounds: Vec<f64>,
-    /// Cumulative counts, one per bound.
-    pub cumulative: Vec<u64>,
+/// Share of the error test's prior weight on `detect.errorRatio`.
+const FOCUS: f64 = 0.6;
+/// Share of each comparison's error budget spent on the bound on stable's rate, when a step
+/// judges against it.
+const BOUND_SHARE: f64 = 0.2;
+/// Stable observations a step needs before its p99 replaces the slow-request threshold.
+const MIN_THRESHOLD_SAMPLE: u64 = 100;
+/// The power a passing step's sample must give.
+const POWER_Z: f64 = power::Z_80;
+
+/// How the candidate is compared in a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Both sides take traffic: compare them in the same window.
+    Concurrent,
+    /// Stable takes none: compare the candidate with stable's reference from before.
+    AgainstReference,
 }
 
-impl Buckets {
-    /// Observations in all.
-    pub fn total(&self) -> u64 {
-        self.cumulative.last().copied().unwrap_or(0)
-    }
-
-    /// Observations above `bound` (which should be one of the bounds).
-    pub fn above(&self, bound: f64) -> u64 {
-        let at_or_below = self
-            .bounds
-            .iter()
-            .zip(&self.cumulative)
-            .rev()
-            .find(|(b, _)| **b <= bound)
-            .map(|(_, c)| *c);
-        self.total() - at_or_below.unwrap_or(0)
-    }
-
-    /// The smallest bound with at least `quantile` of the observations at or below it.
-    pub fn quantile_bound(&self, quantile: f64) -> Option<f64> {
-        let total = self.total();
-        if total == 0 {
-            return None;
-        }
-        let rank = (quantile * total as f64).ceil() as u64;
-        self.bounds
-            .iter()
-            .zip(&self.cumulative)
-            .find(|(_, c)| **c >= rank)
-            .map(|(b, _)| *b)
-    }
-
-    /// The quantile, interpolated linearly inside its bucket as Prometheus'
-    /// `histogram_quantile` does; `None` without observations.
-    pub fn quantile(&self, quantile: f64) -> Option<f64> {
-        let total = self.total();
-        if total == 0 {
-            return None;
-        }
-        let rank = quantile * total as f64;
-        let i = self.cumulative.iter().position(|c| *c as f64 >= rank)?;
-        let (lower, below) = if i == 0 {
-            (0.0, 0)
-        } else {
-            (self.bounds[i - 1], self.cumulative[i - 1])
-        };
-        let upper = self.bounds[i];
-        if upper.is_infinite() {
-            return Some(lower);
-        }
-        let in_bucket = (self.cumulative[i] - below) as f64;
-        Some(if in_bucket == 0.0 {
-            upper
-        } else {
-            lower + (upper - lower) * (rank - below as f64) / in_bucket
-        })
-    }
-
-    /// Element-wise sum (for adding proxy replicas); bounds must match or one side be empty.
-    pub fn add(&mut self, other: &Buckets) {
-        if self.bounds.is_empty() {
-            *self = other.clone();
-        } else if self.bounds == other.bounds {
-            self.cumulative
-                .iter_mut()
-                .zip(&other.cumulative)
-                .for_each(|(a, b)| *a += b);
-        }
-    }
-
-    /// `self - earlier`, or `self` whole when a count went down (the proxy restarted).
-    fn since(&self, earlier: &Buckets) -> Buckets {
-        if self.bounds != earlier.bounds
-            || self
-                .cumulative
-                .iter()
-                .zip(&earlier.cumulative)
-                .any(|(now, then)| now < then)
-        {
-            return self.clone();
-        }
-        Buckets {
-            bounds: self.bounds.clone(),
-            cumulative: self
-                .cumulative
-                .iter()
-                .zip(&earlier.cumulative)
-                .map(|(now, then)| now - then)
-                .collect(),
-        }
-    }
-}
-
-mod le_strings {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(bounds: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(bounds.iter().map(|b| {
-            if b.is_infinite() {
-                "+Inf".to_owned()
-            } else {
-                b.to_string()
-            }
-        }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
-        Vec::<String>::deserialize(deserializer)?
-            .iter()
-            .map(|text| match text.as_str() {
-                "+Inf" => Ok(f64::INFINITY),
-                other => other
-                    .parse()
-                    .map_err(|_| D::Error::custom(format!("{other:?} is not a bucket bound"))),
-            })
-            .collect()
-    }
-}
-
-/// One side's cumulative counters.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SideCounters {
-    /// Requests answered.
-    pub requests: u64,
-    /// Of those, errors (5xx, gRPC errors, no response).
-    pub errors: u64,
-    /// Whole-request durations.
-    pub latency: Buckets,
-    /// Times to first response byte.
-    pub first_byte: Buckets,
-}
-
-impl SideCounters {
-    /// Adds another replica's counters.
-    pub fn add(&mut self, other: &SideCounters) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.latency.add(&other.latency);
-        self.first_byte.add(&other.first_byte);
-    }
-
-    fn since(&self, earlier: &SideCounters) -> SideCounters {
-        if self.requests < earlier.requests || self.errors < earlier.errors {
-            return self.clone();
-        }
-        SideCounters {
-            requests: self.requests - earlier.requests,
-            errors: self.errors - earlier.errors,
-            latency: self.latency.since(&earlier.latency),
-            first_byte: self.first_byte.since(&earlier.first_byte),
-        }
-    }
-
-    fn error_ratio(&self) -> Option<f64> {
-        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
-    }
-}
-
-/// Both sides' counters of one route: cumulative from the proxy, or a window's difference.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Counters {
-    /// The stable side.
-    pub stable: SideCounters,
-    /// The candidate side.
-    pub candidate: SideCounters,
-}
-
-impl Counters {
-    /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &Counters) -> Counters {
-        Counters {
-            stable: self.stable.since(&earlier.stable),
-            candidate: self.candidate.since(&earlier.candidate),
-        }
-    }
-}
-
-/// The judge's memory across windows: the sequential tests and the counters last seen.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Evidence {
-    /// Cumulative counters at the last analysis; the next window starts here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<Counters>,
-    /// Errors, candidate against stable.
-    #[serde(default)]
-    pub errors: SequentialTest,
-    /// Requests slower than stable's p99, candidate against stable.
-    #[serde(default)]
-    pub latency: SequentialTest,
-    /// First bytes later than stable's p99, candidate against stable.
-    #[serde(default)]
-    pub first_byte: SequentialTest,
-    /// Stable's p99 latency bucket bound as of the last analysis: the next window's "slow".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_threshold: Option<f64>,
-    /// Stable's p99 first-byte bucket bound as of the last analysis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_byte_threshold: Option<f64>,
-}
-
-impl Evidence {
-    /// Evidence that starts counting from `baseline`.
-    pub fn starting_at(baseline: Option<Counters>) -> Self {
-        Evidence {
-            baseline,
-            ..Evidence::default()
-        }
-    }
-}
-
-/// One side's numbers of a window.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SideValues {
-    /// Requests in the window.
-    pub requests: u64,
-    /// Errors in the window.
-    pub errors: u64,
-    /// Errors over requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_ratio: Option<f64>,
-    /// p99 of request duration, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p99_ms: Option<f64>,
-    /// p99 of time to first byte, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_byte_p99_ms: Option<f64>,
-}
-
-/// The numbers behind a verdict.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalysisValues {
-    /// Stable's window.
-    pub stable: SideValues,
-    /// The candidate's window.
-    pub candidate: SideValues,
-    /// Evidence (Bayes factor) that the candidate has more errors; aborts at `threshold`.
-    pub error_evidence: f64,
-    /// Evidence that the candidate is slower.
-    pub latency_evidence: f64,
-    /// Evidence that the candidate's first byte is later.
-    pub first_byte_evidence: f64,
-    /// The evidence at which a comparison aborts: the number of comparisons over `falseAbortRate`.
-    pub threshold: f64,
-}
+/// A custom PromQL check's value this window, or why there is none.
+pub type PromqlValue = Result<f64, String>;
 
 /// The outcome of one analysis.
 #[derive(Clone, Debug, PartialEq)]
@@ -299,74 +62,143 @@ pub struct Judgement {
     pub evidence: Evidence,
 }
 
-/// Judges the window from `evidence.baseline` to `current` (cumulative counters).
-pub fn judge(analysis: &ValidAnalysis, evidence: &Evidence, current: &Counters) -> Judgement {
-    let Some(baseline) = &evidence.baseline else {
-        return Judgement {
-            verdict: VerdictKind::Inconclusive,
-            decisive: false,
-            reason: "first look at the metrics: measuring from now".into(),
-            values: AnalysisValues {
-                threshold: f64::INFINITY,
-                ..AnalysisValues::default()
-            },
-            evidence: Evidence {
-                baseline: Some(current.clone()),
-                ..evidence.clone()
-            },
-        };
-    };
-    let window = current.since(baseline);
-    let (s, c) = (&window.stable, &window.candidate);
-    let mut next = Evidence {
-        baseline: Some(current.clone()),
-        ..evidence.clone()
-    };
+/// Fresh evidence for a rollout under `analysis`: the error test focuses its prior on
+/// `detect.errorRatio`.
+pub fn new_evidence(analysis: &ValidAnalysis) -> Evidence {
+    Evidence {
+        errors: SequentialTest::focused(analysis.detect.error_ratio, FOCUS),
+        ..Evidence::default()
+    }
+}
 
-    let compared: Vec<CheckMetric> = analysis
-        .checks
-        .iter()
-        .filter_map(|check| match check {
-            ValidCheck::Metric { metric, .. } => Some(*metric),
-            ValidCheck::Promql { .. } => None,
-        })
-        .collect();
-    let alpha = 1.0 / threshold(analysis);
-    for metric in &compared {
-        match metric {
-            CheckMetric::ErrorRatio => next.errors.update(c.requests, c.errors, s.requests, s.errors),
-            CheckMetric::LatencyP99 => {
-                update_slow(&mut next.latency, evidence.latency_threshold, &s.latency, &c.latency);
-                next.latency_threshold = stable_p99_bound(&current.stable.latency).or(evidence.latency_threshold);
+/// The error budget of one comparison.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    /// For the sequential test: it aborts at `1 / test`.
+    test: f64,
+    /// For the bound on stable's rate, at full weight.
+    bound: f64,
+}
+
+impl Budget {
+    fn of(analysis: &ValidAnalysis) -> Budget {
+        let share = analysis.false_abort_rate / comparisons(analysis).len() as f64;
+        if analysis.full_weight_step {
+            Budget {
+                test: share * (1.0 - BOUND_SHARE),
+                bound: share * BOUND_SHARE,
             }
-            CheckMetric::FirstByteP99 => {
-                update_slow(
-                    &mut next.first_byte,
-                    evidence.first_byte_threshold,
-                    &s.first_byte,
-                    &c.first_byte,
-                );
-                next.first_byte_threshold =
-                    stable_p99_bound(&current.stable.first_byte).or(evidence.first_byte_threshold);
+        } else {
+            Budget {
+                test: share,
+                bound: 0.0,
             }
         }
     }
+}
 
-    let side_values = |side: &SideCounters| SideValues {
-        requests: side.requests,
-        errors: side.errors,
-        error_ratio: side.error_ratio(),
-        p99_ms: side.latency.quantile(0.99).map(|v| v * 1000.0),
-        first_byte_p99_ms: side.first_byte.quantile(0.99).map(|v| v * 1000.0),
+/// A sequential comparison with stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Comparison {
+    Errors,
+    Cancellations,
+    Latency,
+    FirstByte,
+}
+
+impl Comparison {
+    fn what(self) -> &'static str {
+        match self {
+            Comparison::Errors => "errors",
+            Comparison::Cancellations => "cancellations",
+            Comparison::Latency => "latency",
+            Comparison::FirstByte => "time to first byte",
+        }
+    }
+
+    fn test(self, evidence: &Evidence) -> &SequentialTest {
+        match self {
+            Comparison::Errors => &evidence.errors,
+            Comparison::Cancellations => &evidence.cancellations,
+            Comparison::Latency => &evidence.latency,
+            Comparison::FirstByte => &evidence.first_byte,
+        }
+    }
+}
+
+/// The comparisons the checks ask for; cancellations are always compared, since a hung
+/// candidate shows nowhere else.
+fn comparisons(analysis: &ValidAnalysis) -> Vec<Comparison> {
+    let mut list: Vec<Comparison> = analysis
+        .checks
+        .iter()
+        .filter_map(|check| match check {
+            ValidCheck::Metric { metric, .. } => Some(match metric {
+                CheckMetric::ErrorRatio => Comparison::Errors,
+                CheckMetric::LatencyP99 => Comparison::Latency,
+                CheckMetric::FirstByteP99 => Comparison::FirstByte,
+            }),
+            ValidCheck::Promql { .. } => None,
+        })
+        .collect();
+    list.push(Comparison::Cancellations);
+    list
+}
+
+/// The evidence at which a comparison aborts.
+pub fn threshold(analysis: &ValidAnalysis) -> f64 {
+    1.0 / Budget::of(analysis).test
+}
+
+/// Judges one window (`window`: both sides' increase since the window began) under `mode`,
+/// with the custom checks' values `promql` in check order.
+pub fn judge(
+    analysis: &ValidAnalysis,
+    evidence: &Evidence,
+    window: &Counters,
+    promql: &[PromqlValue],
+    mode: Mode,
+) -> Judgement {
+    let budget = Budget::of(analysis);
+    let compared = comparisons(analysis);
+    let (s, c) = (&window.stable, &window.candidate);
+    let mut next = evidence.clone();
+    next.step.add(window);
+    let reference = match mode {
+        Mode::Concurrent => None,
+        Mode::AgainstReference => evidence.reference.as_ref(),
     };
-    let values = AnalysisValues {
-        stable: side_values(s),
+
+    for comparison in &compared {
+        update(&mut next, evidence, *comparison, s, c, reference, budget);
+    }
+    if mode == Mode::Concurrent {
+        // "Slow" for the next window: stable's p99 as known now, from the step so far.
+        if next.step.stable.latency.total() >= MIN_THRESHOLD_SAMPLE {
+            next.latency_threshold = stable_p99_bound(&next.step.stable.latency).or(next.latency_threshold);
+        }
+        if next.step.stable.first_byte.total() >= MIN_THRESHOLD_SAMPLE {
+            next.first_byte_threshold = stable_p99_bound(&next.step.stable.first_byte).or(next.first_byte_threshold);
+        }
+    }
+
+    let stable_shown = match reference {
+        Some(r) => side_values(r),
+        None => side_values(s),
+    };
+    let mut values = AnalysisValues {
+        stable: stable_shown,
         candidate: side_values(c),
+        against_reference: reference.is_some(),
         error_evidence: next.errors.evidence(),
+        cancel_evidence: next.cancellations.evidence(),
         latency_evidence: next.latency.evidence(),
         first_byte_evidence: next.first_byte.evidence(),
-        threshold: 1.0 / alpha,
+        threshold: 1.0 / budget.test,
+        power: None,
+        promql: promql.iter().map(|v| v.as_ref().ok().copied()).collect(),
     };
+    values.power = step_power(analysis, &next, mode, budget, &compared);
     let summary = summary(&values);
     let verdict = |verdict, decisive, reason: String| Judgement {
         verdict,
@@ -376,13 +208,19 @@ pub fn judge(analysis: &ValidAnalysis, evidence: &Evidence, current: &Counters) 
         evidence: next.clone(),
     };
 
-    for metric in &compared {
-        let (test, what) = comparison(&next, *metric);
-        if test.rejects(alpha) {
+    for comparison in &compared {
+        let test = comparison.test(&next);
+        if test.rejects(budget.test) {
+            let against = if reference.is_some() {
+                "stable's rate before the switch"
+            } else {
+                "stable"
+            };
             let reason = format!(
-                "candidate is worse than stable on {what}: evidence {} reached {} ({} candidate vs {} stable events)",
+                "candidate is worse than {against} on {}: evidence {} reached {} ({} candidate vs {} stable events)",
+                comparison.what(),
                 round(test.evidence()),
-                round(1.0 / alpha),
+                round(1.0 / budget.test),
                 test.candidate_events,
                 test.stable_events
             );
@@ -400,64 +238,204 @@ pub fn judge(analysis: &ValidAnalysis, evidence: &Evidence, current: &Counters) 
             ),
         );
     }
+    if mode == Mode::AgainstReference && reference.is_none() && !checks::has_absolute_limit(&analysis.checks) {
+        return verdict(
+            VerdictKind::Inconclusive,
+            false,
+            "stable takes no traffic at this step and no window of it was seen before; add an absolute limit \
+             (max, maxMs or a promql check) to judge the candidate alone"
+                .into(),
+        );
+    }
+    let mut promql_values = promql.iter();
     for check in &analysis.checks {
-        if let Some(breach) = guardrail_breach(check, &values) {
-            return verdict(VerdictKind::Fail, false, breach);
+        let outcome = match check {
+            ValidCheck::Promql { query, max } => match promql_values.next() {
+                Some(Ok(value)) if value > max => Some(Err(format!(
+                    "promql {query:?} is {} over its limit {max}",
+                    round(*value)
+                ))),
+                Some(Ok(_)) => None,
+                Some(Err(why)) => Some(Ok(format!("promql {query:?} gave no value: {why}"))),
+                None => Some(Ok(format!("promql {query:?} was not evaluated"))),
+            },
+            metric => checks::breach(metric, &values).map(Err),
+        };
+        match outcome {
+            Some(Err(breach)) => return verdict(VerdictKind::Fail, false, breach),
+            Some(Ok(no_value)) => return verdict(VerdictKind::Inconclusive, false, no_value),
+            None => {}
         }
     }
     // Evidence past the square root of the threshold is not proof, but it is no pass either:
     // the weight waits while it builds (an equal candidate's evidence rarely gets there).
-    let suspicion = (1.0 / alpha).sqrt();
-    for metric in &compared {
-        let (test, what) = comparison(&next, *metric);
+    let suspicion = (1.0 / budget.test).sqrt();
+    for comparison in &compared {
+        let test = comparison.test(&next);
         if test.evidence() >= suspicion {
             return verdict(
                 VerdictKind::Inconclusive,
                 false,
                 format!(
-                    "evidence against the candidate on {what} is building: {} of {}",
+                    "evidence against the candidate on {} is building: {} of {}",
+                    comparison.what(),
                     round(test.evidence()),
-                    round(1.0 / alpha)
+                    round(1.0 / budget.test)
                 ),
             );
         }
     }
+    if let Some(p) = values.power.as_ref().filter(|p| p.requests < p.needed) {
+        return verdict(
+            VerdictKind::Inconclusive,
+            false,
+            format!(
+                "{} of the {} candidate requests this step needs to catch {}",
+                p.requests, p.needed, p.against
+            ),
+        );
+    }
     verdict(VerdictKind::Pass, false, "all checks passed".into())
 }
 
-/// The evidence at which a comparison aborts: `falseAbortRate` is split evenly over the
-/// comparisons with stable, so that together they keep within it.
-fn threshold(analysis: &ValidAnalysis) -> f64 {
-    let comparisons = analysis
-        .checks
-        .iter()
-        .filter(|c| matches!(c, ValidCheck::Metric { .. }))
-        .count();
-    comparisons.max(1) as f64 / analysis.false_abort_rate
-}
-
-fn comparison(evidence: &Evidence, metric: CheckMetric) -> (&SequentialTest, &'static str) {
-    match metric {
-        CheckMetric::ErrorRatio => (&evidence.errors, "errors"),
-        CheckMetric::LatencyP99 => (&evidence.latency, "latency"),
-        CheckMetric::FirstByteP99 => (&evidence.first_byte, "time to first byte"),
+/// Adds a window to one comparison's test.
+fn update(
+    next: &mut Evidence,
+    before: &Evidence,
+    comparison: Comparison,
+    stable: &SideCounters,
+    candidate: &SideCounters,
+    reference: Option<&SideCounters>,
+    budget: Budget,
+) {
+    // "Slow" is above a threshold fixed before this window, stable's p99 bucket bound as
+    // known before it: under the null hypothesis the window's slow requests still fall on each
+    // side in proportion to its traffic and the test stays valid (a threshold taken from the
+    // same window could be pulled up by a slow candidate, or would favour one side). A bucket
+    // bound, so both sides' counts above it are exact. Until it is known, nothing is slow.
+    let bad = |side: &SideCounters| -> Option<(u64, u64)> {
+        match comparison {
+            Comparison::Errors => Some((side.requests, side.errors)),
+            Comparison::Cancellations => Some((side.requests, side.cancelled)),
+            Comparison::Latency => before
+                .latency_threshold
+                .map(|t| (side.latency.total(), side.latency.above(t))),
+            Comparison::FirstByte => before
+                .first_byte_threshold
+                .map(|t| (side.first_byte.total(), side.first_byte.above(t))),
+        }
+    };
+    let test = match comparison {
+        Comparison::Errors => &mut next.errors,
+        Comparison::Cancellations => &mut next.cancellations,
+        Comparison::Latency => &mut next.latency,
+        Comparison::FirstByte => &mut next.first_byte,
+    };
+    let Some((c_n, c_bad)) = bad(candidate) else { return };
+    match reference {
+        None => {
+            if let Some((s_n, s_bad)) = bad(stable) {
+                test.update(c_n, c_bad, s_n, s_bad);
+            }
+        }
+        Some(reference) => {
+            if let Some(p0) = bad(reference).and_then(|(n, x)| bound::upper(x, n, budget.bound)) {
+                test.update_against(c_n, c_bad, p0);
+            }
+        }
     }
 }
 
-/// Adds a window's slow requests to `test`. "Slow" is above `threshold`, stable's p99 bucket
-/// bound as known *before* this window: fixed in advance, so under the null hypothesis the
-/// window's slow requests still fall on each side in proportion to its traffic and the test
-/// stays valid (a threshold taken from the same window could be pulled up by a slow
-/// candidate, or would favour one side). A bucket bound, so both sides' counts above it are
-/// exact. The first window only learns the threshold.
-fn update_slow(test: &mut SequentialTest, threshold: Option<f64>, stable: &Buckets, candidate: &Buckets) {
-    if let Some(threshold) = threshold {
-        test.update(
-            candidate.total(),
-            candidate.above(threshold),
-            stable.total(),
-            stable.above(threshold),
-        );
+/// How far the step's judged windows are toward a sample with power against `detect`, for the
+/// comparisons that can be sized. Errors are sized at stable's error rate in the step (at least
+/// `errorRateFloor`); latency at the rate of stable's requests over the threshold (at least one
+/// in the sample), against a candidate `latencyRatio` times slower at every request, whose rate
+/// over the threshold is read off stable's own histogram at `threshold / latencyRatio`.
+fn step_power(
+    analysis: &ValidAnalysis,
+    evidence: &Evidence,
+    mode: Mode,
+    budget: Budget,
+    compared: &[Comparison],
+) -> Option<Power> {
+    let detect = analysis.detect;
+    let step = &evidence.step;
+    let (stable, share) = match mode {
+        Mode::Concurrent => {
+            let total = step.stable.requests + step.candidate.requests;
+            if step.stable.requests == 0 || step.candidate.requests == 0 {
+                return None;
+            }
+            (&step.stable, step.candidate.requests as f64 / total as f64)
+        }
+        Mode::AgainstReference => (evidence.reference.as_ref()?, 1.0),
+    };
+    let size = |test: &SequentialTest, n: u64, events: u64, base: f64, ratio: f64| -> Option<u64> {
+        match mode {
+            Mode::Concurrent => power::concurrent(test, share, base, ratio, budget.test, POWER_Z),
+            Mode::AgainstReference => {
+                let p0 = bound::upper(events, n, budget.bound)?.max(base);
+                power::against_bound(test, p0, base, ratio, budget.test, POWER_Z)
+            }
+        }
+    };
+    let mut needs: Vec<(u64, String)> = Vec::new();
+    if compared.contains(&Comparison::Errors) && stable.requests > 0 {
+        let observed = stable.errors as f64 / stable.requests as f64;
+        let base = observed.max(detect.error_rate_floor);
+        if let Some(n) = size(
+            &evidence.errors,
+            stable.requests,
+            stable.errors,
+            base,
+            detect.error_ratio,
+        ) {
+            let at = if observed < detect.error_rate_floor {
+                format!(
+                    "the floor of {}% (stable's is {}%)",
+                    percent(detect.error_rate_floor),
+                    percent(observed)
+                )
+            } else {
+                format!("stable's {}%", percent(observed))
+            };
+            needs.push((n, format!("{}x errors at {at}", detect.error_ratio)));
+        }
+    }
+    if compared.contains(&Comparison::Latency)
+        && let Some(threshold) = evidence.latency_threshold
+    {
+        let hist: &Buckets = &stable.latency;
+        if let (Some(slow), Some(shifted)) = (
+            hist.share_above(threshold),
+            hist.share_above(threshold / detect.latency_ratio),
+        ) {
+            // Stable's rate over the threshold is at most about 1 % by its definition; when
+            // the step saw none, take it as one in the sample rather than zero.
+            let base = slow.max(1.0 / (hist.total() + 1) as f64);
+            let ratio = shifted / base;
+            let slow_events = hist.above(threshold);
+            if ratio > 1.0
+                && let Some(n) = size(&evidence.latency, hist.total(), slow_events, base, ratio)
+            {
+                needs.push((n, format!("{}x latency", detect.latency_ratio)));
+            }
+        }
+    }
+    let (needed, against) = needs.into_iter().max_by_key(|(n, _)| *n)?;
+    Some(Power {
+        requests: step.candidate.requests,
+        needed,
+        against,
+    })
+}
+
+/// A window's numbers, shown without judging it (a warm-up).
+pub fn observed(window: &Counters) -> AnalysisValues {
+    AnalysisValues {
+        stable: side_values(&window.stable),
+        candidate: side_values(&window.candidate),
+        ..AnalysisValues::default()
     }
 }
 
@@ -466,59 +444,36 @@ fn stable_p99_bound(stable: &Buckets) -> Option<f64> {
     stable.quantile_bound(0.99).filter(|t| t.is_finite())
 }
 
-fn guardrail_breach(check: &ValidCheck, v: &AnalysisValues) -> Option<String> {
-    let ValidCheck::Metric {
-        metric,
-        max,
-        max_over_stable,
-        max_ms,
-        max_ratio_to_stable,
-    } = check
-    else {
-        return None;
-    };
-    let (candidate, stable) = match metric {
-        CheckMetric::ErrorRatio => (v.candidate.error_ratio, v.stable.error_ratio),
-        CheckMetric::LatencyP99 => (v.candidate.p99_ms, v.stable.p99_ms),
-        CheckMetric::FirstByteP99 => (v.candidate.first_byte_p99_ms, v.stable.first_byte_p99_ms),
-    };
-    let candidate = candidate?;
-    let name = metric.as_str();
-    if let Some(max) = max.filter(|m| candidate > *m) {
-        return Some(format!("{name} {} is over its limit {max}", round(candidate)));
+fn side_values(side: &SideCounters) -> SideValues {
+    SideValues {
+        requests: side.requests,
+        errors: side.errors,
+        cancelled: side.cancelled,
+        error_ratio: side.error_ratio(),
+        p99_ms: side.latency.quantile(0.99).map(|v| v * 1000.0),
+        first_byte_p99_ms: side.first_byte.quantile(0.99).map(|v| v * 1000.0),
     }
-    if let (Some(limit), Some(stable)) = (max_over_stable, stable)
-        && candidate - stable > *limit
-    {
-        return Some(format!(
-            "{name} {} is more than {limit} over stable's {}",
-            round(candidate),
-            round(stable)
-        ));
-    }
-    if let Some(max) = max_ms.filter(|m| candidate > *m) {
-        return Some(format!("{name} {}ms is over its limit {max}ms", round(candidate)));
-    }
-    if let (Some(limit), Some(stable)) = (max_ratio_to_stable, stable)
-        && stable > 0.0
-        && candidate / stable > *limit
-    {
-        return Some(format!(
-            "{name} {}ms is {}x stable's {}ms, over {limit}x",
-            round(candidate),
-            round(candidate / stable),
-            round(stable)
-        ));
-    }
-    None
 }
 
 /// The numbers of a window in one line, for `status.message` and the demo.
 pub fn summary(v: &AnalysisValues) -> String {
     let ratio = |s: &SideValues| s.error_ratio.map_or("-".to_owned(), |r| format!("{:.4}", r));
     let ms = |m: Option<f64>| m.map_or("-".to_owned(), |m| format!("{:.0}ms", m));
+    let stable = if v.against_reference {
+        "stable before the switch"
+    } else {
+        "stable"
+    };
+    let cancelled = if v.candidate.cancelled + v.stable.cancelled > 0 {
+        format!(
+            ", cancelled {} ({stable} {})",
+            v.candidate.cancelled, v.stable.cancelled
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "errors {}/{} = {} (stable {}/{} = {}), p99 {} (stable {}), evidence errors {} latency {} of {}",
+        "errors {}/{} = {} ({stable} {}/{} = {}){cancelled}, p99 {} ({stable} {}), evidence errors {} latency {} of {}",
         v.candidate.errors,
         v.candidate.requests,
         ratio(&v.candidate),
@@ -533,8 +488,18 @@ pub fn summary(v: &AnalysisValues) -> String {
     )
 }
 
+/// A rate as a percentage with three significant digits and no trailing zeros: `0.5`, `1.25`.
+fn percent(rate: f64) -> String {
+    let text = round(rate * 100.0);
+    if text.contains('.') && !text.contains('e') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 /// Three significant digits, for messages.
-fn round(x: f64) -> String {
+pub fn round(x: f64) -> String {
     if !x.is_finite() {
         return format!("{x}");
     }
@@ -549,4 +514,6 @@ fn round(x: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod sim;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -7,6 +7,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::status::RolloutStatus;
+
 /// What to roll out and how: the proxy route to drive, the two Deployments, the strategy and
 /// how to judge the candidate.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -81,9 +83,13 @@ pub struct Step {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreen {
-    /// Requests with this header set to `candidate` reach the candidate during preview.
+    /// Requests with this header set to `previewValue` reach the candidate during preview.
+    /// A header of its own, never one the proxy writes on responses (`x-weir-side`).
     #[serde(default = "default_preview_header")]
     pub preview_header: String,
+    /// The value of `previewHeader` that reaches the candidate.
+    #[serde(default = "default_preview_value")]
+    pub preview_value: String,
     /// How long to preview (with analysis of preview traffic) before switching.
     #[serde(default = "default_hold_before_switch")]
     pub hold_before_switch: String,
@@ -109,6 +115,17 @@ pub struct Analysis {
     /// Bound on the chance of aborting a candidate that is as good as stable.
     #[serde(default = "default_false_abort_rate")]
     pub false_abort_rate: f64,
+    /// After each weight change, how long traffic is observed and shown but not judged, like
+    /// `15s`; `0s` judges from the change. Default: one interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<String>,
+    /// The regressions a passing step must have had enough traffic to catch.
+    #[serde(default)]
+    pub detect: Detect,
+    /// A step with no conclusive analysis for this long is paused with a condition saying
+    /// why, like `10m`.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: String,
     /// What to check; empty means: compare error ratio and p99 latency with stable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -124,8 +141,38 @@ impl Default for Analysis {
             min_requests: default_min_requests(),
             failure_limit: default_failure_limit(),
             false_abort_rate: default_false_abort_rate(),
+            warmup: None,
+            detect: Detect::default(),
+            progress_deadline: default_progress_deadline(),
             checks: Vec::new(),
             source: MetricsSource::default(),
+        }
+    }
+}
+
+/// What a passing step must have been able to catch: a step passes only once the candidate
+/// has had the requests that give the sequential tests 80 % power against these.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Detect {
+    /// A candidate with this many times stable's error rate.
+    #[serde(default = "default_detect_error_ratio")]
+    pub error_ratio: f64,
+    /// A candidate this many times slower than stable at every request.
+    #[serde(default = "default_detect_latency_ratio")]
+    pub latency_ratio: f64,
+    /// Stable's error rate is taken as at least this when sizing the sample: a ratio of
+    /// stable's zero errors means nothing, and a perfect candidate must still pass.
+    #[serde(default = "default_error_rate_floor")]
+    pub error_rate_floor: f64,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        Detect {
+            error_ratio: default_detect_error_ratio(),
+            latency_ratio: default_detect_latency_ratio(),
+            error_rate_floor: default_error_rate_floor(),
         }
     }
 }
@@ -197,133 +244,28 @@ pub struct PrometheusSource {
     pub url: String,
 }
 
-/// Where a rollout is.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
-pub enum Phase {
-    /// No rollout: the candidate matches stable, or is not available yet.
-    #[default]
-    Idle,
-    /// Steps are running.
-    Progressing,
-    /// Held by a person; weight stays where it is.
-    Paused,
-    /// Passed: stable is taking the candidate's template.
-    Promoting,
-    /// Stable runs the candidate's template; the candidate is scaled to zero.
-    Succeeded,
-    /// Stopped: all traffic on stable, the candidate scaled to zero.
-    Aborted,
-}
-
-impl Phase {
-    /// Whether the rollout has ended.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Aborted)
-    }
-}
-
-/// Stages of a promotion, in order.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum PromotionStage {
-    /// Stable's template is being replaced by the candidate's; waiting for stable to roll out.
-    RollingStable,
-}
-
-/// Analysis verdict.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum VerdictKind {
-    /// Enough data, no check failed.
-    Pass,
-    /// A check failed.
-    Fail,
-    /// Not enough data, or no data: hold, never advance.
-    Inconclusive,
-}
-
-/// The controller's record of a rollout.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutStatus {
-    /// Where the rollout is.
-    #[serde(default)]
-    pub phase: Phase,
-    /// Index of the current step (0-based; blue-green: 0 preview, 1 switched).
-    #[serde(default)]
-    pub step: u32,
-    /// Candidate weight the controller set, in basis points.
-    #[serde(default)]
-    pub candidate_weight: u16,
-    /// Whether the preview override (blue-green) is on.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub preview: bool,
-    /// Template hash of stable when the rollout started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stable_revision: Option<String>,
-    /// Template hash of the candidate this rollout is about.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidate_revision: Option<String>,
-    /// When the current step (or pause, or phase) began, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_started_at: Option<String>,
-    /// Whether an analysis passed since the current step began.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub step_passed: bool,
-    /// The last analysis.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_analysis: Option<AnalysisRecord>,
-    /// Consecutive failed checks.
-    #[serde(default)]
-    pub failed_checks: u32,
-    /// Promotion stage, while promoting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promotion: Option<PromotionStage>,
-    /// Evidence of the sequential tests and the counters they last saw, so a restarted
-    /// controller resumes the same tests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<crate::judge::Evidence>,
-    /// Standard conditions: `Ready`, `SpecValid`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// One line saying where the rollout is and why.
-    #[serde(default)]
-    pub message: String,
-}
-
-/// One analysis, with its numbers.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalysisRecord {
-    /// When, RFC 3339.
-    pub at: String,
-    /// The verdict.
-    pub verdict: VerdictKind,
-    /// Why, in one line.
-    pub reason: String,
-    /// The numbers behind it.
-    pub values: crate::judge::AnalysisValues,
-}
-
-/// A status condition, as Kubernetes conventions describe.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    /// `Ready`, `SpecValid`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    /// CamelCase reason, from [`crate::decide::reasons`].
-    pub reason: String,
-    /// Human-readable detail.
-    pub message: String,
-    /// When the status last changed, RFC 3339.
-    pub last_transition_time: String,
-}
-
 fn default_preview_header() -> String {
-    "x-weir-side".to_owned()
+    "x-weir-preview".to_owned()
+}
+
+fn default_preview_value() -> String {
+    "candidate".to_owned()
+}
+
+fn default_progress_deadline() -> String {
+    "10m".to_owned()
+}
+
+fn default_detect_error_ratio() -> f64 {
+    2.0
+}
+
+fn default_detect_latency_ratio() -> f64 {
+    1.5
+}
+
+fn default_error_rate_floor() -> f64 {
+    0.001
 }
 
 fn default_hold_before_switch() -> String {

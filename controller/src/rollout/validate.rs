@@ -29,6 +29,8 @@ pub enum ValidStrategy {
     BlueGreen {
         /// Header that routes preview requests to the candidate.
         preview_header: String,
+        /// Its value that does.
+        preview_value: String,
         /// Preview time.
         hold_before_switch: Duration,
         /// Time on the candidate before promotion.
@@ -43,6 +45,21 @@ impl ValidStrategy {
             ValidStrategy::Canary(steps) => steps.len(),
             ValidStrategy::BlueGreen { .. } => 2,
         }
+    }
+
+    /// The candidate weight of step `index`, in basis points; blue-green's preview is 0.
+    pub fn weight(&self, index: usize) -> u16 {
+        match self {
+            ValidStrategy::Canary(steps) => steps.get(index).map_or(0, |s| s.weight),
+            ValidStrategy::BlueGreen { .. } if index == 0 => 0,
+            ValidStrategy::BlueGreen { .. } => weir_proxy::split::BASIS_POINTS,
+        }
+    }
+
+    /// Whether some step gives the candidate all traffic, so that stable's own numbers are
+    /// missing there and the candidate is judged against stable's from before.
+    pub fn has_full_weight_step(&self) -> bool {
+        (0..self.step_count()).any(|i| self.weight(i) == weir_proxy::split::BASIS_POINTS)
     }
 }
 
@@ -66,10 +83,30 @@ pub struct ValidAnalysis {
     pub failure_limit: u32,
     /// Bound on aborting an equal candidate.
     pub false_abort_rate: f64,
+    /// Observed, not judged, after each weight change.
+    pub warmup: Duration,
+    /// What a passing step must have been able to catch.
+    pub detect: ValidDetect,
+    /// No conclusive analysis for this long pauses the step.
+    pub progress_deadline: Duration,
     /// Checks; never empty.
     pub checks: Vec<ValidCheck>,
     /// Metrics source.
     pub source: MetricsSource,
+    /// Whether the strategy has a step at full weight, where the candidate is judged against
+    /// an upper bound on stable's rates from before (which takes part of the error budget).
+    pub full_weight_step: bool,
+}
+
+/// Validated `analysis.detect`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValidDetect {
+    /// Error ratio to catch.
+    pub error_ratio: f64,
+    /// Latency ratio to catch.
+    pub latency_ratio: f64,
+    /// Least error rate assumed of stable when sizing.
+    pub error_rate_floor: f64,
 }
 
 /// A validated check.
@@ -140,6 +177,22 @@ impl Errors {
             }
         }
     }
+
+    /// A duration that may be zero.
+    fn duration_or_zero(&mut self, path: &str, text: &str) -> Duration {
+        humantime::parse_duration(text).unwrap_or_else(|e| {
+            self.add(path, format!("{text:?} is not a duration like 15s or 0s ({e})"));
+            Duration::ZERO
+        })
+    }
+
+    /// A ratio above 1 and at most `max`.
+    fn ratio(&mut self, path: &str, value: f64, max: f64) -> f64 {
+        if !(value > 1.0 && value <= max) {
+            self.add(path, format!("{value} is not above 1 and at most {max}"));
+        }
+        value
+    }
 }
 
 /// Validates `spec`, reporting every bad field.
@@ -193,14 +246,26 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             ValidStrategy::Canary(steps)
         }
         (None, Some(bg)) => {
-            if http::HeaderName::from_bytes(bg.preview_header.as_bytes()).is_err() {
-                errors.add(
+            match http::HeaderName::from_bytes(bg.preview_header.as_bytes()) {
+                Err(_) => errors.add(
                     "spec.strategy.blueGreen.previewHeader",
                     format!("{:?} is not a header name", bg.preview_header),
+                ),
+                Ok(name) if name.as_str() == weir_proxy::config::DEFAULT_SIDE_HEADER => errors.add(
+                    "spec.strategy.blueGreen.previewHeader",
+                    "is the header the proxy names the serving side with; use a header of its own, like x-weir-preview",
+                ),
+                Ok(_) => {}
+            }
+            if bg.preview_value.is_empty() || http::HeaderValue::from_str(&bg.preview_value).is_err() {
+                errors.add(
+                    "spec.strategy.blueGreen.previewValue",
+                    format!("{:?} is not a header value", bg.preview_value),
                 );
             }
             ValidStrategy::BlueGreen {
                 preview_header: bg.preview_header.to_ascii_lowercase(),
+                preview_value: bg.preview_value.clone(),
                 hold_before_switch: errors.duration("spec.strategy.blueGreen.holdBeforeSwitch", &bg.hold_before_switch),
                 keep_old_for: errors.duration("spec.strategy.blueGreen.keepOldFor", &bg.keep_old_for),
             }
@@ -213,6 +278,33 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
 
     let a = &spec.analysis;
     let interval = errors.duration("spec.analysis.interval", &a.interval);
+    let warmup = match &a.warmup {
+        Some(text) => errors.duration_or_zero("spec.analysis.warmup", text),
+        None => interval,
+    };
+    let progress_deadline = errors.duration("spec.analysis.progressDeadline", &a.progress_deadline);
+    if !progress_deadline.is_zero() && !interval.is_zero() && progress_deadline <= warmup + interval {
+        errors.add(
+            "spec.analysis.progressDeadline",
+            format!(
+                "{} leaves no time for an analysis after the warm-up ({}) and one interval ({})",
+                a.progress_deadline,
+                humantime::format_duration(warmup),
+                a.interval
+            ),
+        );
+    }
+    let detect = ValidDetect {
+        error_ratio: errors.ratio("spec.analysis.detect.errorRatio", a.detect.error_ratio, 100.0),
+        latency_ratio: errors.ratio("spec.analysis.detect.latencyRatio", a.detect.latency_ratio, 100.0),
+        error_rate_floor: a.detect.error_rate_floor,
+    };
+    if !(a.detect.error_rate_floor > 0.0 && a.detect.error_rate_floor <= 0.5) {
+        errors.add(
+            "spec.analysis.detect.errorRateFloor",
+            format!("{} is not above 0 and at most 0.5", a.detect.error_rate_floor),
+        );
+    }
     if a.min_requests == 0 {
         errors.add("spec.analysis.minRequests", "must be at least 1");
     }
@@ -320,6 +412,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     }
 
     if errors.0.is_empty() {
+        let full_weight_step = strategy.has_full_weight_step();
         Ok(ValidSpec {
             route: spec.route.clone(),
             stable: spec.stable.deployment.clone(),
@@ -330,8 +423,12 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
                 min_requests: a.min_requests,
                 failure_limit: a.failure_limit,
                 false_abort_rate: a.false_abort_rate,
+                warmup,
+                detect,
+                progress_deadline,
                 checks,
                 source: a.source.clone(),
+                full_weight_step,
             },
         })
     } else {
@@ -444,7 +541,8 @@ mod tests {
     fn exactly_one_strategy_is_required() {
         let mut s = spec(&[(5.0, "1m")]);
         s.strategy.blue_green = Some(BlueGreen {
-            preview_header: "x-weir-side".into(),
+            preview_header: "x-weir-preview".into(),
+            preview_value: "candidate".into(),
             hold_before_switch: "1m".into(),
             keep_old_for: "1m".into(),
         });
@@ -457,5 +555,101 @@ mod tests {
             validate(&s).expect("blue-green").strategy,
             ValidStrategy::BlueGreen { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod analysis_tests {
+    use super::tests::spec;
+    use super::*;
+    use crate::rollout::{BlueGreen, Strategy};
+
+    #[test]
+    fn warmup_defaults_to_one_interval_and_may_be_zero() {
+        let valid = validate(&spec(&[(5.0, "1m")])).expect("valid");
+        assert_eq!(valid.analysis.warmup, valid.analysis.interval);
+        assert_eq!(valid.analysis.progress_deadline, Duration::from_secs(600));
+        let mut s = spec(&[(5.0, "1m")]);
+        s.analysis.warmup = Some("0s".into());
+        assert_eq!(validate(&s).expect("valid").analysis.warmup, Duration::ZERO);
+    }
+
+    #[test]
+    fn detect_deadline_and_preview_are_checked_with_their_paths() {
+        let mut s = spec(&[(5.0, "1m")]);
+        s.analysis.detect.error_ratio = 1.0;
+        s.analysis.detect.latency_ratio = f64::NAN;
+        s.analysis.detect.error_rate_floor = 0.0;
+        s.analysis.warmup = Some("soon".into());
+        let mut errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let mut short = spec(&[(5.0, "1m")]);
+        short.analysis.warmup = Some("10s".into());
+        short.analysis.progress_deadline = "20s".into();
+        errors.extend(validate(&short).expect_err("invalid").iter().map(ToString::to_string));
+        for prefix in [
+            "spec.analysis.warmup: \"soon\" is not a duration",
+            "spec.analysis.progressDeadline: 20s leaves no time",
+            "spec.analysis.detect.errorRatio: 1 is not above 1",
+            "spec.analysis.detect.latencyRatio: NaN is not above 1",
+            "spec.analysis.detect.errorRateFloor: 0 is not above 0",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(prefix)),
+                "missing {prefix:?} in {errors:#?}"
+            );
+        }
+
+        let mut s = spec(&[]);
+        s.strategy = Strategy {
+            canary: None,
+            blue_green: Some(BlueGreen {
+                preview_header: "X-Weir-Side".into(),
+                preview_value: "".into(),
+                hold_before_switch: "1m".into(),
+                keep_old_for: "1m".into(),
+            }),
+        };
+        let errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errors[0].starts_with("spec.strategy.blueGreen.previewHeader: is the header the proxy names"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("spec.strategy.blueGreen.previewValue"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_preview_header_is_its_own() {
+        let bg: BlueGreen = serde_json::from_str("{}").expect("defaults");
+        assert_eq!(
+            (bg.preview_header.as_str(), bg.preview_value.as_str()),
+            ("x-weir-preview", "candidate")
+        );
+    }
+
+    #[test]
+    fn full_weight_steps_are_known() {
+        assert!(
+            !validate(&spec(&[(5.0, "1m"), (50.0, "1m")]))
+                .expect("valid")
+                .analysis
+                .full_weight_step
+        );
+        assert!(
+            validate(&spec(&[(5.0, "1m"), (100.0, "1m")]))
+                .expect("valid")
+                .analysis
+                .full_weight_step
+        );
     }
 }

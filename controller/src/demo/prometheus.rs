@@ -1,0 +1,129 @@
+//! A local Prometheus for `weir demo --metrics-source prometheus` (and the tests of the
+//! Prometheus source): the installed `prometheus` binary, scraping the given targets on loopback
+//! every 250 ms, with its data in a temporary directory. Stopped when dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// How to install Prometheus, for the error when it is missing.
+pub const INSTALL_HINT: &str = "install it (Debian/Ubuntu: `apt-get install prometheus`; elsewhere the release \
+     from https://prometheus.io/download/) and put `prometheus` on PATH, or run the demo without --metrics-source prometheus";
+
+/// How often the local Prometheus scrapes: well under the demo's analysis interval, so that
+/// each window holds several samples for `increase` to work on.
+const SCRAPE_INTERVAL: &str = "250ms";
+
+/// A running Prometheus.
+pub struct LocalPrometheus {
+    /// Its base URL, like `http://127.0.0.1:41234`.
+    pub url: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for LocalPrometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPrometheus")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `prometheus` binary: `PATH`, then where Debian puts it.
+pub fn find() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH");
+    path.iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("prometheus"))
+        .chain([PathBuf::from("/usr/bin/prometheus")])
+        .find(|p| p.is_file())
+}
+
+impl LocalPrometheus {
+    /// Starts Prometheus scraping `targets` (admin addresses serving `/metrics`) and waits
+    /// until it has scraped every one of them.
+    pub async fn start(targets: &[SocketAddr]) -> Result<LocalPrometheus> {
+        let binary = find().ok_or_else(|| anyhow!("Prometheus is not installed: {INSTALL_HINT}"))?;
+        let dir = tempfile::tempdir().context("a directory for Prometheus' data")?;
+        let listen = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").context("a port for Prometheus")?;
+            l.local_addr()?
+        };
+        let targets_yaml = targets
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "global: {{ scrape_interval: {SCRAPE_INTERVAL}, scrape_timeout: {SCRAPE_INTERVAL} }}\n\
+             scrape_configs:\n  - job_name: weir-proxy\n    static_configs: [ {{ targets: [{targets_yaml}] }} ]\n"
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).context("writing prometheus.yml")?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).context("Prometheus' log")?;
+        let child = Command::new(&binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let prometheus = LocalPrometheus {
+            url: format!("http://{listen}"),
+            child,
+            dir,
+        };
+        prometheus.wait_for_targets(targets.len()).await?;
+        Ok(prometheus)
+    }
+
+    /// The last lines Prometheus logged, for errors.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    async fn wait_for_targets(&self, targets: usize) -> Result<()> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let query = format!("{}/api/v1/query?query=sum(up%7Bjob%3D%22weir-proxy%22%7D)", self.url);
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Ok(rsp)) = tokio::time::timeout(Duration::from_secs(1), client.get(query.parse()?)).await
+                && let Ok(body) = rsp.into_body().collect().await
+            {
+                let answer: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
+                let up = answer["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok());
+                if up.is_some_and(|up| up >= targets as f64) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > until {
+                bail!(
+                    "Prometheus at {} did not scrape its {targets} target(s) within 30s; its log ends:\n{}",
+                    self.url,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for LocalPrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,391 @@
+//! The Prometheus source: PromQL over Prometheus' HTTP API (`/api/v1/query`). The built-in
+//! checks take `increase(...)` of weir-proxy's counters over the window, so Prometheus does
+//! the per-instance counter-reset handling; custom checks run their own query.
+//!
+//! A query that fails, or returns nothing, leaves the analysis inconclusive with the query in
+//! the reason; it never reads as zero.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use weir_proxy::metrics::{CodeClass, SideLabel, names};
+
+use super::unix_seconds;
+use crate::counters::{Buckets, Counters, SideCounters};
+use crate::decide::Reading;
+use crate::ports::{BoxError, MetricsError, MetricsQuery};
+use crate::status::{WindowMark, micro_time, system_time};
+
+/// Longest one query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>>;
+
+/// A Prometheus server.
+#[derive(Debug, Clone)]
+pub struct PrometheusSource {
+    client: HttpsClient,
+    base: String,
+}
+
+/// A query failed at Prometheus.
+#[derive(Debug, thiserror::Error)]
+enum QueryFailure {
+    #[error("answered {status}: {message}")]
+    Rejected { status: http::StatusCode, message: String },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("answered JSON that is not a Prometheus query result: {0}")]
+    Shape(#[source] serde_json::Error),
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+/// A query's result. A range vector or a string is not a number: its content is skipped.
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Vector(Vec<Series>),
+    Scalar((f64, String)),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Series {
+    #[serde(default)]
+    metric: std::collections::BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+impl Series {
+    fn value(&self) -> f64 {
+        parse_number(&self.value.1)
+    }
+}
+
+fn parse_number(text: &str) -> f64 {
+    match text {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        other => other.parse().unwrap_or(f64::NAN),
+    }
+}
+
+impl PrometheusSource {
+    /// A source querying the server at `url` (`http://` or `https://`, the system's roots).
+    pub fn new(url: &str) -> Result<Self, std::io::Error> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(PrometheusSource {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            base: url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn down(&self, source: BoxError) -> MetricsError {
+        MetricsError::SourceDown {
+            source_name: format!("Prometheus at {}", self.base),
+            source,
+        }
+    }
+
+    /// Runs one instant query at `at`.
+    async fn query(&self, promql: &str, at: SystemTime) -> Result<Data, MetricsError> {
+        let url = format!(
+            "{}/api/v1/query?{}",
+            self.base,
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("query", promql)
+                .append_pair("time", &format!("{:.3}", unix_seconds(at)))
+                .finish()
+        );
+        let uri: http::Uri = url.parse().map_err(|e| self.down(Box::new(e)))?;
+        let fetch = async {
+            let rsp = self.client.get(uri).await.map_err(|e| Box::new(e) as BoxError)?;
+            let status = rsp.status();
+            let body = rsp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Box::new(e) as BoxError)?
+                .to_bytes();
+            let answer: Answer =
+                serde_json::from_slice(&body).map_err(|e| Box::new(QueryFailure::Shape(e)) as BoxError)?;
+            if !status.is_success() || answer.status != "success" {
+                return Err(Box::new(QueryFailure::Rejected {
+                    status,
+                    message: answer
+                        .error
+                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+                }) as BoxError);
+            }
+            answer.data.ok_or_else(|| {
+                Box::new(QueryFailure::Rejected {
+                    status,
+                    message: "no data in the answer".into(),
+                }) as BoxError
+            })
+        };
+        tokio::time::timeout(QUERY_TIMEOUT, fetch)
+            .await
+            .map_err(|_| self.down(Box::new(QueryFailure::Timeout(QUERY_TIMEOUT))))?
+            .map_err(|e| MetricsError::SourceDown {
+                source_name: format!("Prometheus at {} for {promql:?}", self.base),
+                source: e,
+            })
+    }
+
+    /// A vector query's series; an empty answer is no data, naming the query.
+    async fn series(&self, promql: &str, at: SystemTime) -> Result<Vec<Series>, MetricsError> {
+        match self.query(promql, at).await? {
+            Data::Vector(series) if !series.is_empty() => Ok(series),
+            Data::Vector(_) => Err(MetricsError::NoData {
+                what: format!("Prometheus at {} returned no series for {promql:?}", self.base),
+            }),
+            _ => Err(MetricsError::NoData {
+                what: format!("Prometheus at {} returned no instant vector for {promql:?}", self.base),
+            }),
+        }
+    }
+
+    /// One number from a custom check's query: a scalar, or a vector of exactly one series.
+    async fn number(&self, promql: &str, at: SystemTime) -> Result<f64, String> {
+        let value = match self.query(promql, at).await {
+            Err(e) => return Err(e.summary().to_string()),
+            Ok(Data::Scalar((_, v))) => parse_number(&v),
+            Ok(Data::Vector(series)) if series.len() == 1 => series[0].value(),
+            Ok(Data::Vector(series)) if series.is_empty() => return Err("it returned no data".into()),
+            Ok(Data::Vector(series)) => return Err(format!("it returned {} series, one is needed", series.len())),
+            Ok(_) => return Err("it returned neither a number nor one series".into()),
+        };
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(format!("its value is {value}"))
+        }
+    }
+
+    /// The route's window since `query.since`, by `increase` over its length.
+    pub async fn read(&self, query: &MetricsQuery<'_>) -> Result<Reading, MetricsError> {
+        let window = match query.since {
+            Some(mark) => {
+                let range = query.now.duration_since(system_time(&mark.at)).unwrap_or_default();
+                Some(self.window(query.route, range, query.now).await?)
+            }
+            None => None,
+        };
+        let range = query.since.map_or(Duration::ZERO, |m| {
+            query.now.duration_since(system_time(&m.at)).unwrap_or_default()
+        });
+        let mut promql = Vec::with_capacity(query.promql.len());
+        for custom in query.promql {
+            let expanded = expand(custom, query.route, range);
+            promql.push(
+                self.number(&expanded, query.now)
+                    .await
+                    .map_err(|why| format!("{why} (query {expanded:?})")),
+            );
+        }
+        let trips = match &window {
+            Some(w) if w.fail_fast_trips > 0 => vec![format!(
+                "{} rose by {} in Prometheus at {}",
+                names::FAIL_FAST_TRIPS,
+                w.fail_fast_trips,
+                self.base
+            )],
+            _ => Vec::new(),
+        };
+        Ok(Reading {
+            window,
+            mark: WindowMark {
+                at: micro_time(query.now),
+                instances: None,
+            },
+            promql,
+            trips,
+        })
+    }
+
+    async fn window(&self, route: &str, range: Duration, now: SystemTime) -> Result<Counters, MetricsError> {
+        let range = format!("{}ms", range.as_millis().max(1));
+        let sides = format!("{}|{}", SideLabel::stable.as_str(), SideLabel::candidate.as_str());
+        let selector = |name: &str| {
+            format!(
+                "{name}{{{}={},{}=~\"{sides}\"}}",
+                names::label::ROUTE,
+                quote(route),
+                names::label::SIDE
+            )
+        };
+        let (side, code, le) = (names::label::SIDE, names::label::CODE, names::label::LE);
+        let requests = format!(
+            "sum by ({side}, {code}) (increase({}[{range}]))",
+            selector(names::REQUESTS)
+        );
+        let mut counters = Counters::default();
+        for series in self.series(&requests, now).await? {
+            let Some(target) = side_of(&mut counters, &series) else {
+                continue;
+            };
+            let n = count(series.value());
+            target.requests += n;
+            match series
+                .metric
+                .get(code)
+                .map(String::as_str)
+                .and_then(CodeClass::from_label)
+            {
+                Some(c) if c.is_error() => target.errors += n,
+                Some(CodeClass::Cancelled) => target.cancelled += n,
+                _ => {}
+            }
+        }
+        for (histogram, pick) in [(names::REQUEST_DURATION, true), (names::FIRST_BYTE, false)] {
+            let buckets = format!(
+                "sum by ({side}, {le}) (increase({}[{range}]))",
+                selector(&format!("{histogram}{}", names::BUCKET_SUFFIX))
+            );
+            let mut lists: [Vec<(f64, u64)>; 2] = Default::default();
+            for series in self.series(&buckets, now).await? {
+                let index = match series.metric.get(side).map(String::as_str) {
+                    Some(s) if s == SideLabel::stable.as_str() => 0,
+                    Some(s) if s == SideLabel::candidate.as_str() => 1,
+                    _ => continue,
+                };
+                let Some(bound) = series.metric.get(le).map(|l| parse_number(l)).filter(|b| !b.is_nan()) else {
+                    continue;
+                };
+                lists[index].push((bound, count(series.value())));
+            }
+            let [stable, candidate] = lists.map(to_buckets);
+            let (s, c) = (&mut counters.stable, &mut counters.candidate);
+            if pick {
+                (s.latency, c.latency) = (stable, candidate);
+            } else {
+                (s.first_byte, c.first_byte) = (stable, candidate);
+            }
+        }
+        let trips = format!(
+            "sum(increase({}{{{}={}}}[{range}]))",
+            names::FAIL_FAST_TRIPS,
+            names::label::ROUTE,
+            quote(route)
+        );
+        // Counters do not move by fractions: any rise is a trip, even one Prometheus'
+        // extrapolation shows as less than one.
+        let rose = self.series(&trips, now).await?.iter().map(Series::value).sum::<f64>();
+        counters.fail_fast_trips = if rose > 0.0 { count(rose).max(1) } else { 0 };
+        Ok(counters)
+    }
+}
+
+fn side_of<'c>(counters: &'c mut Counters, series: &Series) -> Option<&'c mut SideCounters> {
+    match series.metric.get(names::label::SIDE).map(String::as_str) {
+        Some(s) if s == SideLabel::stable.as_str() => Some(&mut counters.stable),
+        Some(s) if s == SideLabel::candidate.as_str() => Some(&mut counters.candidate),
+        _ => None,
+    }
+}
+
+/// `increase` extrapolates, so its counts are fractions: the nearest whole count.
+fn count(value: f64) -> u64 {
+    if value.is_finite() && value > 0.0 {
+        value.round() as u64
+    } else {
+        0
+    }
+}
+
+fn to_buckets(mut list: Vec<(f64, u64)>) -> Buckets {
+    list.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Rounding each bucket's increase separately could leave a higher bound with fewer.
+    let mut running = 0;
+    Buckets {
+        bounds: list.iter().map(|(b, _)| *b).collect(),
+        cumulative: list
+            .iter()
+            .map(|(_, c)| {
+                running = running.max(*c);
+                running
+            })
+            .collect(),
+    }
+}
+
+/// A PromQL string literal.
+fn quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A custom query with `{{route}}` and `{{window}}` (the window's length, like `15000ms`)
+/// filled in.
+pub fn expand(query: &str, route: &str, window: Duration) -> String {
+    query
+        .replace("{{route}}", route)
+        .replace("{{window}}", &format!("{}ms", window.as_millis().max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_queries_get_the_route_and_the_window() {
+        assert_eq!(
+            expand(
+                "sum(rate(x{route=\"{{route}}\"}[{{window}}]))",
+                "r",
+                Duration::from_secs(15)
+            ),
+            "sum(rate(x{route=\"r\"}[15000ms]))"
+        );
+        assert_eq!(quote("a\"b"), "\"a\\\"b\"");
+    }
+
+    #[test]
+    fn answers_of_every_result_type_parse() {
+        let parse = |text: &str| {
+            serde_json::from_str::<Answer>(text)
+                .expect("parses")
+                .data
+                .expect("data")
+        };
+        assert!(matches!(
+            parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"2"]}}"#),
+            Data::Scalar(_)
+        ));
+        assert!(matches!(
+            parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[]}]}}"#),
+            Data::Matrix(_)
+        ));
+        let Data::Vector(v) = parse(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"le":"+Inf"},"value":[1.5,"+Inf"]}]}}"#,
+        ) else {
+            panic!("vector")
+        };
+        assert_eq!(v[0].value(), f64::INFINITY);
+    }
+
+    #[test]
+    fn rounded_buckets_stay_cumulative() {
+        let b = to_buckets(vec![(f64::INFINITY, 10), (0.1, 10), (0.2, 9)]);
+        assert_eq!(b.bounds, vec![0.1, 0.2, f64::INFINITY]);
+        assert_eq!(b.cumulative, vec![10, 10, 10]);
+    }
+}

@@ -1,0 +1,288 @@
+//! Reads one proxy's exposition (Prometheus text or OpenMetrics) into the route's
+//! [`InstanceCounters`]. Pure: text in, counters out. The metric names, label names and code
+//! classes are weir-proxy's own constants, so the two sides of the contract cannot drift.
+//!
+//! Hand-written rather than a crate: of the Rust parsers of the text format, the maintained one
+//! reads only Prometheus' format (not OpenMetrics' `# EOF`, exemplars or `_created`), and the
+//! one that reads both says its API changes as its author needs. This one reads both, for the
+//! few weir series the controller needs, and rejects lines it cannot read with their number.
+
+use weir_proxy::metrics::{CodeClass, SideLabel, names};
+
+use crate::counters::{Buckets, InstanceCounters, SideCounters};
+
+/// Why an exposition could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// A line that is not Prometheus text.
+    #[error("line {line}: {message}")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One sample: metric name, labels, value.
+#[derive(Debug, PartialEq)]
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, String)>,
+    value: f64,
+}
+
+impl Sample<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The route's counters in one proxy's exposition, or `None` when it has none of the route's
+/// request counters (a proxy that has not loaded the route).
+pub fn route_counters(text: &str, route: &str) -> Result<Option<InstanceCounters>, ParseError> {
+    let mut instance = InstanceCounters::default();
+    let mut seen = false;
+    let mut latency: [Vec<(f64, u64)>; 2] = Default::default();
+    let mut first_byte: [Vec<(f64, u64)>; 2] = Default::default();
+    let latency_buckets = format!("{}{}", names::REQUEST_DURATION, names::BUCKET_SUFFIX);
+    let first_byte_buckets = format!("{}{}", names::FIRST_BYTE, names::BUCKET_SUFFIX);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let malformed = |message: String| ParseError::Malformed { line: i + 1, message };
+        let sample = parse_line(line).map_err(malformed)?;
+        if sample.name == names::START_TIME {
+            instance.started_at = Some(sample.value).filter(|v| v.is_finite());
+            continue;
+        }
+        if !sample.name.starts_with("weir_") || sample.label(names::label::ROUTE) != Some(route) {
+            continue;
+        }
+        let count = if sample.value.is_finite() && sample.value >= 0.0 {
+            sample.value as u64
+        } else {
+            0
+        };
+        if sample.name == names::FAIL_FAST_TRIPS {
+            instance.counters.fail_fast_trips += count;
+            continue;
+        }
+        let side = match sample.label(names::label::SIDE) {
+            Some(s) if s == SideLabel::stable.as_str() => 0,
+            Some(s) if s == SideLabel::candidate.as_str() => 1,
+            _ => continue,
+        };
+        let target: &mut SideCounters = if side == 0 {
+            &mut instance.counters.stable
+        } else {
+            &mut instance.counters.candidate
+        };
+        if sample.name == names::REQUESTS {
+            seen = true;
+            target.requests += count;
+            match sample.label(names::label::CODE).and_then(CodeClass::from_label) {
+                Some(code) if code.is_error() => target.errors += count,
+                Some(CodeClass::Cancelled) => target.cancelled += count,
+                _ => {}
+            }
+        } else if sample.name == latency_buckets || sample.name == first_byte_buckets {
+            let le = sample
+                .label(names::label::LE)
+                .ok_or_else(|| malformed("bucket without le".into()))?;
+            let bound = parse_value(le).map_err(malformed)?;
+            let list = if sample.name == latency_buckets {
+                &mut latency[side]
+            } else {
+                &mut first_byte[side]
+            };
+            list.push((bound, count));
+        }
+    }
+    if !seen {
+        return Ok(None);
+    }
+    let to_buckets = |mut list: Vec<(f64, u64)>| {
+        list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Buckets {
+            bounds: list.iter().map(|(b, _)| *b).collect(),
+            cumulative: list.iter().map(|(_, c)| *c).collect(),
+        }
+    };
+    let [ls, lc] = latency;
+    let [fs, fc] = first_byte;
+    let counters = &mut instance.counters;
+    counters.stable.latency = to_buckets(ls);
+    counters.candidate.latency = to_buckets(lc);
+    counters.stable.first_byte = to_buckets(fs);
+    counters.candidate.first_byte = to_buckets(fc);
+    Ok(Some(instance))
+}
+
+fn parse_line(line: &str) -> Result<Sample<'_>, String> {
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
+    let name = &line[..name_end];
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    {
+        return Err(format!("bad metric name {name:?}"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let mut chars = after.char_indices().peekable();
+        let consumed = loop {
+            while chars.next_if(|(_, c)| *c == ' ' || *c == ',').is_some() {}
+            let Some(&(start, c)) = chars.peek() else {
+                return Err("unterminated labels".into());
+            };
+            if c == '}' {
+                break start + 1;
+            }
+            let mut key_end = start;
+            while let Some((i, c)) = chars.next_if(|(_, c)| *c != '=') {
+                key_end = i + c.len_utf8();
+            }
+            let key = after[start..key_end].trim();
+            if chars.next().map(|(_, c)| c) != Some('=') || chars.next().map(|(_, c)| c) != Some('"') {
+                return Err(format!("label {key:?} has no quoted value"));
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated label value".into()),
+                    Some((_, '"')) => break,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c)) => value.push(c),
+                        None => return Err("unterminated escape".into()),
+                    },
+                    Some((_, c)) => value.push(c),
+                }
+            }
+            labels.push((key, value));
+        };
+        rest = &after[consumed..];
+    }
+    // The value, then optionally a timestamp and (OpenMetrics) an exemplar after `#`.
+    let value = rest.split_whitespace().next().ok_or("no value")?;
+    Ok(Sample {
+        name,
+        labels,
+        value: parse_value(value)?,
+    })
+}
+
+fn parse_value(text: &str) -> Result<f64, String> {
+    match text {
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => text.parse().map_err(|_| format!("{text:?} is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP weir_requests_total Requests.
+# TYPE weir_requests_total counter
+weir_proxy_start_time_seconds 1764626400.25
+weir_requests_total{route="r",side="stable",code="2xx"} 990
+weir_requests_total{route="r",side="stable",code="5xx"} 10
+weir_requests_total{route="r",side="candidate",code="2xx"} 45
+weir_requests_total{route="r",side="candidate",code="error"} 5
+weir_requests_total{route="r",side="candidate",code="cancelled"} 3
+weir_requests_total{route="other",side="candidate",code="5xx"} 500
+weir_requests_total{route="r",side="mirror",code="5xx"} 7
+weir_fail_fast_trips_total{route="r"} 1
+weir_fail_fast_trips_total{route="other"} 4
+weir_request_duration_seconds_bucket{route="r",side="stable",le="0.1"} 900
+weir_request_duration_seconds_bucket{route="r",side="stable",le="+Inf"} 1000
+weir_request_duration_seconds_bucket{route="r",side="stable",le="0.05"} 500
+weir_response_first_byte_seconds_bucket{route="r",side="candidate",le="+Inf"} 50
+weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
+"#;
+
+    #[test]
+    fn counters_of_one_route_are_read_and_buckets_sorted() {
+        let i = route_counters(TEXT, "r")
+            .expect("parses")
+            .expect("the route has samples");
+        let c = &i.counters;
+        assert_eq!(i.started_at, Some(1764626400.25));
+        assert_eq!((c.stable.requests, c.stable.errors), (1000, 10));
+        assert_eq!(
+            (c.candidate.requests, c.candidate.errors, c.candidate.cancelled),
+            (53, 5, 3)
+        );
+        assert_eq!(c.fail_fast_trips, 1);
+        assert_eq!(c.stable.latency.bounds, vec![0.05, 0.1, f64::INFINITY]);
+        assert_eq!(c.stable.latency.cumulative, vec![500, 900, 1000]);
+        assert_eq!(c.candidate.first_byte.total(), 50);
+    }
+
+    #[test]
+    fn a_route_without_samples_is_none() {
+        assert_eq!(route_counters(TEXT, "missing"), Ok(None));
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_its_line() {
+        let err = route_counters("<html>oops</html>\n", "r").expect_err("garbage");
+        assert!(matches!(err, ParseError::Malformed { line: 1, .. }), "{err}");
+        let err = route_counters("weir_requests_total{route=\"r\" 5\n", "r").expect_err("garbage");
+        assert!(matches!(err, ParseError::Malformed { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn escaped_label_values_are_unescaped() {
+        let s = parse_line(r#"m{a="x\"y",b="z"} 1 1700000000"#).expect("parses");
+        assert_eq!(s.labels, vec![("a", "x\"y".to_string()), ("b", "z".to_string())]);
+        assert_eq!(s.value, 1.0);
+    }
+
+    #[test]
+    fn openmetrics_with_exemplars_created_and_eof_reads_the_same() {
+        let text = "# TYPE weir_requests counter\n\
+                    weir_requests_total{route=\"r\",side=\"stable\",code=\"2xx\"} 7 # {trace_id=\"abc\"} 1.0 1700000000.1\n\
+                    weir_requests_created{route=\"r\",side=\"stable\",code=\"2xx\"} 1700000000.0\n\
+                    # EOF\n";
+        let i = route_counters(text, "r").expect("parses").expect("samples");
+        assert_eq!(i.counters.stable.requests, 7);
+    }
+
+    /// The real proxy's registry, in both formats, parses to what was counted.
+    #[test]
+    fn the_proxys_own_exposition_is_read_in_both_formats() {
+        use prometheus_client::registry::Registry;
+        use weir_proxy::split::Side;
+        let mut registry = Registry::default();
+        let metrics = weir_proxy::metrics::ProxyMetrics::register(&mut registry);
+        let route = metrics.route("r");
+        route.side(Side::Stable).count(CodeClass::Success);
+        route.side(Side::Candidate).count(CodeClass::Cancelled);
+        route.side(Side::Candidate).count(CodeClass::Error);
+        route.side(Side::Candidate).observe_duration(0.02);
+        route.fail_fast_trip();
+        let mut openmetrics = String::new();
+        prometheus_client::encoding::text::encode(&mut openmetrics, &registry).expect("encodes");
+        let prometheus = weir_proxy::admin::openmetrics_to_prometheus(&openmetrics);
+        for text in [openmetrics, prometheus] {
+            let i = route_counters(&text, "r").expect("parses").expect("samples");
+            let c = &i.counters;
+            assert_eq!((c.stable.requests, c.candidate.requests), (1, 2), "{text}");
+            assert_eq!(
+                (c.candidate.errors, c.candidate.cancelled, c.fail_fast_trips),
+                (1, 1, 1)
+            );
+            assert_eq!(c.candidate.latency.total(), 1);
+            assert!(i.started_at.is_some());
+        }
+    }
+}

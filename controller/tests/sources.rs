@@ -1,0 +1,257 @@
+//! The metrics sources against real peers over loopback: real weir-proxies (two of them, one
+//! restarted mid-window) for the proxy source, and Debian's Prometheus scraping a real proxy for
+//! the PromQL source.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use weir::counters::Counters;
+use weir::decide::Reading;
+use weir::ports::{MetricsError, MetricsQuery};
+use weir::source::prometheus::PrometheusSource;
+use weir::source::proxies::ProxyScrape;
+use weir_proxy::Proxy;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("finished before the test deadline")
+}
+
+/// A backend answering `ok` (or 500 under `/fail`), on a free loopback port.
+async fn backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let mut rsp = http::Response::new(http_body_util::Full::new(Bytes::from_static(b"ok")));
+                if req.uri().path() == "/fail" {
+                    *rsp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                Ok::<_, std::convert::Infallible>(rsp)
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+fn config(stable: SocketAddr, candidate: SocketAddr, weight: u16, admin: &str, extra: &str) -> weir_proxy::ProxyConfig {
+    weir_proxy::config::parse(&format!(
+        "listen: 127.0.0.1:0\nadmin: {admin}\nroutes:\n  - name: r\n    stable: {{ backend: s }}\n    candidate: {{ backend: c }}\n    candidateWeight: {weight}\n{extra}backends:\n  s: {{ endpoints: [\"{stable}\"] }}\n  c: {{ endpoints: [\"{candidate}\"] }}\n"
+    ))
+    .expect("valid config")
+}
+
+type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn send(client: &TestClient, proxy: &Proxy, path: &str, n: usize) {
+    for _ in 0..n {
+        let uri: http::Uri = format!("http://{}{path}", proxy.listen_addr()).parse().expect("uri");
+        let rsp = within(client.get(uri)).await.expect("response");
+        within(rsp.into_body().collect()).await.expect("body");
+    }
+}
+
+async fn read(source: &ProxyScrape, since: Option<&weir::status::WindowMark>) -> Result<Reading, MetricsError> {
+    let query = MetricsQuery {
+        route: "r",
+        since,
+        promql: &[],
+        now: SystemTime::now(),
+    };
+    within(source.read(&query)).await
+}
+
+fn requests(c: &Counters) -> (u64, u64) {
+    (c.stable.requests, c.candidate.requests)
+}
+
+/// Item 5 of the review: with two proxies, one restarted mid-window, the window holds exactly
+/// the requests sent in it. A difference of the summed counters would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_over_two_proxies_counts_exactly_when_one_restarts_mid_window() {
+    let (stable, candidate) = (backend().await, backend().await);
+    let a = Proxy::start(config(stable, candidate, 5000, "127.0.0.1:0", ""), "api")
+        .await
+        .expect("proxy a");
+    let b = Proxy::start(config(stable, candidate, 5000, "127.0.0.1:0", ""), "api")
+        .await
+        .expect("proxy b");
+    let b_admin = b.admin_addr();
+    let source = ProxyScrape::new(vec![format!("http://{}", a.admin_addr()), format!("http://{b_admin}")]);
+    let client = client();
+    // History before the window: 400 requests through each.
+    send(&client, &a, "/", 400).await;
+    send(&client, &b, "/", 400).await;
+    let start = read(&source, None).await.expect("metrics");
+    assert!(start.window.is_none(), "the first look only marks the start");
+    let mark = start.mark;
+
+    // In the window: 100 through a; 30 through b, then b restarts and takes 300 more.
+    send(&client, &a, "/", 100).await;
+    send(&client, &b, "/", 30).await;
+    b.shutdown().await;
+    let b = Proxy::start(config(stable, candidate, 5000, &b_admin.to_string(), ""), "api")
+        .await
+        .expect("proxy b again, on the same admin address");
+    send(&client, &b, "/", 300).await;
+
+    let reading = read(&source, Some(&mark)).await.expect("metrics");
+    let window = reading.window.expect("a window");
+    // b's 30 before the restart are gone with its process; everything it counted since is in.
+    assert_eq!(requests(&window), (200, 200), "{window:?}");
+    // What subtracting the summed counters says: 800 before and 800 after, so nothing
+    // happened, in a window of 430 requests.
+    let totals = |m: &weir::status::WindowMark| m.instances.as_ref().expect("instances").total();
+    let (before, after) = (totals(&mark), totals(&reading.mark));
+    assert_eq!(before.stable.requests + before.candidate.requests, 800);
+    assert_eq!(after.stable.requests + after.candidate.requests, 400 + 100 + 300);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cannot_be_scraped_leaves_the_window_unread_and_says_which() {
+    let (stable, candidate) = (backend().await, backend().await);
+    let a = Proxy::start(config(stable, candidate, 0, "127.0.0.1:0", ""), "api")
+        .await
+        .expect("proxy");
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let source = ProxyScrape::new(vec![format!("http://{}", a.admin_addr()), format!("http://{gone}")]);
+    let error = read(&source, None).await.expect_err("one proxy is down");
+    let summary = error.summary().to_string();
+    assert!(
+        summary.starts_with(&format!("metrics source down: proxy http://{gone} is down")),
+        "{summary}"
+    );
+    let only_other_routes = ProxyScrape::new(vec![format!("http://{}", a.admin_addr())]);
+    let query = MetricsQuery {
+        route: "missing",
+        since: None,
+        promql: &[],
+        now: SystemTime::now(),
+    };
+    let error = within(only_other_routes.read(&query)).await.expect_err("no such route");
+    assert!(matches!(error, MetricsError::NoData { .. }), "{error}");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_fast_trip_reaches_the_reading_with_the_proxys_numbers() {
+    let stable = backend().await;
+    let candidate = backend().await;
+    let fail_fast = "    failFast: { errorRatio: 0.5, window: 30s, minRequests: 10 }\n";
+    let proxy = Proxy::start(config(stable, candidate, 10_000, "127.0.0.1:0", fail_fast), "api")
+        .await
+        .expect("proxy");
+    let source = ProxyScrape::new(vec![format!("http://{}", proxy.admin_addr())]);
+    let mark = read(&source, None).await.expect("metrics").mark;
+    send(&client(), &proxy, "/fail", 12).await;
+    let reading = read(&source, Some(&mark)).await.expect("metrics");
+    assert_eq!(reading.window.expect("window").fail_fast_trips, 1);
+    assert_eq!(reading.trips.len(), 1, "{:?}", reading.trips);
+    assert!(
+        reading.trips[0].ends_with("10 of 10 candidate requests failed within 30s (limit 0.5)"),
+        "{:?}",
+        reading.trips
+    );
+    proxy.shutdown().await;
+}
+
+/// The PromQL source against Debian's Prometheus, scraping a real proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_reads_the_window_by_increase_and_runs_custom_checks() {
+    weir_test_tools::debian_tool("prometheus", "prometheus").unwrap_or_else(|e| panic!("{e:#}"));
+    let (stable, candidate) = (backend().await, backend().await);
+    let proxy = Proxy::start(config(stable, candidate, 5000, "127.0.0.1:0", ""), "api")
+        .await
+        .expect("proxy");
+    let local = within(weir::demo::prometheus::LocalPrometheus::start(&[proxy.admin_addr()]))
+        .await
+        .expect("Prometheus starts and scrapes the proxy");
+    let source = PrometheusSource::new(&local.url).expect("client");
+    let started = SystemTime::now();
+    let mark = weir::status::WindowMark {
+        at: weir::status::micro_time(started),
+        instances: None,
+    };
+    let client = client();
+    // increase() sees what happens between the window's first and last samples: let a scrape
+    // of the quiet proxy land inside the window before the traffic.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(&client, &proxy, "/", 200).await;
+    send(&client, &proxy, "/fail", 20).await;
+    // Let two more scrapes land, so that the window's last sample holds every request.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let promql = vec![
+        "sum(increase(weir_requests_total{route=\"{{route}}\",code=\"5xx\"}[{{window}}]))".to_owned(),
+        "sum(rate(weir_requests_total{route=\"{{route}}\"}[{{window}}])) +".to_owned(),
+        "weir_requests_total{route=\"nothing-like-this\"}".to_owned(),
+    ];
+    let query = MetricsQuery {
+        route: "r",
+        since: Some(&mark),
+        promql: &promql,
+        now: SystemTime::now(),
+    };
+    let reading = within(source.read(&query))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", local.log_tail()));
+    let window = reading.window.expect("window");
+    // increase() extrapolates to the window's edges: close to, not exactly, what was sent.
+    let total = window.stable.requests + window.candidate.requests;
+    assert!((200..=260).contains(&total), "{window:?}");
+    let errors = window.stable.errors + window.candidate.errors;
+    assert!((18..=26).contains(&errors), "{window:?}");
+    assert!(window.candidate.latency.total() > 0 && window.stable.first_byte.total() > 0);
+    let five = reading.promql[0].as_ref().expect("a value");
+    assert!((18.0..=26.0).contains(five), "{five}");
+    let bad = reading.promql[1].as_ref().expect_err("a syntax error");
+    assert!(
+        bad.contains("metrics source down") && bad.contains("(query \"sum(rate("),
+        "{bad}"
+    );
+    let empty = reading.promql[2].as_ref().expect_err("no data");
+    assert!(empty.starts_with("it returned no data (query"), "{empty}");
+
+    // A route Prometheus has never seen is no data, with the query in the reason.
+    let query = MetricsQuery {
+        route: "missing",
+        since: Some(&mark),
+        promql: &[],
+        now: SystemTime::now(),
+    };
+    let error = within(source.read(&query)).await.expect_err("no data");
+    let summary = error.summary().to_string();
+    assert!(
+        summary.starts_with("no metrics for the route: Prometheus at"),
+        "{summary}"
+    );
+    assert!(summary.contains("route=\\\"missing\\\""), "{summary}");
+
+    // A Prometheus that is not there is a source down.
+    let gone = PrometheusSource::new("http://127.0.0.1:9").expect("client");
+    let error = within(gone.read(&query)).await.expect_err("down");
+    assert!(matches!(error, MetricsError::SourceDown { .. }), "{error}");
+    proxy.shutdown().await;
+}
