@@ -145,3 +145,25 @@ mod tests {
         assert!(rejected >= 760, "only {rejected} of 1000 at {needed}");
     }
 }
+
+#[cfg(test)]
+mod table {
+    use super::*;
+
+    /// The table in README: candidate requests a step needs against 2x errors, with the
+    /// default checks (three comparisons share falseAbortRate 0.01).
+    #[test]
+    fn readme_power_table() {
+        let test = SequentialTest::focused(2.0, 0.6);
+        let alpha = 0.01 / 3.0;
+        for base in [0.001, 0.01, 0.05] {
+            let row: Vec<String> = [0.01, 0.05, 0.25, 0.5]
+                .iter()
+                .map(|share| concurrent(&test, *share, base, 2.0, alpha, Z_80).expect("sizable").to_string())
+                .collect();
+            println!("base {base}: {}", row.join(" | "));
+        }
+        let one_sample = against_bound(&test, 0.011, 0.01, 2.0, alpha * 0.8, Z_80).expect("sizable");
+        println!("full weight, stable 1 % (bound 1.1 %): {one_sample}");
+    }
+}
