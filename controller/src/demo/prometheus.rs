@@ -38,19 +38,27 @@ impl std::fmt::Debug for LocalPrometheus {
 
 /// The `prometheus` binary: `PATH`, then where Debian puts it.
 pub fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH");
+    find_in(std::env::var_os("PATH"), &[PathBuf::from("/usr/bin/prometheus")])
+}
+
+fn find_in(path: Option<std::ffi::OsString>, fallbacks: &[PathBuf]) -> Option<PathBuf> {
     path.iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join("prometheus"))
-        .chain([PathBuf::from("/usr/bin/prometheus")])
+        .chain(fallbacks.iter().cloned())
         .find(|p| p.is_file())
+}
+
+/// The error when Prometheus is missing: it says how to install it.
+pub fn missing() -> anyhow::Error {
+    anyhow!("Prometheus is not installed: {INSTALL_HINT}")
 }
 
 impl LocalPrometheus {
     /// Starts Prometheus scraping `targets` (admin addresses serving `/metrics`) and waits
     /// until it has scraped every one of them.
     pub async fn start(targets: &[SocketAddr]) -> Result<LocalPrometheus> {
-        let binary = find().ok_or_else(|| anyhow!("Prometheus is not installed: {INSTALL_HINT}"))?;
+        let binary = find().ok_or_else(missing)?;
         let dir = tempfile::tempdir().context("a directory for Prometheus' data")?;
         let listen = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").context("a port for Prometheus")?;
@@ -125,5 +133,19 @@ impl Drop for LocalPrometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_prometheus_is_found_nowhere_and_the_error_says_how_to_install_it() {
+        let empty = tempfile::tempdir().expect("dir");
+        assert_eq!(find_in(Some(empty.path().as_os_str().to_owned()), &[]), None);
+        let message = missing().to_string();
+        assert!(message.contains("apt-get install prometheus"), "{message}");
+        assert!(message.contains("without --metrics-source prometheus"), "{message}");
     }
 }

@@ -207,6 +207,48 @@ mod tests {
         .expect("valid")
     }
 
+    #[tokio::test]
+    async fn promotion_copies_only_the_analysed_revision() {
+        use crate::ports::Workloads as _;
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let behavior = |version| Behavior {
+            version,
+            error_rate: 0.0,
+            latency_ms: 1.0,
+        };
+        let backend = |b| DemoBackend::start(b, 1, stopped.clone());
+        let (stable, candidate) = (behavior("v1"), behavior("v2"));
+        let workloads = DemoWorkloads::new(
+            backend(stable).await.expect("backend"),
+            backend(candidate).await.expect("backend"),
+            stable,
+            candidate,
+            4,
+        );
+        let analysed = candidate.template_hash();
+        // A developer pushes v3 before the promotion is carried out.
+        let pushed = behavior("v3");
+        workloads.push_candidate(pushed);
+        let refused = workloads
+            .promote_template(&analysed)
+            .await
+            .expect_err("v3 was never analysed");
+        assert!(
+            matches!(&refused, WorkloadError::RevisionMismatch { analysed: a, current } if *a == analysed && *current == pushed.template_hash()),
+            "{refused}"
+        );
+        let (stable_now, _) = workloads.observe().await.expect("observe");
+        assert_eq!(
+            stable_now.template_hash,
+            stable.template_hash(),
+            "stable keeps its template"
+        );
+        workloads
+            .promote_template(&pushed.template_hash())
+            .await
+            .expect("the candidate's own revision is copied");
+    }
+
     #[test]
     fn an_intent_without_the_candidate_closes_every_override_to_it() {
         let closed = apply_intent(&config(), "m", &TrafficIntent::none(Some("r1".into()))).expect("applies");

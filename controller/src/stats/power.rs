@@ -159,7 +159,11 @@ mod table {
         for base in [0.001, 0.01, 0.05] {
             let row: Vec<String> = [0.01, 0.05, 0.25, 0.5]
                 .iter()
-                .map(|share| concurrent(&test, *share, base, 2.0, alpha, Z_80).expect("sizable").to_string())
+                .map(|share| {
+                    concurrent(&test, *share, base, 2.0, alpha, Z_80)
+                        .expect("sizable")
+                        .to_string()
+                })
                 .collect();
             println!("base {base}: {}", row.join(" | "));
         }
