@@ -60,7 +60,7 @@ pub enum ProxyError {
         endpoint: Authority,
         /// Why, from below the proxy.
         #[source]
-        source: crate::upstream::BoxError,
+        source: crate::upstream::failure::BoxError,
     },
     /// The TLS handshake with the upstream failed.
     #[error("TLS with {endpoint} failed (route {route}, {side})")]
@@ -73,7 +73,7 @@ pub enum ProxyError {
         endpoint: Authority,
         /// Why, from below the proxy.
         #[source]
-        source: crate::upstream::BoxError,
+        source: crate::upstream::failure::BoxError,
     },
     /// The upstream sent no response headers within the route's timeout.
     #[error("no response from {endpoint} within {timeout:?} (route {route}, {side})")]
@@ -98,7 +98,7 @@ pub enum ProxyError {
         endpoint: Authority,
         /// Why, from below the proxy.
         #[source]
-        source: crate::upstream::BoxError,
+        source: crate::upstream::failure::BoxError,
     },
 }
 

@@ -19,6 +19,7 @@ pub mod recent;
 pub mod route;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod source;
 pub mod split;
 pub mod state;
@@ -178,7 +179,7 @@ impl Proxy {
     }
 
     /// A signal that fires when the proxy begins shutting down, for tasks tied to its life.
-    pub fn shutdown_signal(&self) -> server::ShutdownSignal {
+    pub fn shutdown_signal(&self) -> shutdown::ShutdownSignal {
         self.shutdown.subscribe()
     }
 

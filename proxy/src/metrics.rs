@@ -13,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::mirror::SkipReason;
 use crate::split::Side;
 
 /// The names of the metrics and labels the controller reads, as they appear in the exposition.
@@ -191,6 +190,27 @@ impl CodeClass {
     fn index(self) -> usize {
         self as usize
     }
+}
+
+/// Why a mirror was abandoned: the `reason` label of `weir_mirror_skipped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SkipReason {
+    /// The body was longer than `maxBodyBytes`.
+    body_too_large,
+    /// The candidate read the copy more slowly than the primary read the original.
+    mirror_slow,
+    /// The client's body failed, so the copy is incomplete.
+    client_error,
+}
+
+impl SkipReason {
+    /// Every reason, in label order.
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::body_too_large,
+        SkipReason::mirror_slow,
+        SkipReason::client_error,
+    ];
 }
 
 /// The `kind` label of an upstream failure.

@@ -20,34 +20,12 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::config::MirrorConfig;
-use crate::metrics::{CodeClass, UpstreamErrorKind};
-use crate::server::{ShutdownSignal, stopped};
+use crate::metrics::{CodeClass, RouteMetrics, SkipReason, UpstreamErrorKind};
+use crate::shutdown::{ShutdownSignal, stopped};
 use crate::split::{Side, weighted_side};
-use crate::table::Route;
 
 /// Frames the copy may lag behind the primary before the mirror is abandoned.
 const LAG_FRAMES: usize = 16;
-
-/// Why a mirror was abandoned: the `reason` label of `weir_mirror_skipped_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum SkipReason {
-    /// The body was longer than `maxBodyBytes`.
-    body_too_large,
-    /// The candidate read the copy more slowly than the primary read the original.
-    mirror_slow,
-    /// The client's body failed, so the copy is incomplete.
-    client_error,
-}
-
-impl SkipReason {
-    /// Every reason, in label order.
-    pub const ALL: [SkipReason; 3] = [
-        SkipReason::body_too_large,
-        SkipReason::mirror_slow,
-        SkipReason::client_error,
-    ];
-}
 
 /// A route's mirror policy and its selection counter.
 #[derive(Debug)]
@@ -86,7 +64,7 @@ pub struct Tee {
     sent: u64,
     limit: u64,
     skipped: Arc<OnceLock<SkipReason>>,
-    route: Arc<Route>,
+    metrics: Arc<RouteMetrics>,
 }
 
 /// The mirror's body: the frames the tee handed over.
@@ -104,7 +82,7 @@ pub struct Abandoned(SkipReason);
 
 /// Splits a client body into the primary's tee and the mirror's copy; the flag says whether
 /// (and why) the mirror was abandoned.
-pub fn tee(body: Incoming, limit: u64, route: Arc<Route>) -> (Tee, Copy, Arc<OnceLock<SkipReason>>) {
+pub fn tee(body: Incoming, limit: u64, metrics: Arc<RouteMetrics>) -> (Tee, Copy, Arc<OnceLock<SkipReason>>) {
     let (tx, rx) = mpsc::channel(LAG_FRAMES);
     let skipped = Arc::new(OnceLock::new());
     let hint = body.size_hint();
@@ -119,7 +97,7 @@ pub fn tee(body: Incoming, limit: u64, route: Arc<Route>) -> (Tee, Copy, Arc<Onc
         sent: 0,
         limit,
         skipped,
-        route,
+        metrics,
     };
     if hint.lower() > limit {
         tee.skip(SkipReason::body_too_large);
@@ -128,23 +106,25 @@ pub fn tee(body: Incoming, limit: u64, route: Arc<Route>) -> (Tee, Copy, Arc<Onc
     (tee, copy, flag)
 }
 
-/// Sends a mirrored request and drains its answer, counting it under `side="mirror"`. Bounded
-/// by the route's timeout (for the answer's head, then again for its body) and by shutdown.
+/// Sends a mirrored request and drains its answer, counting it under `side="mirror"` of the
+/// route's `metrics`. Bounded by the route's `timeout` (for the answer's head, then again for
+/// its body) and by shutdown.
 pub async fn send(
-    response: impl std::future::Future<Output = Result<http::Response<Incoming>, crate::upstream::UpstreamFailure>>,
-    route: Arc<Route>,
+    response: impl std::future::Future<Output = Result<http::Response<Incoming>, crate::upstream::failure::UpstreamFailure>>,
+    metrics: Arc<RouteMetrics>,
+    timeout: std::time::Duration,
     skipped: Arc<OnceLock<SkipReason>>,
     shutdown: ShutdownSignal,
 ) {
     let start = Instant::now();
-    let metrics = route.metrics.mirror();
+    let metrics = metrics.mirror();
     let exchange = async {
-        match tokio::time::timeout(route.timeout, response).await {
+        match tokio::time::timeout(timeout, response).await {
             Ok(Ok(rsp)) => {
                 metrics.count(CodeClass::of_status(rsp.status()));
                 let mut body = rsp.into_body();
                 let drain = async { while let Some(Ok(_)) = body.frame().await {} };
-                let _ = tokio::time::timeout(route.timeout, drain).await;
+                let _ = tokio::time::timeout(timeout, drain).await;
             }
             // An abandoned copy fails its request; that is counted as a skip, not an error.
             Ok(Err(_)) if skipped.get().is_some() => {}
@@ -168,7 +148,7 @@ pub async fn send(
 impl Tee {
     fn skip(&mut self, reason: SkipReason) {
         if self.copy.take().is_some() && self.skipped.set(reason).is_ok() {
-            self.route.metrics.mirror_skipped(reason);
+            self.metrics.mirror_skipped(reason);
         }
     }
 

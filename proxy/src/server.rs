@@ -13,12 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::ProxyBody;
 use crate::metrics::{ListenerErrorKind, ProxyMetrics};
 use crate::recent::Recent;
+pub use crate::shutdown::{ShutdownSignal, stopped};
 
 /// Hyper's own parse buffer: above [`crate::service::MAX_REQUEST_HEADER_BYTES`], so that the
 /// proxy's check (with its `x-weir-error`) is the one that normally answers oversized headers.
@@ -33,14 +33,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Client addresses remembered as already logged for a failed handshake.
 const LOGGED_PEERS: usize = 1024;
-
-/// A shutdown signal: flips to `true` once, when the process is asked to stop.
-pub type ShutdownSignal = watch::Receiver<bool>;
-
-/// Waits until `signal` says stop (or its sender is gone, which means the same).
-pub async fn stopped(mut signal: ShutdownSignal) {
-    let _ = signal.wait_for(|stop| *stop).await;
-}
 
 /// The connection builder shared by the data and admin listeners.
 fn builder() -> auto::Builder<TokioExecutor> {

@@ -234,7 +234,7 @@ impl ProxyService {
         let Some((mirror, backend)) = target else {
             return Request::from_parts(parts, UpstreamBody::Client(body));
         };
-        let (tee, copy, skipped) = mirror::tee(body, mirror.max_body_bytes(), Arc::clone(route));
+        let (tee, copy, skipped) = mirror::tee(body, mirror.max_body_bytes(), Arc::clone(&route.metrics));
         let mut copy_req = Request::new(UpstreamBody::Copy(copy));
         *copy_req.method_mut() = parts.method.clone();
         *copy_req.uri_mut() = parts.uri.clone();
@@ -249,7 +249,8 @@ impl ProxyService {
             let response = async move { backend.send(&upstreams, &endpoint, copy_req).await };
             tokio::spawn(mirror::send(
                 response,
-                Arc::clone(route),
+                Arc::clone(&route.metrics),
+                route.timeout,
                 skipped,
                 self.shared.shutdown.clone(),
             ));

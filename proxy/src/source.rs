@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ConfigError, ConfigErrors};
-use crate::server::{ShutdownSignal, stopped};
+use crate::shutdown::{ShutdownSignal, stopped};
 use crate::state::ConfigState;
 
 /// How often the file is read to look for changes.

@@ -46,8 +46,8 @@ pub struct Route {
     candidate: Option<Arc<Backend>>,
     /// Time allowed for the response headers.
     pub timeout: Duration,
-    /// Prebuilt metric handles.
-    pub metrics: RouteMetrics,
+    /// Prebuilt metric handles, shared with the route's mirrored copies.
+    pub metrics: Arc<RouteMetrics>,
     /// Fail-fast state, if the route has it. Shared with the next table while the candidate
     /// (its backend name and revision) and the policy stay the same, so a reload (a weight
     /// change, an endpoint list that churns) does not clear a trip.
@@ -161,7 +161,7 @@ impl Table {
                     stable: backend(&r.stable),
                     candidate: r.candidate.as_deref().map(backend),
                     timeout: r.timeout,
-                    metrics: route_metrics,
+                    metrics: Arc::new(route_metrics),
                     fail_fast,
                     mirror: r.mirror.map(Mirror::new),
                 })

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ListenTls;
 use crate::metrics::{ProxyMetrics, ReloadResult};
-use crate::server::{ShutdownSignal, stopped};
+use crate::shutdown::{ShutdownSignal, stopped};
 
 /// How often the certificate and key files are read to look for a new pair.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -16,7 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::{UpstreamBody, UpstreamFailure};
+use super::body::UpstreamBody;
+use super::failure::UpstreamFailure;
 use crate::metrics::UpstreamErrorKind;
 use crate::upstream_tls::{HandshakeFailed, TlsConnector, TlsSettings};
 

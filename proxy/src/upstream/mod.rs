@@ -5,26 +5,25 @@
 //! request can carry the client's host as `:authority` while the connection goes to the
 //! endpoint's address.
 
+pub mod body;
+pub mod failure;
 pub mod h2;
 
-use std::pin::Pin;
+pub use body::UpstreamBody;
+pub use failure::{BoxError, UpstreamFailure};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Version;
 use http::uri::Authority;
 use http::uri::Scheme;
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Protocol;
-use crate::metrics::UpstreamErrorKind;
-use crate::mirror;
 use crate::upstream_tls::{TlsConnector, TlsSettings};
 
 /// The client that carries requests upstream. Its pool is keyed by endpoint, so it outlives
@@ -33,91 +32,6 @@ pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// A backend's own client when it speaks TLS: its pool holds TLS connections to its endpoints.
 pub type TlsClient = Client<TlsConnector, UpstreamBody>;
-
-/// An error from anywhere below the proxy: a socket, TLS, hyper.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Why an upstream request got no response head.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", describe(*.kind))]
-pub struct UpstreamFailure {
-    /// What kind of failure, as `weir_upstream_errors_total` counts it.
-    pub kind: UpstreamErrorKind,
-    /// The underlying error.
-    #[source]
-    pub source: BoxError,
-}
-
-fn describe(kind: UpstreamErrorKind) -> &'static str {
-    match kind {
-        UpstreamErrorKind::connect => "could not connect",
-        UpstreamErrorKind::tls => "the TLS handshake failed",
-        UpstreamErrorKind::timeout => "timed out",
-        UpstreamErrorKind::reset => "the connection failed before the response",
-    }
-}
-
-impl UpstreamFailure {
-    fn of_legacy(error: hyper_util::client::legacy::Error) -> Self {
-        let kind = if crate::upstream_tls::is_handshake_failure(&error) {
-            UpstreamErrorKind::tls
-        } else if error.is_connect() {
-            UpstreamErrorKind::connect
-        } else {
-            UpstreamErrorKind::reset
-        };
-        UpstreamFailure {
-            kind,
-            source: Box::new(error),
-        }
-    }
-}
-
-/// A request body on its way upstream: the client's own, the client's teed for a mirror, or
-/// the mirror's copy.
-#[derive(Debug)]
-pub enum UpstreamBody {
-    /// The client's body, passed through.
-    Client(Incoming),
-    /// The client's body, each frame also offered to a mirror.
-    Tee(mirror::Tee),
-    /// A mirror's copy of a client's body.
-    Copy(mirror::Copy),
-    /// No body: a bodyless request sent again.
-    Empty,
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Tee(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Copy(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Client(b) => b.is_end_stream(),
-            UpstreamBody::Tee(b) => b.is_end_stream(),
-            UpstreamBody::Copy(b) => b.is_end_stream(),
-            UpstreamBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Client(b) => b.size_hint(),
-            UpstreamBody::Tee(b) => b.size_hint(),
-            UpstreamBody::Copy(b) => b.size_hint(),
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
 
 /// How long a connection attempt may take before the request fails with `upstream-connect`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

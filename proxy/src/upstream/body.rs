@@ -1,0 +1,57 @@
+//! The body of a request on its way upstream. Nothing is buffered: each variant passes frames
+//! through as they come.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::mirror;
+
+/// A request body on its way upstream: the client's own, the client's teed for a mirror, or
+/// the mirror's copy.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The client's body, passed through.
+    Client(Incoming),
+    /// The client's body, each frame also offered to a mirror.
+    Tee(mirror::Tee),
+    /// A mirror's copy of a client's body.
+    Copy(mirror::Copy),
+    /// No body: a bodyless request sent again.
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Tee(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Copy(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Tee(b) => b.is_end_stream(),
+            UpstreamBody::Copy(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Tee(b) => b.size_hint(),
+            UpstreamBody::Copy(b) => b.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
