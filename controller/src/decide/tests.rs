@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::counters::{Buckets, Counters, InstanceCounters, SideCounters, Snapshot};
 use crate::rollout::{Analysis, BlueGreen, Canary, DeploymentRef, Step, Strategy as RolloutStrategy};
-use crate::status::{Evidence, micro_time};
+use crate::status::{Evidence, VerdictKind, micro_time};
 use weir_proxy::metrics::LATENCY_BUCKETS;
 
 pub(crate) fn spec() -> RolloutSpec {

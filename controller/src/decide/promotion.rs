@@ -1,0 +1,90 @@
+//! Promotion: stable takes the analysed revision, and only that one. Part of
+//! [`decide`](super); pure.
+
+use std::time::Duration;
+
+use super::{Action, Ctx, TrafficIntent, reasons};
+use crate::rollout::validate::ValidSpec;
+use crate::status::{Phase, PromotionStage, Verb};
+
+impl Ctx<'_> {
+    pub(super) fn promoting(&mut self, spec: &ValidSpec, verb: Option<Verb>, changed: bool) {
+        let target = self.old.candidate_revision.clone().unwrap_or_default();
+        let stable = &self.obs.stable;
+        let copied = stable.template_hash == target;
+        if copied && stable.rolled_out {
+            self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+            self.actions.push(Action::ScaleCandidate(0));
+            self.next.phase = Phase::Succeeded;
+            self.next.promotion = None;
+            self.next.message = format!("promoted revision {target}: stable runs it and takes all traffic");
+            let message = self.next.message.clone();
+            self.condition("Ready", "True", reasons::ROLLOUT_SUCCEEDED, &message);
+            self.condition("Progressing", "False", reasons::ROLLOUT_SUCCEEDED, &message);
+            self.event(reasons::ROLLOUT_SUCCEEDED, message, false);
+            self.requeue_after = if changed {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(30)
+            };
+            return;
+        }
+        self.requeue_after = Duration::from_secs(1);
+        if changed {
+            // A new template is rolling onto the candidate's pods: nobody analysed it, so it
+            // gets no traffic, now.
+            let new = self.obs.candidate.template_hash.clone();
+            self.set_traffic(TrafficIntent::none(Some(new.clone())));
+            if copied {
+                self.next.message = format!(
+                    "promoting: stable rolling to the analysed revision {target} ({}/{} ready); the candidate changed \
+                     to {new} and takes no traffic; its rollout starts once stable is done",
+                    stable.ready_replicas, stable.replicas
+                );
+            } else {
+                // The analysed template never reached stable and is gone from the candidate:
+                // there is nothing judged left to promote.
+                self.next.phase = Phase::Idle;
+                self.next.promotion = None;
+                self.next.evidence = None;
+                self.next.message = format!(
+                    "candidate changed to revision {new} before the analysed {target} reached stable: starting again"
+                );
+                self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), true);
+            }
+            return;
+        }
+        self.next.message = if verb == Some(Verb::Abort) {
+            format!("cannot abort: stable is already rolling to revision {target}; roll stable back by hand if needed")
+        } else {
+            format!(
+                "promoting: stable rolling to revision {target} ({}/{} ready)",
+                stable.ready_replicas, stable.replicas
+            )
+        };
+        // Keep the candidate serving its share until stable has the new template.
+        self.keep_traffic(spec);
+        if !copied {
+            self.actions.push(Action::PromoteTemplate { revision: target });
+        }
+    }
+
+    pub(super) fn start_promotion(&mut self, spec: &ValidSpec, why: &str) {
+        let target = self.next.candidate_revision.clone().unwrap_or_default();
+        self.next.phase = Phase::Promoting;
+        self.next.promotion = Some(PromotionStage::RollingStable);
+        self.keep_traffic(spec);
+        self.actions.push(Action::PromoteTemplate {
+            revision: target.clone(),
+        });
+        self.next.message = format!("{why}: promoting revision {target}");
+        self.condition(
+            "Progressing",
+            "True",
+            reasons::ROLLOUT_PROMOTING,
+            &self.next.message.clone(),
+        );
+        self.event(reasons::ROLLOUT_PROMOTING, self.next.message.clone(), false);
+        self.requeue_after = Duration::from_secs(1);
+    }
+}

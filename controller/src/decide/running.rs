@@ -1,0 +1,289 @@
+//! A step running or paused: the analyses, the step's advance, the progress deadline and the
+//! fail-fast abort. Part of [`decide`](super); pure.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Ctx, reasons};
+use crate::counters::Counters;
+use crate::judge::{self, Judgement, Mode};
+use crate::rollout::validate::ValidSpec;
+use crate::status::{AnalysisRecord, Evidence, Phase, Verb, VerdictKind, micro_time, system_time};
+
+impl Ctx<'_> {
+    /// A step running or paused: analyses go on either way (a candidate shown to be worse is
+    /// aborted even while paused); only a running step advances.
+    pub(super) fn running(&mut self, spec: &ValidSpec, mut paused: bool, verb: Option<Verb>) {
+        match verb {
+            Some(Verb::Abort) => return self.abort(spec, "aborted on request".into()),
+            Some(Verb::Promote) => return self.start_promotion(spec, "promoted on request"),
+            Some(Verb::Pause) if !paused => {
+                paused = true;
+                self.next.phase = Phase::Paused;
+                self.next.message = format!("{}: paused on request", self.step_label(spec));
+                self.condition("Progressing", "False", reasons::ROLLOUT_PAUSED, "paused on request");
+                self.event(reasons::ROLLOUT_PAUSED, self.next.message.clone(), false);
+            }
+            Some(Verb::Resume) if paused => {
+                // The hold and the deadline start over: what was seen before is old news.
+                paused = false;
+                self.next.phase = Phase::Progressing;
+                self.next.step_started_at = Some(micro_time(self.now));
+                self.next.last_conclusive_at = Some(micro_time(self.now));
+                self.next.step_passed = false;
+                self.next.message = format!("{}: resumed", self.step_label(spec));
+                self.condition("Progressing", "True", reasons::ROLLOUT_RESUMED, "");
+                self.event(reasons::ROLLOUT_RESUMED, self.next.message.clone(), false);
+            }
+            _ => {}
+        }
+        self.step_traffic(spec);
+
+        // A fail-fast trip means the proxy already cut the candidate off; the rollout cannot
+        // judge it any more (it gets no traffic), so it aborts now, with the proxy's numbers.
+        if let Ok(reading) = &self.obs.metrics
+            && let Some(window) = reading.window.as_ref().filter(|w| w.fail_fast_trips > 0)
+        {
+            let detail = if reading.trips.is_empty() {
+                format!("{} trip(s) counted", window.fail_fast_trips)
+            } else {
+                reading.trips.join("; ")
+            };
+            return self.abort(spec, format!("the proxy's fail-fast tripped: {detail}"));
+        }
+
+        if self.analyse(spec) {
+            return;
+        }
+        let started = self.step_started();
+        if !paused {
+            let since = self
+                .next
+                .last_conclusive_at
+                .as_ref()
+                .map(system_time)
+                .unwrap_or(started)
+                .max(started);
+            if self.now >= since + spec.analysis.progress_deadline {
+                return self.pause_at_deadline(spec);
+            }
+            if self.now >= started + self.hold(spec) && self.next.step_passed {
+                return self.advance(spec);
+            }
+        }
+        self.requeue_after = self.wake(spec, paused);
+    }
+
+    /// Runs the analysis if one is due; true if it ended the step (an abort).
+    pub(super) fn analyse(&mut self, spec: &ValidSpec) -> bool {
+        let mut evidence = self
+            .old
+            .evidence
+            .clone()
+            .unwrap_or_else(|| judge::new_evidence(&spec.analysis));
+        if self.now < self.next_analysis(spec, &evidence) {
+            return false;
+        }
+        let record = |verdict, judged, reason: String, values| AnalysisRecord {
+            at: micro_time(self.now),
+            verdict,
+            judged,
+            reason,
+            values,
+        };
+        let reading = match &self.obs.metrics {
+            Err(unavailable) => {
+                self.next.step_passed = false;
+                self.record(
+                    spec,
+                    record(
+                        VerdictKind::Inconclusive,
+                        true,
+                        unavailable.to_string(),
+                        Default::default(),
+                    ),
+                );
+                return false;
+            }
+            Ok(reading) => reading,
+        };
+        let Some(window) = &reading.window else {
+            evidence.window_start = Some(reading.mark.clone());
+            self.next.evidence = Some(evidence);
+            self.next.step_passed = false;
+            self.record(
+                spec,
+                record(
+                    VerdictKind::Inconclusive,
+                    true,
+                    "first look at the metrics: measuring from now".into(),
+                    Default::default(),
+                ),
+            );
+            return false;
+        };
+        if evidence.warming_up {
+            evidence.warming_up = false;
+            evidence.window_start = Some(reading.mark.clone());
+            self.next.evidence = Some(evidence);
+            self.next.step_passed = false;
+            let values = judge::observed(window);
+            let reason = format!(
+                "warm-up after the weight change: observed, not judged; {}",
+                judge::summary(&values)
+            );
+            self.record(spec, record(VerdictKind::Inconclusive, false, reason, values));
+            return false;
+        }
+        let mode = if spec.strategy.weight(self.next.step as usize) == weir_proxy::split::BASIS_POINTS {
+            Mode::AgainstReference
+        } else {
+            Mode::Concurrent
+        };
+        let Judgement {
+            verdict,
+            decisive,
+            reason,
+            values,
+            evidence: mut judged,
+        } = judge::judge(&spec.analysis, &evidence, window, &reading.promql, mode);
+        judged.window_start = Some(reading.mark.clone());
+        self.next.evidence = Some(judged);
+        if verdict != VerdictKind::Inconclusive {
+            self.next.last_conclusive_at = Some(micro_time(self.now));
+        }
+        self.record(spec, record(verdict, true, reason.clone(), values));
+        match verdict {
+            VerdictKind::Fail if decisive => {
+                self.abort(spec, reason);
+                return true;
+            }
+            VerdictKind::Fail => {
+                self.next.failed_checks = self.old.failed_checks + 1;
+                self.next.step_passed = false;
+                if self.next.failed_checks >= spec.analysis.failure_limit {
+                    let why = format!("{} consecutive failed checks: {reason}", self.next.failed_checks);
+                    self.abort(spec, why);
+                    return true;
+                }
+                self.event(reasons::ANALYSIS_FAILED, reason, true);
+            }
+            VerdictKind::Inconclusive => self.next.step_passed = false,
+            VerdictKind::Pass => {
+                self.next.failed_checks = 0;
+                self.next.step_passed = true;
+            }
+        }
+        false
+    }
+
+    pub(super) fn record(&mut self, spec: &ValidSpec, record: AnalysisRecord) {
+        self.next.message = format!("{}: {}", self.step_label(spec), record.reason);
+        self.next.last_analysis = Some(record.clone());
+        self.analysis = Some(record);
+    }
+
+    /// When the next analysis is due: the end of the warm-up, or an interval after the last
+    /// analysis of this step (or after its start).
+    pub(super) fn next_analysis(&self, spec: &ValidSpec, evidence: &Evidence) -> SystemTime {
+        let started = self.step_started();
+        if evidence.warming_up {
+            return started + spec.analysis.warmup;
+        }
+        let last = self
+            .next
+            .last_analysis
+            .as_ref()
+            .map(|a| system_time(&a.at))
+            .filter(|t| *t >= started);
+        last.unwrap_or(started) + spec.analysis.interval
+    }
+
+    /// When to look again: the next analysis, the end of the hold, the deadline, and never
+    /// later than an interval, so that a fail-fast trip is seen within one.
+    pub(super) fn wake(&self, spec: &ValidSpec, paused: bool) -> Duration {
+        let evidence = self.next.evidence.clone().unwrap_or_default();
+        let started = self.step_started();
+        let mut wake = self.next_analysis(spec, &evidence);
+        let hold_ends = started + self.hold(spec);
+        if !paused && self.now < hold_ends {
+            wake = wake.min(hold_ends);
+        }
+        if !paused && let Some(since) = self.next.last_conclusive_at.as_ref().map(system_time) {
+            wake = wake.min(since.max(started) + spec.analysis.progress_deadline);
+        }
+        wake.duration_since(self.now)
+            .unwrap_or(Duration::ZERO)
+            .min(spec.analysis.interval)
+    }
+
+    pub(super) fn first_look(&self, spec: &ValidSpec) -> Duration {
+        let evidence = self.next.evidence.clone().unwrap_or_default();
+        self.next_analysis(spec, &evidence)
+            .duration_since(self.now)
+            .unwrap_or(Duration::ZERO)
+            .min(spec.analysis.interval)
+    }
+
+    pub(super) fn advance(&mut self, spec: &ValidSpec) {
+        let passed = self.power_note();
+        let last_step = self.next.step as usize + 1 >= spec.strategy.step_count();
+        if last_step {
+            return self.start_promotion(spec, &format!("all steps passed{passed}"));
+        }
+        let finished = self.step_label(spec);
+        self.next.step += 1;
+        self.next.step_started_at = Some(micro_time(self.now));
+        self.next.last_conclusive_at = Some(micro_time(self.now));
+        self.next.step_passed = false;
+        let mark = self.mark();
+        if let Some(evidence) = self.next.evidence.as_mut() {
+            // Stable's windows of the step just passed are what the candidate is held to once
+            // stable takes no traffic; a step in which stable had too little keeps the older.
+            if evidence.step.stable.requests >= spec.analysis.min_requests {
+                evidence.reference = Some(evidence.step.stable.clone());
+            }
+            evidence.step = Counters::default();
+            // One weight per window: the next window starts at the change.
+            evidence.window_start = mark;
+            evidence.warming_up = !spec.analysis.warmup.is_zero();
+        }
+        self.step_traffic(spec);
+        self.next.message = format!("{}: started", self.step_label(spec));
+        self.event(
+            reasons::STEP_ADVANCED,
+            format!("{finished} passed{passed}; {}", self.next.message),
+            false,
+        );
+        self.requeue_after = self.first_look(spec);
+    }
+
+    /// ` with N candidate requests (M needed to catch ...)`, from the last analysis.
+    pub(super) fn power_note(&self) -> String {
+        self.next
+            .last_analysis
+            .as_ref()
+            .and_then(|a| a.values.power.as_ref())
+            .map(|p| {
+                format!(
+                    " with {} candidate requests ({} needed for 80% power against {})",
+                    p.requests, p.needed, p.against
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn pause_at_deadline(&mut self, spec: &ValidSpec) {
+        let why = self
+            .next
+            .last_analysis
+            .as_ref()
+            .map_or_else(|| "no analysis yet".to_owned(), |a| a.reason.clone());
+        let deadline = humantime::format_duration(spec.analysis.progress_deadline);
+        let message = format!("no conclusive analysis for {deadline}: {why}");
+        self.next.phase = Phase::Paused;
+        self.next.message = format!("{}: paused, {message}; `weir resume` goes on", self.step_label(spec));
+        self.condition("Progressing", "False", reasons::PROGRESS_DEADLINE_EXCEEDED, &message);
+        self.event(reasons::PROGRESS_DEADLINE_EXCEEDED, self.next.message.clone(), true);
+        self.requeue_after = spec.analysis.interval;
+    }
+}

@@ -1,0 +1,203 @@
+//! Validation of whole specs: every bad field named with its path.
+
+mod basics {
+    use super::super::*;
+    use crate::rollout::{Analysis, BlueGreen, Canary, Check, DeploymentRef, Step, Strategy};
+
+    pub(crate) fn spec(steps: &[(f64, &str)]) -> RolloutSpec {
+        RolloutSpec {
+            route: "r".into(),
+            stable: DeploymentRef {
+                deployment: "v1".into(),
+            },
+            candidate: DeploymentRef {
+                deployment: "v2".into(),
+            },
+            strategy: Strategy {
+                canary: Some(Canary {
+                    steps: steps
+                        .iter()
+                        .map(|(w, h)| Step {
+                            weight: *w,
+                            hold: (*h).into(),
+                        })
+                        .collect(),
+                }),
+                blue_green: None,
+            },
+            analysis: Analysis::default(),
+        }
+    }
+
+    #[test]
+    fn a_good_spec_converts_weights_to_basis_points() {
+        let valid = validate(&spec(&[(0.5, "60s"), (5.0, "1m"), (25.0, "30s")])).expect("valid");
+        let ValidStrategy::Canary(steps) = valid.strategy else {
+            panic!("canary")
+        };
+        assert_eq!(steps.iter().map(|s| s.weight).collect::<Vec<_>>(), [50, 500, 2500]);
+        assert_eq!(steps[1].hold, Duration::from_secs(60));
+        assert_eq!(valid.analysis.checks.len(), 2, "default checks");
+        assert_eq!(valid.analysis.interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut s = spec(&[(5.0, "soon"), (5.0, "1m"), (0.001, "1m"), (101.0, "1m")]);
+        s.candidate.deployment = "v1".into();
+        s.analysis.failure_limit = 0;
+        s.analysis.false_abort_rate = 0.0;
+        s.analysis.checks = vec![
+            Check {
+                metric: Some(CheckMetric::ErrorRatio),
+                max_ms: Some(5.0),
+                ..Check::default()
+            },
+            Check {
+                promql: Some("up".into()),
+                max: Some(1.0),
+                ..Check::default()
+            },
+            Check::default(),
+        ];
+        let errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let expected = [
+            "spec.candidate.deployment: names the stable Deployment",
+            "spec.strategy.canary.steps[0].hold: \"soon\" is not a duration",
+            "spec.strategy.canary.steps[1].weight: 5 is not above the previous step's weight",
+            "spec.strategy.canary.steps[2].weight: 0.001 is finer than 0.01 percent",
+            "spec.strategy.canary.steps[3].weight: 101 is not above 0 and at most 100",
+            "spec.analysis.failureLimit: must be at least 1",
+            "spec.analysis.falseAbortRate: 0 is not above 0",
+            "spec.analysis.checks[0].maxMs: does not apply to error-ratio",
+            "spec.analysis.checks[1].promql: needs spec.analysis.source.prometheus",
+            "spec.analysis.checks[2]: needs exactly one of metric or promql",
+        ];
+        for prefix in expected {
+            assert!(
+                errors.iter().any(|e| e.starts_with(prefix)),
+                "missing {prefix:?} in {errors:#?}"
+            );
+        }
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    }
+
+    #[test]
+    fn exactly_one_strategy_is_required() {
+        let mut s = spec(&[(5.0, "1m")]);
+        s.strategy.blue_green = Some(BlueGreen {
+            preview_header: "x-weir-preview".into(),
+            preview_value: "candidate".into(),
+            hold_before_switch: "1m".into(),
+            keep_old_for: "1m".into(),
+        });
+        assert_eq!(
+            validate(&s).expect_err("both").first().map(|e| e.path.as_str()),
+            Some("spec.strategy")
+        );
+        s.strategy.canary = None;
+        assert!(matches!(
+            validate(&s).expect("blue-green").strategy,
+            ValidStrategy::BlueGreen { .. }
+        ));
+    }
+}
+
+mod analysis {
+    use super::super::*;
+    use super::basics::spec;
+    use crate::rollout::{BlueGreen, Strategy};
+
+    #[test]
+    fn warmup_defaults_to_one_interval_and_may_be_zero() {
+        let valid = validate(&spec(&[(5.0, "1m")])).expect("valid");
+        assert_eq!(valid.analysis.warmup, valid.analysis.interval);
+        assert_eq!(valid.analysis.progress_deadline, Duration::from_secs(600));
+        let mut s = spec(&[(5.0, "1m")]);
+        s.analysis.warmup = Some("0s".into());
+        assert_eq!(validate(&s).expect("valid").analysis.warmup, Duration::ZERO);
+    }
+
+    #[test]
+    fn detect_deadline_and_preview_are_checked_with_their_paths() {
+        let mut s = spec(&[(5.0, "1m")]);
+        s.analysis.detect.error_ratio = 1.0;
+        s.analysis.detect.latency_ratio = f64::NAN;
+        s.analysis.detect.error_rate_floor = 0.0;
+        s.analysis.warmup = Some("soon".into());
+        let mut errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let mut short = spec(&[(5.0, "1m")]);
+        short.analysis.warmup = Some("10s".into());
+        short.analysis.progress_deadline = "20s".into();
+        errors.extend(validate(&short).expect_err("invalid").iter().map(ToString::to_string));
+        for prefix in [
+            "spec.analysis.warmup: \"soon\" is not a duration",
+            "spec.analysis.progressDeadline: 20s leaves no time",
+            "spec.analysis.detect.errorRatio: 1 is not above 1",
+            "spec.analysis.detect.latencyRatio: NaN is not above 1",
+            "spec.analysis.detect.errorRateFloor: 0 is not above 0",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(prefix)),
+                "missing {prefix:?} in {errors:#?}"
+            );
+        }
+
+        let mut s = spec(&[]);
+        s.strategy = Strategy {
+            canary: None,
+            blue_green: Some(BlueGreen {
+                preview_header: "X-Weir-Side".into(),
+                preview_value: "".into(),
+                hold_before_switch: "1m".into(),
+                keep_old_for: "1m".into(),
+            }),
+        };
+        let errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errors[0].starts_with("spec.strategy.blueGreen.previewHeader: is the header the proxy names"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("spec.strategy.blueGreen.previewValue"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_preview_header_is_its_own() {
+        let bg: BlueGreen = serde_json::from_str("{}").expect("defaults");
+        assert_eq!(
+            (bg.preview_header.as_str(), bg.preview_value.as_str()),
+            ("x-weir-preview", "candidate")
+        );
+    }
+
+    #[test]
+    fn full_weight_steps_are_known() {
+        assert!(
+            !validate(&spec(&[(5.0, "1m"), (50.0, "1m")]))
+                .expect("valid")
+                .analysis
+                .full_weight_step
+        );
+        assert!(
+            validate(&spec(&[(5.0, "1m"), (100.0, "1m")]))
+                .expect("valid")
+                .analysis
+                .full_weight_step
+        );
+    }
+}
