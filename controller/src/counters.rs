@@ -115,7 +115,7 @@ impl Buckets {
             self.cumulative
                 .iter_mut()
                 .zip(&other.cumulative)
-                .for_each(|(a, b)| *a += b);
+                .for_each(|(a, b)| *a = a.saturating_add(*b));
         }
     }
 
@@ -187,9 +187,11 @@ pub struct SideCounters {
 impl SideCounters {
     /// Adds another instance's or window's counters.
     pub fn add(&mut self, other: &SideCounters) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.cancelled += other.cancelled;
+        // Saturating: counts come from the network, and a hostile or broken exposition must
+        // not be able to panic the controller.
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.cancelled = self.cancelled.saturating_add(other.cancelled);
         self.latency.add(&other.latency);
         self.first_byte.add(&other.first_byte);
     }
@@ -228,7 +230,7 @@ impl Counters {
     pub fn add(&mut self, other: &Counters) {
         self.stable.add(&other.stable);
         self.candidate.add(&other.candidate);
-        self.fail_fast_trips += other.fail_fast_trips;
+        self.fail_fast_trips = self.fail_fast_trips.saturating_add(other.fail_fast_trips);
     }
 
     /// `self - earlier`, or `None` when any counter went down: the instance restarted.
@@ -250,6 +252,9 @@ pub struct InstanceCounters {
     pub started_at: Option<f64>,
     /// Its counters.
     pub counters: Counters,
+    /// The candidate weight it serves the route with (its gauge), in basis points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
 }
 
 /// Every proxy instance's cumulative counters of a route at one moment.
@@ -263,6 +268,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The distinct weights the instances serve the route with, ascending.
+    pub fn weights(&self) -> Vec<u16> {
+        let mut weights: Vec<u16> = self.instances.values().filter_map(|i| i.weight).collect();
+        weights.sort_unstable();
+        weights.dedup();
+        weights
+    }
+
     /// The instances' counters summed: what a scrape of all of them shows.
     pub fn total(&self) -> Counters {
         let mut total = Counters::default();
@@ -277,7 +290,9 @@ impl Snapshot {
     ///   changed, or a counter went down), everything it counted since is in the window.
     /// - An instance new since `earlier` that started after it (a new replica) gives all it
     ///   counted; one that started before (it was running but not seen) gives nothing, since
-    ///   what it counted before `earlier` cannot be told apart.
+    ///   what it counted before `earlier` cannot be told apart, except its fail-fast trips: a
+    ///   trip is counted whenever in doubt, since missing one leaves traffic on a failing
+    ///   candidate and counting an old one only ends a rollout early.
     /// - An instance gone since `earlier` gives nothing more: it cannot be asked.
     pub fn increase_since(&self, earlier: &Snapshot) -> Counters {
         let mut window = Counters::default();
@@ -295,10 +310,15 @@ impl Snapshot {
                         )
                     }
                 }
-                None => now
-                    .started_at
-                    .filter(|started| *started >= earlier.taken_at)
-                    .map(|_| now.counters.clone()),
+                None => Some(
+                    now.started_at
+                        .filter(|started| *started >= earlier.taken_at)
+                        .map(|_| now.counters.clone())
+                        .unwrap_or_else(|| Counters {
+                            fail_fast_trips: now.counters.fail_fast_trips,
+                            ..Counters::default()
+                        }),
+                ),
             };
             if let Some(increase) = increase {
                 window.add(&increase);
@@ -328,6 +348,7 @@ mod tests {
                 candidate: side(candidate.0, candidate.1),
                 fail_fast_trips: 0,
             },
+            weight: Some(500),
         }
     }
 
@@ -412,6 +433,17 @@ mod tests {
         );
         let w = after.increase_since(&before);
         assert_eq!(w.stable.requests, 10 + 20);
+        assert_eq!(after.weights(), vec![500]);
+    }
+
+    #[test]
+    fn a_trip_of_an_instance_not_seen_before_counts() {
+        let before = snapshot(100.0, &[("a", instance(1.0, (1000, 10), (50, 1)))]);
+        let mut late = instance(2.0, (5000, 50), (250, 30));
+        late.counters.fail_fast_trips = 1;
+        let after = snapshot(110.0, &[("a", instance(1.0, (1010, 10), (51, 1))), ("late", late)]);
+        let w = after.increase_since(&before);
+        assert_eq!((w.stable.requests, w.fail_fast_trips), (10, 1));
     }
 
     #[test]

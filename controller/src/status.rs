@@ -48,6 +48,9 @@ impl Phase {
 pub enum PromotionStage {
     /// Stable's template is being replaced by the analysed one; waiting for stable to roll out.
     RollingStable,
+    /// As `RollingStable`, with all traffic moved to stable: the candidate tripped the proxy's
+    /// fail-fast, or stable did not roll out within the progress deadline.
+    StableOnly,
 }
 
 /// Analysis verdict.
@@ -118,6 +121,12 @@ pub struct RolloutStatus {
     /// Whether the preview override (blue-green) is on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preview: bool,
+    /// When the rollout began; requests made before it are not obeyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<MicroTime>,
+    /// Stable's replicas when the rollout began: the candidate is sized from at least these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_replicas: Option<u32>,
     /// Revision (template hash) of stable when the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,
@@ -229,6 +238,10 @@ pub struct Evidence {
     /// is compared with once stable takes none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<SideCounters>,
+    /// Stable's share of the traffic in the reference step: latency is held to the reference
+    /// only when stable carried nearly all of it there, at the load the candidate now carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_share: Option<f64>,
 }
 
 /// One side's numbers of a window.

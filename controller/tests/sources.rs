@@ -180,7 +180,7 @@ async fn a_fail_fast_trip_reaches_the_reading_with_the_proxys_numbers() {
 
 /// The PromQL source against Debian's Prometheus, scraping a real proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_reads_the_window_by_increase_and_runs_custom_checks() {
+async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
     weir_test_tools::debian_tool("prometheus", "prometheus").unwrap_or_else(|e| panic!("{e:#}"));
     let (stable, candidate) = (backend().await, backend().await);
     let proxy = Proxy::start(config(stable, candidate, 5000, "127.0.0.1:0", ""), "api")
@@ -190,18 +190,21 @@ async fn prometheus_reads_the_window_by_increase_and_runs_custom_checks() {
         .await
         .expect("Prometheus starts and scrapes the proxy");
     let source = PrometheusSource::new(&local.url).expect("client");
-    let started = SystemTime::now();
-    let mark = weir::status::WindowMark {
-        at: weir::status::micro_time(started),
-        instances: None,
+    let first = MetricsQuery {
+        route: "r",
+        since: None,
+        promql: &[],
+        now: SystemTime::now(),
     };
+    let start = within(source.read(&first))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", local.log_tail()));
+    assert!(start.window.is_none(), "the first look only marks the start");
+    let mark = start.mark;
     let client = client();
-    // increase() sees what happens between the window's first and last samples: let a scrape
-    // of the quiet proxy land inside the window before the traffic.
-    tokio::time::sleep(Duration::from_millis(600)).await;
     send(&client, &proxy, "/", 200).await;
     send(&client, &proxy, "/fail", 20).await;
-    // Let two more scrapes land, so that the window's last sample holds every request.
+    // Let two more scrapes land, so that Prometheus' last sample holds every request.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let promql = vec![
         "sum(increase(weir_requests_total{route=\"{{route}}\",code=\"5xx\"}[{{window}}]))".to_owned(),
@@ -218,14 +221,17 @@ async fn prometheus_reads_the_window_by_increase_and_runs_custom_checks() {
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", local.log_tail()));
     let window = reading.window.expect("window");
-    // increase() extrapolates to the window's edges: close to, not exactly, what was sent.
-    let total = window.stable.requests + window.candidate.requests;
-    assert!((200..=260).contains(&total), "{window:?}");
-    let errors = window.stable.errors + window.candidate.errors;
-    assert!((18..=26).contains(&errors), "{window:?}");
-    assert!(window.candidate.latency.total() > 0 && window.stable.first_byte.total() > 0);
+    // Differenced per instance from the mark: exactly what was sent, no extrapolation.
+    assert_eq!(window.stable.requests + window.candidate.requests, 220, "{window:?}");
+    assert_eq!(window.stable.errors + window.candidate.errors, 20, "{window:?}");
+    assert_eq!(window.candidate.latency.total(), window.candidate.requests);
+    assert_eq!(window.stable.first_byte.total(), window.stable.requests);
+    let instances = reading.mark.instances.as_ref().expect("instances");
+    assert_eq!(instances.weights(), vec![5000], "the proxy's weight gauge is read");
+    assert!(instances.instances.values().all(|i| i.started_at.is_some()));
+    // A custom query's increase() does extrapolate: close to, not exactly, 20.
     let five = reading.promql[0].as_ref().expect("a value");
-    assert!((18.0..=26.0).contains(five), "{five}");
+    assert!((15.0..=30.0).contains(five), "{five}");
     let bad = reading.promql[1].as_ref().expect_err("a syntax error");
     assert!(
         bad.contains("metrics source down") && bad.contains("(query \"sum(rate("),

@@ -201,19 +201,24 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn run(&mut self, spec: &ValidSpec) {
-        let request = self
-            .obs
-            .request
-            .as_ref()
-            .filter(|r| self.old.last_request.as_ref() != Some(*r));
-        if let Some(request) = request {
-            self.next.last_request = Some(request.clone());
+        let request = self.fresh_request().cloned();
+        let verb = request.as_ref().map(|r| r.verb);
+        if request.is_some() {
+            self.next.last_request = request;
         }
-        let verb = request.map(|r| r.verb);
         let changed = self.old.candidate_revision.as_ref() != Some(&self.obs.candidate.template_hash)
             && self.obs.candidate.exists;
+        // Stable already runs the analysed revision: a promotion was carried out but its status
+        // never written (a crash, a failed report). Promoting is where the rollout is.
+        let promoted = self.old.candidate_revision.as_ref() == Some(&self.obs.stable.template_hash);
         match self.old.phase {
             Phase::Idle => self.idle(spec),
+            Phase::Progressing | Phase::Paused if promoted && !changed => {
+                self.next.phase = Phase::Promoting;
+                self.next.promotion = Some(crate::status::PromotionStage::RollingStable);
+                self.next.step_started_at = Some(micro_time(self.now));
+                self.promoting(spec, verb, changed);
+            }
             Phase::Progressing | Phase::Paused if changed => {
                 let revision = self.obs.candidate.template_hash.clone();
                 self.set_traffic(TrafficIntent::none(Some(revision.clone())));
@@ -236,6 +241,30 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+
+    /// The request to obey now, if any: one made after the last one obeyed and after the
+    /// rollout began. A re-applied old annotation (GitOps restoring `promote@...` from an
+    /// earlier rollout) is not a new request; neither is one whose time cannot be read.
+    fn fresh_request(&self) -> Option<&UserRequest> {
+        let request = self.obs.request.as_ref()?;
+        if self.old.phase == Phase::Idle || self.old.last_request.as_ref() == Some(request) {
+            return None;
+        }
+        let at = |r: &UserRequest| humantime::parse_rfc3339_weak(&r.at).ok();
+        let made = at(request)?;
+        let after_last = self
+            .old
+            .last_request
+            .as_ref()
+            .and_then(at)
+            .is_none_or(|last| made > last);
+        let after_start = self
+            .old
+            .started_at
+            .as_ref()
+            .is_none_or(|start| made >= system_time(start));
+        (after_last && after_start).then_some(request)
     }
 
     /// No rollout: all traffic on stable, nothing reaches the candidate, which is scaled down.
@@ -280,20 +309,27 @@ impl Ctx<'_> {
         self.next.step = 0;
         self.next.candidate_revision = Some(candidate.template_hash.clone());
         self.next.stable_revision = Some(stable.template_hash.clone());
+        self.next.started_at = Some(micro_time(self.now));
         self.next.step_started_at = Some(micro_time(self.now));
         self.next.last_conclusive_at = Some(micro_time(self.now));
         self.next.step_passed = false;
         self.next.failed_checks = 0;
         self.next.last_analysis = None;
         self.next.promotion = None;
+        self.next.stable_replicas = Some(stable.replicas);
         let mut evidence = judge::new_evidence(&spec.analysis);
         evidence.window_start = self.mark();
         evidence.warming_up = !spec.analysis.warmup.is_zero();
         self.next.evidence = Some(evidence);
         self.condition("Ready", "Unknown", reasons::ROLLOUT_STARTED, "rollout in progress");
         self.condition("Progressing", "True", reasons::ROLLOUT_STARTED, "");
-        self.step_traffic(spec);
-        self.next.message = format!("{}: started", self.step_label(spec));
+        self.next.message = match self.step_traffic(spec) {
+            Some((ready, needed)) => format!(
+                "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
+                self.step_label(spec)
+            ),
+            None => format!("{}: started", self.step_label(spec)),
+        };
         self.event(
             reasons::ROLLOUT_STARTED,
             format!(
@@ -323,13 +359,24 @@ impl Ctx<'_> {
     }
 
     /// Traffic and scale of the current step, candidate scaled before weight rises.
-    fn step_traffic(&mut self, spec: &ValidSpec) {
-        let intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+    ///
+    /// Capacity before weight: the weight rises only once the candidate has the ready
+    /// replicas that carry it at stable's load per pod; until then it stays where it was.
+    /// Returns the replicas still awaited, if any.
+    fn step_traffic(&mut self, spec: &ValidSpec) -> Option<(u32, u32)> {
+        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
         let replicas = self.replicas_for(spec, intent.weight);
+        let needed = if intent.weight == 0 { 1 } else { replicas };
+        let ready = self.obs.candidate.ready_replicas;
+        let waiting = (intent.weight > self.old.candidate_weight && ready < needed).then_some((ready, needed));
+        if waiting.is_some() {
+            intent.weight = self.old.candidate_weight;
+        }
         self.actions
             .retain(|a| !matches!(a, Action::SetTraffic(_) | Action::ScaleCandidate(_)));
         self.actions.push(Action::ScaleCandidate(replicas));
         self.set_traffic(intent);
+        waiting
     }
 
     /// The traffic the rollout already has, as status records it.
@@ -345,11 +392,14 @@ impl Ctx<'_> {
     }
 
     /// The candidate's replicas at `weight`: equal load per pod for a canary; stable's whole
-    /// count for blue-green, whose candidate takes all traffic at the switch.
+    /// count for blue-green, whose candidate takes all traffic at the switch. Stable's count is
+    /// the larger of what it had when the rollout began and what it has now: an HPA shrinking
+    /// stable because the candidate took its traffic must not shrink the candidate with it.
     fn replicas_for(&self, spec: &ValidSpec, weight: u16) -> u32 {
+        let stable = self.obs.stable.replicas.max(self.next.stable_replicas.unwrap_or(0));
         match spec.strategy {
-            crate::rollout::validate::ValidStrategy::Canary(_) => candidate_replicas(self.obs.stable.replicas, weight),
-            crate::rollout::validate::ValidStrategy::BlueGreen { .. } => self.obs.stable.replicas.max(1),
+            crate::rollout::validate::ValidStrategy::Canary(_) => candidate_replicas(stable, weight),
+            crate::rollout::validate::ValidStrategy::BlueGreen { .. } => stable.max(1),
         }
     }
 

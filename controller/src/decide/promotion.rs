@@ -62,8 +62,38 @@ impl Ctx<'_> {
                 stable.ready_replicas, stable.replicas
             )
         };
-        // Keep the candidate serving its share until stable has the new template.
-        self.keep_traffic(spec);
+        let tripped = self
+            .obs
+            .metrics
+            .as_ref()
+            .ok()
+            .and_then(|r| r.window.as_ref())
+            .is_some_and(|w| w.fail_fast_trips > 0);
+        let started = self.step_started();
+        let stalled = self.now >= started + spec.analysis.progress_deadline;
+        if self.old.promotion == Some(PromotionStage::StableOnly) || tripped || stalled {
+            // The candidate takes no more traffic while stable finishes: it tripped the proxy's
+            // fail-fast, or stable has not rolled out within the deadline and the candidate
+            // would otherwise keep its share for as long as that takes.
+            self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+            if self.old.promotion != Some(PromotionStage::StableOnly) {
+                self.next.promotion = Some(PromotionStage::StableOnly);
+                let why = if tripped {
+                    "the proxy's fail-fast tripped during the promotion".to_owned()
+                } else {
+                    format!(
+                        "stable has not rolled out revision {target} within {}",
+                        humantime::format_duration(spec.analysis.progress_deadline)
+                    )
+                };
+                let message = format!("{why}: all traffic on stable while it finishes; check stable's rollout");
+                self.condition("Progressing", "False", reasons::PROMOTION_STALLED, &message);
+                self.event(reasons::PROMOTION_STALLED, message, true);
+            }
+        } else {
+            // Keep the candidate serving its share until stable has the new template.
+            self.keep_traffic(spec);
+        }
         if !copied {
             self.actions.push(Action::PromoteTemplate { revision: target });
         }
@@ -73,6 +103,7 @@ impl Ctx<'_> {
         let target = self.next.candidate_revision.clone().unwrap_or_default();
         self.next.phase = Phase::Promoting;
         self.next.promotion = Some(PromotionStage::RollingStable);
+        self.next.step_started_at = Some(crate::status::micro_time(self.now));
         self.keep_traffic(spec);
         self.actions.push(Action::PromoteTemplate {
             revision: target.clone(),

@@ -24,3 +24,6 @@ pub const ROLLOUT_SUCCEEDED: &str = "RolloutSucceeded";
 pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
 /// A step had no conclusive analysis for `progressDeadline`; the rollout is paused.
 pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+/// A promotion moved all traffic to stable before stable finished: a fail-fast trip, or
+/// stable not rolled out within `progressDeadline`.
+pub const PROMOTION_STALLED: &str = "PromotionStalled";

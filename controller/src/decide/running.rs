@@ -1,12 +1,19 @@
-//! A step running or paused: the analyses, the step's advance, the progress deadline and the
-//! fail-fast abort. Part of [`decide`](super); pure.
+//! A step running or paused: capacity before weight, the analyses, the step's advance, the
+//! progress deadline and the fail-fast abort. Part of [`decide`](super); pure.
+//!
+//! Windows are kept honest here. The weight a window is judged at is the weight status
+//! recorded before it; whenever the weight applied changes (a new step, a spec edited
+//! mid-step, capacity arriving), the step starts again from that moment: a new window from a
+//! fresh baseline, a warm-up, a new hold. A window in which the proxies were seen serving
+//! another weight (a config still on its way, a write that landed after a crash) is shown,
+//! not judged.
 
 use std::time::{Duration, SystemTime};
 
 use super::{Ctx, reasons};
 use crate::counters::Counters;
 use crate::judge::{self, Judgement, Mode};
-use crate::rollout::validate::ValidSpec;
+use crate::rollout::validate::{ValidSpec, ValidStrategy};
 use crate::status::{AnalysisRecord, Evidence, Phase, Verb, VerdictKind, micro_time, system_time};
 
 impl Ctx<'_> {
@@ -36,7 +43,6 @@ impl Ctx<'_> {
             }
             _ => {}
         }
-        self.step_traffic(spec);
 
         // A fail-fast trip means the proxy already cut the candidate off; the rollout cannot
         // judge it any more (it gets no traffic), so it aborts now, with the proxy's numbers.
@@ -51,7 +57,16 @@ impl Ctx<'_> {
             return self.abort(spec, format!("the proxy's fail-fast tripped: {detail}"));
         }
 
-        if self.analyse(spec) {
+        let waiting = self.step_traffic(spec);
+        if self.next.candidate_weight != self.old.candidate_weight {
+            self.restart_step(spec);
+        }
+        if let Some((ready, needed)) = waiting {
+            self.next.message = format!(
+                "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
+                self.step_label(spec)
+            );
+        } else if self.analyse(spec) {
             return;
         }
         let started = self.step_started();
@@ -66,17 +81,41 @@ impl Ctx<'_> {
             if self.now >= since + spec.analysis.progress_deadline {
                 return self.pause_at_deadline(spec);
             }
-            if self.now >= started + self.hold(spec) && self.next.step_passed {
+            // The pass must come from a window that reaches the end of the hold: an earlier
+            // pass would promote on data that stops short of it.
+            let hold_ends = started + self.hold(spec);
+            let judged_to_the_end = self
+                .next
+                .last_analysis
+                .as_ref()
+                .is_some_and(|a| system_time(&a.at) >= hold_ends);
+            if waiting.is_none() && self.now >= hold_ends && self.next.step_passed && judged_to_the_end {
                 return self.advance(spec);
             }
         }
         self.requeue_after = self.wake(spec, paused);
     }
 
+    /// The weight applied has just changed: the step starts again from now, with a new window
+    /// from a fresh baseline, a warm-up, a new hold and a new deadline.
+    fn restart_step(&mut self, spec: &ValidSpec) {
+        self.next.step_started_at = Some(micro_time(self.now));
+        self.next.last_conclusive_at = Some(micro_time(self.now));
+        self.next.step_passed = false;
+        let mark = self.mark();
+        let evidence = self
+            .next
+            .evidence
+            .get_or_insert_with(|| judge::new_evidence(&spec.analysis));
+        evidence.step = Counters::default();
+        evidence.window_start = mark;
+        evidence.warming_up = !spec.analysis.warmup.is_zero();
+    }
+
     /// Runs the analysis if one is due; true if it ended the step (an abort).
     pub(super) fn analyse(&mut self, spec: &ValidSpec) -> bool {
         let mut evidence = self
-            .old
+            .next
             .evidence
             .clone()
             .unwrap_or_else(|| judge::new_evidence(&spec.analysis));
@@ -121,23 +160,38 @@ impl Ctx<'_> {
             );
             return false;
         };
-        if evidence.warming_up {
+        let expected = self.old.candidate_weight;
+        let seen = |m: &crate::status::WindowMark| m.instances.as_ref().map(|s| s.weights()).unwrap_or_default();
+        let mut weights = evidence.window_start.as_ref().map(seen).unwrap_or_default();
+        weights.extend(seen(&reading.mark));
+        weights.sort_unstable();
+        weights.dedup();
+        let settled = weights.iter().all(|w| *w == expected);
+        let evidence_was_warming = evidence.warming_up;
+        if evidence_was_warming || !settled {
             evidence.warming_up = false;
             evidence.window_start = Some(reading.mark.clone());
             self.next.evidence = Some(evidence);
             self.next.step_passed = false;
             let values = judge::observed(window);
-            let reason = format!(
-                "warm-up after the weight change: observed, not judged; {}",
-                judge::summary(&values)
-            );
+            let why = if evidence_was_warming {
+                "warm-up after the weight change".to_owned()
+            } else {
+                let seen: Vec<String> = weights.iter().map(|w| super::percent(*w)).collect();
+                format!(
+                    "the proxies served {} in this window, not only {}",
+                    seen.join(", "),
+                    super::percent(expected)
+                )
+            };
+            let reason = format!("{why}: observed, not judged; {}", judge::summary(&values));
             self.record(spec, record(VerdictKind::Inconclusive, false, reason, values));
             return false;
         }
-        let mode = if spec.strategy.weight(self.next.step as usize) == weir_proxy::split::BASIS_POINTS {
-            Mode::AgainstReference
-        } else {
-            Mode::Concurrent
+        let mode = match &spec.strategy {
+            ValidStrategy::BlueGreen { .. } if self.next.step == 0 => Mode::Preview,
+            _ if expected == weir_proxy::split::BASIS_POINTS => Mode::AgainstReference,
+            _ => Mode::Concurrent,
         };
         let Judgement {
             verdict,
@@ -145,6 +199,7 @@ impl Ctx<'_> {
             reason,
             values,
             evidence: mut judged,
+            checked,
         } = judge::judge(&spec.analysis, &evidence, window, &reading.promql, mode);
         judged.window_start = Some(reading.mark.clone());
         self.next.evidence = Some(judged);
@@ -168,10 +223,12 @@ impl Ctx<'_> {
                 self.event(reasons::ANALYSIS_FAILED, reason, true);
             }
             VerdictKind::Inconclusive => self.next.step_passed = false,
-            VerdictKind::Pass => {
-                self.next.failed_checks = 0;
-                self.next.step_passed = true;
-            }
+            VerdictKind::Pass => self.next.step_passed = true,
+        }
+        // A window whose guardrails were all checked and held ends a run of failures, pass or
+        // not (a step waiting for power is still a good window).
+        if checked {
+            self.next.failed_checks = 0;
         }
         false
     }
@@ -183,7 +240,8 @@ impl Ctx<'_> {
     }
 
     /// When the next analysis is due: the end of the warm-up, or an interval after the last
-    /// analysis of this step (or after its start).
+    /// analysis of this step (or after its start), or the end of the hold if that comes first,
+    /// so that the window that ends the step reaches its end.
     pub(super) fn next_analysis(&self, spec: &ValidSpec, evidence: &Evidence) -> SystemTime {
         let started = self.step_started();
         if evidence.warming_up {
@@ -195,7 +253,13 @@ impl Ctx<'_> {
             .as_ref()
             .map(|a| system_time(&a.at))
             .filter(|t| *t >= started);
-        last.unwrap_or(started) + spec.analysis.interval
+        let regular = last.unwrap_or(started) + spec.analysis.interval;
+        let hold_ends = started + self.hold(spec);
+        if last.is_none_or(|l| l < hold_ends) && hold_ends < regular {
+            hold_ends.max(started + spec.analysis.warmup)
+        } else {
+            regular
+        }
     }
 
     /// When to look again: the next analysis, the end of the hold, the deadline, and never
@@ -204,10 +268,6 @@ impl Ctx<'_> {
         let evidence = self.next.evidence.clone().unwrap_or_default();
         let started = self.step_started();
         let mut wake = self.next_analysis(spec, &evidence);
-        let hold_ends = started + self.hold(spec);
-        if !paused && self.now < hold_ends {
-            wake = wake.min(hold_ends);
-        }
         if !paused && let Some(since) = self.next.last_conclusive_at.as_ref().map(system_time) {
             wake = wake.min(since.max(started) + spec.analysis.progress_deadline);
         }
@@ -231,24 +291,28 @@ impl Ctx<'_> {
             return self.start_promotion(spec, &format!("all steps passed{passed}"));
         }
         let finished = self.step_label(spec);
-        self.next.step += 1;
-        self.next.step_started_at = Some(micro_time(self.now));
-        self.next.last_conclusive_at = Some(micro_time(self.now));
-        self.next.step_passed = false;
-        let mark = self.mark();
         if let Some(evidence) = self.next.evidence.as_mut() {
             // Stable's windows of the step just passed are what the candidate is held to once
             // stable takes no traffic; a step in which stable had too little keeps the older.
-            if evidence.step.stable.requests >= spec.analysis.min_requests {
-                evidence.reference = Some(evidence.step.stable.clone());
+            let step = &evidence.step;
+            if step.stable.requests >= spec.analysis.min_requests {
+                evidence.reference_share =
+                    Some(step.stable.requests as f64 / (step.stable.requests + step.candidate.requests) as f64);
+                evidence.reference = Some(step.stable.clone());
             }
-            evidence.step = Counters::default();
-            // One weight per window: the next window starts at the change.
-            evidence.window_start = mark;
-            evidence.warming_up = !spec.analysis.warmup.is_zero();
         }
-        self.step_traffic(spec);
-        self.next.message = format!("{}: started", self.step_label(spec));
+        self.next.step += 1;
+        let waiting = self.step_traffic(spec);
+        // The new step starts now, whether its weight is applied now or once the candidate
+        // has the capacity for it (then it starts again at that moment).
+        self.restart_step(spec);
+        self.next.message = match waiting {
+            Some((ready, needed)) => format!(
+                "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
+                self.step_label(spec)
+            ),
+            None => format!("{}: started", self.step_label(spec)),
+        };
         self.event(
             reasons::STEP_ADVANCED,
             format!("{finished} passed{passed}; {}", self.next.message),
@@ -273,11 +337,17 @@ impl Ctx<'_> {
     }
 
     pub(super) fn pause_at_deadline(&mut self, spec: &ValidSpec) {
-        let why = self
-            .next
-            .last_analysis
-            .as_ref()
-            .map_or_else(|| "no analysis yet".to_owned(), |a| a.reason.clone());
+        let why = if self.next.message.contains("waiting for") {
+            self.next
+                .message
+                .split_once(": ")
+                .map_or(self.next.message.clone(), |(_, why)| why.to_owned())
+        } else {
+            self.next
+                .last_analysis
+                .as_ref()
+                .map_or_else(|| "no analysis yet".to_owned(), |a| a.reason.clone())
+        };
         let deadline = humantime::format_duration(spec.analysis.progress_deadline);
         let message = format!("no conclusive analysis for {deadline}: {why}");
         self.next.phase = Phase::Paused;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::counters::{Buckets, Counters, InstanceCounters, SideCounters, Snapshot};
 use crate::rollout::{Analysis, BlueGreen, Canary, DeploymentRef, Step, Strategy as RolloutStrategy};
-use crate::status::{Evidence, VerdictKind, micro_time};
+use crate::status::{Evidence, VerdictKind, micro_time, system_time};
 use weir_proxy::metrics::LATENCY_BUCKETS;
 
 pub(crate) fn spec() -> RolloutSpec {
@@ -52,7 +52,12 @@ pub(crate) fn blue_green() -> RolloutSpec {
 }
 
 pub(crate) fn t(secs: f64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_secs_f64(secs)
+    let origin = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    if secs < 0.0 {
+        origin - Duration::from_secs_f64(-secs)
+    } else {
+        origin + Duration::from_secs_f64(secs)
+    }
 }
 
 pub(crate) fn workload(hash: &str, replicas: u32) -> WorkloadState {
@@ -84,6 +89,8 @@ pub(crate) struct World {
     pub promoted: Vec<String>,
     /// Whether a pushed template makes the promotion port refuse (as the real ones do).
     pub refuse_mismatch: bool,
+    /// Whether new candidate pods take their time to be ready (the test makes them ready).
+    pub slow_pods: bool,
     /// Fractions of an error owed to each side, so that a 1 % error ratio over 50 requests a
     /// second is one error every two seconds, not one every second.
     owed: (f64, f64),
@@ -100,6 +107,7 @@ impl World {
             request: None,
             promoted: Vec::new(),
             refuse_mismatch: true,
+            slow_pods: false,
             owed: (0.0, 0.0),
         }
     }
@@ -151,6 +159,7 @@ impl World {
                 InstanceCounters {
                     started_at: Some(1.0),
                     counters: self.counters.clone(),
+                    weight: Some(self.traffic.weight),
                 },
             )]
             .into(),
@@ -185,7 +194,12 @@ impl World {
         for action in actions {
             match action {
                 Action::SetTraffic(intent) => self.traffic = intent.clone(),
-                Action::ScaleCandidate(n) => self.candidate.replicas = *n,
+                Action::ScaleCandidate(n) => {
+                    self.candidate.replicas = *n;
+                    if !self.slow_pods {
+                        self.candidate.ready_replicas = *n;
+                    }
+                }
                 Action::PromoteTemplate { revision } => {
                     if self.refuse_mismatch && *revision != self.candidate.template_hash {
                         return false;
@@ -383,8 +397,12 @@ fn a_candidate_bad_only_after_the_switch_is_aborted_against_stables_rate_before(
     );
 }
 
-fn request(verb: Verb, at: &str) -> Option<UserRequest> {
-    Some(UserRequest { verb, at: at.into() })
+/// A request made at second `at` of the test's clock.
+fn request(verb: Verb, at: f64) -> Option<UserRequest> {
+    Some(UserRequest {
+        verb,
+        at: humantime::format_rfc3339_millis(t(at)).to_string(),
+    })
 }
 
 #[test]
@@ -392,14 +410,14 @@ fn pause_holds_until_resume_and_resume_restarts_the_hold() {
     let s = spec();
     let mut world = World::new();
     let started = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    world.request = request(Verb::Pause, "2026-12-01T10:00:00Z");
+    world.request = request(Verb::Pause, 29.0);
     let paused = tick(&s, &started, &mut world, 30.0).status;
     assert_eq!(paused.phase, Phase::Paused);
     // The same request is obeyed once: later reconciles keep the pause, they do not redo it.
     let still = tick(&s, &paused, &mut world, 60.0);
     assert_eq!((still.status.phase, weight_of(&still)), (Phase::Paused, Some(500)));
     assert!(still.events.is_empty(), "{:?}", still.events);
-    world.request = request(Verb::Resume, "2026-12-01T10:05:00Z");
+    world.request = request(Verb::Resume, 89.0);
     let resumed = tick(&s, &paused, &mut world, 90.0).status;
     assert_eq!((resumed.phase, resumed.step), (Phase::Progressing, 0));
     assert_eq!(resumed.step_started_at, Some(micro_time(t(90.0))));
@@ -411,7 +429,7 @@ fn manual_abort_and_promote_are_obeyed() {
     let s = spec();
     let mut world = World::new();
     let started = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    world.request = request(Verb::Abort, "1");
+    world.request = request(Verb::Abort, 0.1);
     let d = tick(
         &s,
         &started,
@@ -424,7 +442,7 @@ fn manual_abort_and_promote_are_obeyed() {
     assert_eq!(d.status.phase, Phase::Aborted);
     assert_eq!(d.actions[0], Action::SetTraffic(TrafficIntent::none(Some("b".into()))));
     let mut promote = World::new();
-    promote.request = request(Verb::Promote, "2");
+    promote.request = request(Verb::Promote, 0.2);
     let d = tick(&s, &started, &mut promote, 1.0);
     assert_eq!(d.status.phase, Phase::Promoting);
     assert!(d.actions.contains(&Action::PromoteTemplate { revision: "b".into() }));
@@ -435,15 +453,18 @@ fn retry_starts_an_aborted_rollout_again() {
     let s = spec();
     let mut world = World::new();
     let started = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    world.request = request(Verb::Abort, "1");
+    world.request = request(Verb::Abort, 0.1);
     let aborted = tick(&s, &started, &mut world, 1.0).status;
     assert_eq!(
         tick(&s, &aborted, &mut world, 2.0).status.phase,
         Phase::Aborted,
         "an abort sticks"
     );
-    world.request = request(Verb::Retry, "2");
-    assert_eq!(tick(&s, &aborted, &mut world, 3.0).status.phase, Phase::Progressing);
+    world.request = request(Verb::Retry, 0.2);
+    // The aborted candidate was scaled to zero: the retry scales it up, then starts.
+    let retried = tick(&s, &aborted, &mut world, 3.0).status;
+    assert_eq!(retried.phase, Phase::Idle);
+    assert_eq!(tick(&s, &retried, &mut world, 4.0).status.phase, Phase::Progressing);
 }
 
 #[test]
@@ -470,7 +491,7 @@ fn promoting() -> (RolloutSpec, RolloutStatus, World) {
     let s = spec();
     let mut world = World::new();
     let started = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    world.request = request(Verb::Promote, "1");
+    world.request = request(Verb::Promote, 0.1);
     world.stable.rolled_out = false;
     let status = tick(&s, &started, &mut world, 1.0).status;
     assert_eq!(status.phase, Phase::Promoting);
@@ -500,7 +521,9 @@ fn a_template_pushed_while_stable_rolls_waits_for_the_analysed_promotion_then_st
         (done.phase, done.candidate_revision.as_deref()),
         (Phase::Succeeded, Some("b"))
     );
-    let next = tick(&s, &done, &mut world, 4.0).status;
+    // c's pods were scaled to zero with the promotion; they come up, and c's rollout starts.
+    let waiting = tick(&s, &done, &mut world, 4.0).status;
+    let next = tick(&s, &waiting, &mut world, 5.0).status;
     assert_eq!(
         (next.phase, next.candidate_revision.as_deref()),
         (Phase::Progressing, Some("c"))
@@ -513,7 +536,7 @@ fn a_template_pushed_before_the_copy_is_refused_and_never_promoted() {
     let s = spec();
     let mut world = World::new();
     let started = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    world.request = request(Verb::Promote, "1");
+    world.request = request(Verb::Promote, 0.1);
     // Pushed between observe and act: decide still saw "b", the port sees "c" and refuses.
     let decision = decide(&s, &started, &world.observe(&started, t(1.0)), t(1.0));
     assert!(
@@ -736,9 +759,9 @@ prop_compose! {
 fn any_request() -> impl Strategy<Value = Option<UserRequest>> {
     prop_oneof![
         Just(None),
-        Just(request(Verb::Pause, "x")),
-        Just(request(Verb::Resume, "x")),
-        Just(request(Verb::Retry, "x")),
+        Just(request(Verb::Pause, 999.0)),
+        Just(request(Verb::Resume, 999.0)),
+        Just(request(Verb::Retry, 999.0)),
     ]
 }
 
@@ -792,7 +815,7 @@ proptest! {
         if let Some(e) = status.evidence.as_mut() { e.window_start = Some(mark); }
         world.serve(2000, 0.01, 0.01);
         world.counters.fail_fast_trips = u64::from(trip);
-        if abort { world.request = request(Verb::Abort, "x"); }
+        if abort { world.request = request(Verb::Abort, 999.0); }
         let d = decide(&spec(), &status, &world.observe(&status, t(1000.0)), t(1000.0));
         if d.status.phase == Phase::Aborted && status.phase != Phase::Aborted {
             prop_assert_eq!(d.actions.first(), Some(&Action::SetTraffic(TrafficIntent::none(Some("b".into())))));
@@ -808,4 +831,197 @@ proptest! {
         let o = world.observe(&status, t(at as f64));
         prop_assert_eq!(decide(&spec(), &status, &o, t(at as f64)), decide(&spec(), &status, &o, t(at as f64)));
     }
+}
+
+#[test]
+fn the_weight_rises_only_once_the_candidate_has_the_pods_to_carry_it() {
+    let s = spec();
+    let mut world = World::new();
+    world.slow_pods = true;
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    // Walk step 1 to its end, then the advance asks for 4 pods at 25 %.
+    let mut sec = 1.0;
+    while status.step == 0 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert!(sec < 400.0, "{}", status.message);
+    }
+    assert_eq!(world.candidate.replicas, 4);
+    assert_eq!(
+        status.candidate_weight, 500,
+        "the weight waits for the pods: {}",
+        status.message
+    );
+    assert!(
+        status
+            .message
+            .contains("waiting for 4 ready candidate replicas (1 ready)"),
+        "{}",
+        status.message
+    );
+    for _ in 0..5 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert_eq!(status.candidate_weight, 500);
+    }
+    world.candidate.ready_replicas = 4;
+    let d = tick(&s, &status, &mut world, sec);
+    assert_eq!(d.status.candidate_weight, 2500);
+    // The step, its window and its warm-up start when the weight does.
+    assert_eq!(d.status.step_started_at, Some(micro_time(t(sec))));
+    assert!(d.status.evidence.as_ref().is_some_and(|e| e.warming_up));
+}
+
+#[test]
+fn a_stable_shrunk_by_its_autoscaler_does_not_shrink_the_candidate() {
+    let s = spec();
+    let mut world = World::new();
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    assert_eq!(status.stable_replicas, Some(10));
+    status.step = 2;
+    // At 50 % the HPA halves stable: the candidate is still sized for stable's 10.
+    world.stable.replicas = 5;
+    let d = tick(&s, &status, &mut world, 1.0);
+    assert!(d.actions.contains(&Action::ScaleCandidate(10)), "{:?}", d.actions);
+}
+
+#[test]
+fn a_step_advances_only_on_a_pass_that_reaches_the_end_of_its_hold() {
+    let mut s = spec();
+    // A hold that ends between analyses: 10 s hold, 3 s interval.
+    s.analysis.interval = "3s".into();
+    s.analysis.warmup = Some("0s".into());
+    let mut world = World::new();
+    let mut status = RolloutStatus::default();
+    for sec in 0..600 {
+        world.serve(1000, 0.01, 0.01);
+        let before = status.clone();
+        let d = tick(&s, &status, &mut world, f64::from(sec));
+        if d.status.step != before.step || d.status.phase == Phase::Promoting && before.phase == Phase::Progressing {
+            let started = before.step_started_at.as_ref().map(system_time).expect("started");
+            let last = d
+                .status
+                .last_analysis
+                .as_ref()
+                .map(|a| system_time(&a.at))
+                .expect("analysed");
+            assert!(
+                last >= started + Duration::from_secs(10),
+                "advanced on a pass before the hold ended"
+            );
+        }
+        status = d.status;
+        if status.phase.is_terminal() {
+            break;
+        }
+    }
+    assert_eq!(status.phase, Phase::Succeeded, "{}", status.message);
+}
+
+#[test]
+fn a_promotion_carried_out_but_never_recorded_resumes_as_promoting_not_as_a_step() {
+    let s = spec();
+    let mut world = World::new();
+    let status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    // The copy happened (stable runs b), the status saying so was never written.
+    world.stable.template_hash = "b".into();
+    world.stable.rolled_out = false;
+    world.serve(2000, 0.01, 0.6);
+    let d = tick(&s, &status, &mut world, 30.0);
+    assert_eq!(d.status.phase, Phase::Promoting, "{}", d.status.message);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::PromoteTemplate { .. })));
+}
+
+#[test]
+fn a_trip_or_a_stall_during_promotion_moves_all_traffic_to_stable() {
+    let (s, status, mut world) = promoting();
+    world.stable.rolled_out = false;
+    world.counters.fail_fast_trips = 1;
+    let d = tick(&s, &status, &mut world, 2.0);
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(world.traffic.weight, 0);
+    assert_eq!(d.status.promotion, Some(crate::status::PromotionStage::StableOnly));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == reasons::PROMOTION_STALLED && e.warning)
+    );
+    // It stays there, and the promotion still completes.
+    let later = tick(&s, &d.status, &mut world, 3.0);
+    assert_eq!(world.traffic.weight, 0);
+    assert!(later.events.is_empty());
+
+    let (s, status, mut world) = promoting();
+    world.stable.rolled_out = false;
+    let d = tick(&s, &status, &mut world, 700.0);
+    assert_eq!(
+        (world.traffic.weight, d.status.promotion),
+        (0, Some(crate::status::PromotionStage::StableOnly))
+    );
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .any(|c| c.reason == reasons::PROMOTION_STALLED),
+        "{:?}",
+        d.status.conditions
+    );
+}
+
+#[test]
+fn an_old_request_reapplied_is_not_obeyed_again() {
+    let s = spec();
+    let mut world = World::new();
+    // A promote from before this rollout began, restored by a GitOps tool.
+    world.request = request(Verb::Promote, -100.0);
+    let status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let d = tick(&s, &status, &mut world, 1.0);
+    assert_eq!(d.status.phase, Phase::Progressing, "{}", d.status.message);
+    // Requests are obeyed in time order: an earlier one after a later one is stale.
+    world.request = request(Verb::Pause, 5.0);
+    let paused = tick(&s, &d.status, &mut world, 6.0).status;
+    assert_eq!(paused.phase, Phase::Paused);
+    world.request = request(Verb::Resume, 2.0);
+    assert_eq!(tick(&s, &paused, &mut world, 7.0).status.phase, Phase::Paused);
+    world.request = Some(UserRequest {
+        verb: Verb::Resume,
+        at: "soon".into(),
+    });
+    assert_eq!(
+        tick(&s, &paused, &mut world, 8.0).status.phase,
+        Phase::Paused,
+        "an unreadable time is no request"
+    );
+}
+
+#[test]
+fn a_window_in_which_a_proxy_served_another_weight_is_shown_not_judged() {
+    let mut s = spec();
+    s.analysis.warmup = Some("0s".into());
+    let mut world = World::new();
+    let status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    world.serve(1000, 0.01, 0.5);
+    let first = tick(&s, &status, &mut world, 5.0);
+    // The first window's start was read before the weight reached the proxy.
+    let a = first.analysis.as_ref().expect("an analysis");
+    assert!(
+        !a.judged && a.reason.starts_with("the proxies served 0%, 5% in this window"),
+        "{}",
+        a.reason
+    );
+    assert_eq!(
+        first.status.phase,
+        Phase::Progressing,
+        "the failing window was not judged"
+    );
+    world.serve(1000, 0.01, 0.5);
+    let second = tick(&s, &first.status, &mut world, 10.0);
+    assert_eq!(
+        second.status.phase,
+        Phase::Aborted,
+        "the next window is: {}",
+        second.status.message
+    );
 }

@@ -153,12 +153,6 @@ impl DemoArgs {
     /// The Rollout the demo runs.
     pub fn spec(&self) -> RolloutSpec {
         let (hold, interval, min_requests) = if self.fast { ("4s", "1s", 20) } else { ("15s", "2s", 30) };
-        // Prometheus' windows need several of its scrapes each.
-        let interval = if self.metrics_source == DemoMetricsSource::Prometheus {
-            "2s"
-        } else {
-            interval
-        };
         let strategy = match self.strategy {
             DemoStrategy::Canary => Strategy {
                 canary: Some(Canary {

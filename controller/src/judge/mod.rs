@@ -37,11 +37,21 @@ const POWER_Z: f64 = power::Z_80;
 /// How the candidate is compared in a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Both sides take traffic: compare them in the same window.
+    /// Both sides take traffic split by weight: compare them in the same window.
     Concurrent,
     /// Stable takes none: compare the candidate with stable's reference from before.
     AgainstReference,
+    /// A blue-green preview: the candidate's requests are testers', chosen by header, not a
+    /// random share of production, so comparing their rates with stable's would test the
+    /// testers, not the candidate. Only the guardrails judge; stable's windows become the
+    /// reference for the switch.
+    Preview,
 }
+
+/// Least share of the traffic stable must have carried in the reference step for the
+/// candidate's latency at full weight to be held to it: latency depends on load per pod, and a
+/// stable that carried half the traffic was faster than the same pods at all of it.
+const REFERENCE_LOAD_SHARE: f64 = 0.9;
 
 /// A custom PromQL check's value this window, or why there is none.
 pub type PromqlValue = Result<f64, String>;
@@ -60,6 +70,9 @@ pub struct Judgement {
     pub values: AnalysisValues,
     /// The updated evidence, to store in status.
     pub evidence: Evidence,
+    /// Whether every guardrail was evaluated on this window and none was breached: such a
+    /// window ends a run of consecutive failed checks, even if it is not yet a pass.
+    pub checked: bool,
 }
 
 /// Fresh evidence for a rollout under `analysis`: the error test focuses its prior on
@@ -165,14 +178,21 @@ pub fn judge(
     let mut next = evidence.clone();
     next.step.add(window);
     let reference = match mode {
-        Mode::Concurrent => None,
+        Mode::Concurrent | Mode::Preview => None,
         Mode::AgainstReference => evidence.reference.as_ref(),
     };
+    let reference_at_load = evidence.reference_share.is_some_and(|s| s >= REFERENCE_LOAD_SHARE);
 
-    for comparison in &compared {
-        update(&mut next, evidence, *comparison, s, c, reference, budget);
+    if mode != Mode::Preview {
+        for comparison in &compared {
+            let latency = matches!(comparison, Comparison::Latency | Comparison::FirstByte);
+            if reference.is_some() && latency && !reference_at_load {
+                continue;
+            }
+            update(&mut next, evidence, *comparison, s, c, reference, budget);
+        }
     }
-    if mode == Mode::Concurrent {
+    if mode != Mode::AgainstReference {
         // "Slow" for the next window: stable's p99 as known now, from the step so far.
         if next.step.stable.latency.total() >= MIN_THRESHOLD_SAMPLE {
             next.latency_threshold = stable_p99_bound(&next.step.stable.latency).or(next.latency_threshold);
@@ -198,7 +218,10 @@ pub fn judge(
         power: None,
         promql: promql.iter().map(|v| v.as_ref().ok().copied()).collect(),
     };
-    values.power = step_power(analysis, &next, mode, budget, &compared);
+    values.power = match mode {
+        Mode::Preview => None,
+        _ => step_power(analysis, &next, mode, budget, &compared, reference_at_load),
+    };
     let summary = summary(&values);
     let verdict = |verdict, decisive, reason: String| Judgement {
         verdict,
@@ -206,7 +229,9 @@ pub fn judge(
         reason: format!("{reason}; {summary}"),
         values: values.clone(),
         evidence: next.clone(),
+        checked: false,
     };
+    let checked = |j: Judgement| Judgement { checked: true, ..j };
 
     for comparison in &compared {
         let test = comparison.test(&next);
@@ -273,7 +298,7 @@ pub fn judge(
     for comparison in &compared {
         let test = comparison.test(&next);
         if test.evidence() >= suspicion {
-            return verdict(
+            return checked(verdict(
                 VerdictKind::Inconclusive,
                 false,
                 format!(
@@ -282,20 +307,25 @@ pub fn judge(
                     round(test.evidence()),
                     round(1.0 / budget.test)
                 ),
-            );
+            ));
         }
     }
     if let Some(p) = values.power.as_ref().filter(|p| p.requests < p.needed) {
-        return verdict(
+        return checked(verdict(
             VerdictKind::Inconclusive,
             false,
             format!(
                 "{} of the {} candidate requests this step needs to catch {}",
                 p.requests, p.needed, p.against
             ),
-        );
+        ));
     }
-    verdict(VerdictKind::Pass, false, "all checks passed".into())
+    let reason = if mode == Mode::Preview {
+        "the preview passed its guardrails (testers' requests are not compared with stable's)"
+    } else {
+        "all checks passed"
+    };
+    checked(verdict(VerdictKind::Pass, false, reason.into()))
 }
 
 /// Adds a window to one comparison's test.
@@ -357,6 +387,7 @@ fn step_power(
     mode: Mode,
     budget: Budget,
     compared: &[Comparison],
+    reference_at_load: bool,
 ) -> Option<Power> {
     let detect = analysis.detect;
     let step = &evidence.step;
@@ -369,10 +400,11 @@ fn step_power(
             (&step.stable, step.candidate.requests as f64 / total as f64)
         }
         Mode::AgainstReference => (evidence.reference.as_ref()?, 1.0),
+        Mode::Preview => return None,
     };
     let size = |test: &SequentialTest, n: u64, events: u64, base: f64, ratio: f64| -> Option<u64> {
         match mode {
-            Mode::Concurrent => power::concurrent(test, share, base, ratio, budget.test, POWER_Z),
+            Mode::Concurrent | Mode::Preview => power::concurrent(test, share, base, ratio, budget.test, POWER_Z),
             Mode::AgainstReference => {
                 let p0 = bound::upper(events, n, budget.bound)?.max(base);
                 power::against_bound(test, p0, base, ratio, budget.test, POWER_Z)
@@ -402,7 +434,9 @@ fn step_power(
             needs.push((n, format!("{}x errors at {at}", detect.error_ratio)));
         }
     }
+    let latency_compared = mode == Mode::Concurrent || reference_at_load;
     if compared.contains(&Comparison::Latency)
+        && latency_compared
         && let Some(threshold) = evidence.latency_threshold
     {
         let hist: &Buckets = &stable.latency;

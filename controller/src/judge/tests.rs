@@ -317,3 +317,71 @@ fn evidence_survives_a_json_round_trip() {
     assert_eq!(back, evidence);
     assert!(back.errors.evidence().is_finite());
 }
+
+#[test]
+fn preview_testers_are_not_compared_with_production_only_guardrailed() {
+    // Testers hit the candidate's edge cases: 20x stable's error rate, on a candidate that is
+    // as good as stable. Compared as a random share, that would abort it.
+    let w = window(side(20_000, 40, 0.05), side(200, 8, 0.05));
+    let concurrent = judge(&default_analysis(), &fresh(), &w, &[], Mode::Concurrent);
+    assert_eq!(
+        (concurrent.verdict, concurrent.decisive),
+        (VerdictKind::Fail, true),
+        "{}",
+        concurrent.reason
+    );
+    let preview = judge(&default_analysis(), &fresh(), &w, &[], Mode::Preview);
+    assert_eq!(preview.verdict, VerdictKind::Pass, "{}", preview.reason);
+    assert!(
+        preview.reason.starts_with("the preview passed its guardrails"),
+        "{}",
+        preview.reason
+    );
+    assert_eq!(preview.evidence.errors.evidence(), 1.0, "no evidence from testers");
+    assert_eq!(
+        preview.evidence.step.stable.requests, 20_000,
+        "stable's windows still count, for the reference"
+    );
+    // The guardrails the user wrote still judge the preview.
+    let mut checks = default_analysis().checks;
+    checks[0] = ValidCheck::Metric {
+        metric: CheckMetric::ErrorRatio,
+        max: Some(0.01),
+        max_over_stable: None,
+        max_ms: None,
+        max_ratio_to_stable: None,
+    };
+    let j = judge(&analysis(checks), &fresh(), &w, &[], Mode::Preview);
+    assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, false), "{}", j.reason);
+}
+
+#[test]
+fn a_window_whose_guardrails_held_is_checked_even_while_power_is_short() {
+    let w = window(side(9500, 95, 0.05), side(500, 5, 0.05));
+    let j = judge(&default_analysis(), &fresh(), &w, &[], Mode::Concurrent);
+    assert_eq!(j.verdict, VerdictKind::Inconclusive, "{}", j.reason);
+    assert!(j.checked, "{}", j.reason);
+    let thin = window(side(9500, 95, 0.05), side(50, 0, 0.05));
+    assert!(!judge(&default_analysis(), &fresh(), &thin, &[], Mode::Concurrent).checked);
+}
+
+#[test]
+fn latency_at_full_weight_is_held_only_to_a_reference_at_the_same_load() {
+    let mut a = default_analysis();
+    a.full_weight_step = true;
+    let mut evidence = new_evidence(&a);
+    evidence.latency_threshold = Some(0.05);
+    evidence.reference = Some(side(20_000, 200, 0.05));
+    // All of the candidate's requests are slower than the threshold: at twice the load per
+    // pod that the reference step's stable carried, that is no evidence of a worse version.
+    let slow = window(SideCounters::default(), side(5000, 50, 0.1));
+    evidence.reference_share = Some(0.5);
+    let j = judge(&a, &evidence, &slow, &[], Mode::AgainstReference);
+    assert_ne!(j.verdict, VerdictKind::Fail, "{}", j.reason);
+    assert_eq!(j.evidence.latency.evidence(), 1.0);
+    // With stable at 95 % in the reference step, the same window is a slower candidate.
+    evidence.reference_share = Some(0.95);
+    let j = judge(&a, &evidence, &slow, &[], Mode::AgainstReference);
+    assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, true), "{}", j.reason);
+    assert!(j.reason.contains("on latency"), "{}", j.reason);
+}

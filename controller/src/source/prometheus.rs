@@ -1,6 +1,10 @@
-//! The Prometheus source: PromQL over Prometheus' HTTP API (`/api/v1/query`). The built-in
-//! checks take `increase(...)` of weir-proxy's counters over the window, so Prometheus does
-//! the per-instance counter-reset handling; custom checks run their own query.
+//! The Prometheus source: PromQL over Prometheus' HTTP API (`/api/v1/query`). For the built-in
+//! checks it reads every proxy instance's counters as last scraped, keeps them in the window
+//! mark, and differences them per instance with counter resets handled, as `increase` does,
+//! but exactly: `increase(...[w])` extrapolates to the window's edges, which scales every count
+//! (and so the sequential test's likelihood ratio, inflating its error rate), and it drops what
+//! happened between one window's last sample and the next one's first, a fail-fast trip
+//! included. Custom checks run their own query.
 //!
 //! A query that fails, or returns nothing, leaves the analysis inconclusive with the query in
 //! the reason; it never reads as zero.
@@ -15,7 +19,9 @@ use serde::Deserialize;
 use weir_proxy::metrics::{CodeClass, SideLabel, names};
 
 use super::unix_seconds;
-use crate::counters::{Buckets, Counters, SideCounters};
+use std::collections::BTreeMap;
+
+use crate::counters::{Buckets, Snapshot};
 use crate::decide::Reading;
 use crate::ports::{BoxError, MetricsError, MetricsQuery};
 use crate::status::{WindowMark, micro_time, system_time};
@@ -181,15 +187,13 @@ impl PrometheusSource {
         }
     }
 
-    /// The route's window since `query.since`, by `increase` over its length.
+    /// The route's window since `query.since`: every proxy instance's counters as Prometheus
+    /// last scraped them, differenced per instance from the mark with restarts accounted for,
+    /// exactly as the proxy source does with its own scrapes.
     pub async fn read(&self, query: &MetricsQuery<'_>) -> Result<Reading, MetricsError> {
-        let window = match query.since {
-            Some(mark) => {
-                let range = query.now.duration_since(system_time(&mark.at)).unwrap_or_default();
-                Some(self.window(query.route, range, query.now).await?)
-            }
-            None => None,
-        };
+        let snapshot = self.snapshot(query.route, query.now).await?;
+        let earlier = query.since.and_then(|m| m.instances.as_ref());
+        let window = earlier.map(|earlier| snapshot.increase_since(earlier));
         let range = query.since.map_or(Duration::ZERO, |m| {
             query.now.duration_since(system_time(&m.at)).unwrap_or_default()
         });
@@ -204,8 +208,9 @@ impl PrometheusSource {
         }
         let trips = match &window {
             Some(w) if w.fail_fast_trips > 0 => vec![format!(
-                "{} rose by {} in Prometheus at {}",
+                "{} of route {:?} rose by {} (Prometheus at {})",
                 names::FAIL_FAST_TRIPS,
+                query.route,
                 w.fail_fast_trips,
                 self.base
             )],
@@ -215,95 +220,131 @@ impl PrometheusSource {
             window,
             mark: WindowMark {
                 at: micro_time(query.now),
-                instances: None,
+                instances: Some(snapshot),
             },
             promql,
             trips,
         })
     }
 
-    async fn window(&self, route: &str, range: Duration, now: SystemTime) -> Result<Counters, MetricsError> {
-        let range = format!("{}ms", range.as_millis().max(1));
-        let sides = format!("{}|{}", SideLabel::stable.as_str(), SideLabel::candidate.as_str());
-        let selector = |name: &str| {
-            format!(
-                "{name}{{{}={},{}=~\"{sides}\"}}",
-                names::label::ROUTE,
-                quote(route),
-                names::label::SIDE
-            )
-        };
-        let (side, code, le) = (names::label::SIDE, names::label::CODE, names::label::LE);
-        let requests = format!(
-            "sum by ({side}, {code}) (increase({}[{range}]))",
-            selector(names::REQUESTS)
-        );
-        let mut counters = Counters::default();
-        for series in self.series(&requests, now).await? {
-            let Some(target) = side_of(&mut counters, &series) else {
-                continue;
-            };
-            let n = count(series.value());
-            target.requests += n;
-            match series
-                .metric
-                .get(code)
-                .map(String::as_str)
-                .and_then(CodeClass::from_label)
-            {
-                Some(c) if c.is_error() => target.errors += n,
-                Some(CodeClass::Cancelled) => target.cancelled += n,
-                _ => {}
-            }
-        }
-        for (histogram, pick) in [(names::REQUEST_DURATION, true), (names::FIRST_BYTE, false)] {
-            let buckets = format!(
-                "sum by ({side}, {le}) (increase({}[{range}]))",
-                selector(&format!("{histogram}{}", names::BUCKET_SUFFIX))
-            );
-            let mut lists: [Vec<(f64, u64)>; 2] = Default::default();
-            for series in self.series(&buckets, now).await? {
-                let index = match series.metric.get(side).map(String::as_str) {
-                    Some(s) if s == SideLabel::stable.as_str() => 0,
-                    Some(s) if s == SideLabel::candidate.as_str() => 1,
-                    _ => continue,
-                };
-                let Some(bound) = series.metric.get(le).map(|l| parse_number(l)).filter(|b| !b.is_nan()) else {
-                    continue;
-                };
-                lists[index].push((bound, count(series.value())));
-            }
-            let [stable, candidate] = lists.map(to_buckets);
-            let (s, c) = (&mut counters.stable, &mut counters.candidate);
-            if pick {
-                (s.latency, c.latency) = (stable, candidate);
-            } else {
-                (s.first_byte, c.first_byte) = (stable, candidate);
-            }
-        }
-        let trips = format!(
-            "sum(increase({}{{{}={}}}[{range}]))",
-            names::FAIL_FAST_TRIPS,
+    /// Every scraped proxy instance's cumulative counters of `route`, as of `now`.
+    async fn snapshot(&self, route: &str, now: SystemTime) -> Result<Snapshot, MetricsError> {
+        let names_regex = [
+            names::REQUESTS.to_owned(),
+            format!("{}{}", names::REQUEST_DURATION, names::BUCKET_SUFFIX),
+            format!("{}{}", names::FIRST_BYTE, names::BUCKET_SUFFIX),
+            names::FAIL_FAST_TRIPS.to_owned(),
+            names::CANDIDATE_WEIGHT.to_owned(),
+        ]
+        .join("|");
+        let series_query = format!(
+            "{{__name__=~\"{names_regex}\",{}={}}}",
             names::label::ROUTE,
             quote(route)
         );
-        // Counters do not move by fractions: any rise is a trip, even one Prometheus'
-        // extrapolation shows as less than one.
-        let rose = self.series(&trips, now).await?.iter().map(Series::value).sum::<f64>();
-        counters.fail_fast_trips = if rose > 0.0 { count(rose).max(1) } else { 0 };
-        Ok(counters)
+        let all = self.series(&series_query, now).await?;
+        if !all
+            .iter()
+            .any(|s| s.metric.get("__name__").map(String::as_str) == Some(names::REQUESTS))
+        {
+            return Err(MetricsError::NoData {
+                what: format!(
+                    "Prometheus at {} has no {} series for route {route:?} (query {series_query:?})",
+                    self.base,
+                    names::REQUESTS
+                ),
+            });
+        }
+        // Start times tell a restart apart from a counter that merely fell; absent is fine.
+        let starts = self.series(names::START_TIME, now).await.unwrap_or_default();
+        let mut snapshot = Snapshot {
+            taken_at: unix_seconds(now),
+            instances: Default::default(),
+        };
+        let mut buckets: BTreeMap<BucketKey, Vec<(f64, u64)>> = BTreeMap::new();
+        for series in &all {
+            let instance = instance_of(series);
+            let entry = snapshot.instances.entry(instance.clone()).or_default();
+            let name = series.metric.get("__name__").map(String::as_str).unwrap_or_default();
+            let value = count(series.value());
+            let side = match series.metric.get(names::label::SIDE).map(String::as_str) {
+                Some(s) if s == SideLabel::stable.as_str() => Some(0),
+                Some(s) if s == SideLabel::candidate.as_str() => Some(1),
+                _ => None,
+            };
+            if name == names::FAIL_FAST_TRIPS {
+                entry.counters.fail_fast_trips = entry.counters.fail_fast_trips.saturating_add(value);
+            } else if name == names::CANDIDATE_WEIGHT {
+                entry.weight = u16::try_from(value).ok();
+            } else if name == names::REQUESTS {
+                let Some(side) = side else { continue };
+                let target = if side == 0 {
+                    &mut entry.counters.stable
+                } else {
+                    &mut entry.counters.candidate
+                };
+                target.requests = target.requests.saturating_add(value);
+                match series
+                    .metric
+                    .get(names::label::CODE)
+                    .map(String::as_str)
+                    .and_then(CodeClass::from_label)
+                {
+                    Some(c) if c.is_error() => target.errors = target.errors.saturating_add(value),
+                    Some(CodeClass::Cancelled) => target.cancelled = target.cancelled.saturating_add(value),
+                    _ => {}
+                }
+            } else if let (Some(side), Some(le)) = (side, series.metric.get(names::label::LE)) {
+                let bound = parse_number(le);
+                if bound.is_nan() {
+                    continue;
+                }
+                let histogram = if name.starts_with(names::REQUEST_DURATION) {
+                    "latency"
+                } else {
+                    "first_byte"
+                };
+                buckets
+                    .entry((instance, histogram, side))
+                    .or_default()
+                    .push((bound, value));
+            }
+        }
+        for ((instance, histogram, side), list) in buckets {
+            let Some(entry) = snapshot.instances.get_mut(&instance) else {
+                continue;
+            };
+            let target = if side == 0 {
+                &mut entry.counters.stable
+            } else {
+                &mut entry.counters.candidate
+            };
+            let b = to_buckets(list);
+            if histogram == "latency" {
+                target.latency = b;
+            } else {
+                target.first_byte = b;
+            }
+        }
+        for series in &starts {
+            if let Some(entry) = snapshot.instances.get_mut(&instance_of(series)) {
+                entry.started_at = Some(series.value()).filter(|v| v.is_finite());
+            }
+        }
+        Ok(snapshot)
     }
 }
 
-fn side_of<'c>(counters: &'c mut Counters, series: &Series) -> Option<&'c mut SideCounters> {
-    match series.metric.get(names::label::SIDE).map(String::as_str) {
-        Some(s) if s == SideLabel::stable.as_str() => Some(&mut counters.stable),
-        Some(s) if s == SideLabel::candidate.as_str() => Some(&mut counters.candidate),
-        _ => None,
-    }
+/// Which histogram's buckets: (instance, histogram, side index).
+type BucketKey = (String, &'static str, usize);
+
+/// The instance a series came from: its scrape job and address.
+fn instance_of(series: &Series) -> String {
+    let label = |key: &str| series.metric.get(key).map(String::as_str).unwrap_or_default();
+    format!("{}/{}", label("job"), label("instance"))
 }
 
-/// `increase` extrapolates, so its counts are fractions: the nearest whole count.
+/// A counter's value as a whole count (a histogram bucket or counter is whole already).
 fn count(value: f64) -> u64 {
     if value.is_finite() && value > 0.0 {
         value.round() as u64
@@ -314,7 +355,7 @@ fn count(value: f64) -> u64 {
 
 fn to_buckets(mut list: Vec<(f64, u64)>) -> Buckets {
     list.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Rounding each bucket's increase separately could leave a higher bound with fewer.
+    // Cumulative by construction; kept so even if a scrape caught buckets mid-update.
     let mut running = 0;
     Buckets {
         bounds: list.iter().map(|(b, _)| *b).collect(),

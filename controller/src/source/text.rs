@@ -67,7 +67,11 @@ pub fn route_counters(text: &str, route: &str) -> Result<Option<InstanceCounters
             0
         };
         if sample.name == names::FAIL_FAST_TRIPS {
-            instance.counters.fail_fast_trips += count;
+            instance.counters.fail_fast_trips = instance.counters.fail_fast_trips.saturating_add(count);
+            continue;
+        }
+        if sample.name == names::CANDIDATE_WEIGHT {
+            instance.weight = u16::try_from(count).ok();
             continue;
         }
         let side = match sample.label(names::label::SIDE) {
@@ -82,10 +86,10 @@ pub fn route_counters(text: &str, route: &str) -> Result<Option<InstanceCounters
         };
         if sample.name == names::REQUESTS {
             seen = true;
-            target.requests += count;
+            target.requests = target.requests.saturating_add(count);
             match sample.label(names::label::CODE).and_then(CodeClass::from_label) {
-                Some(code) if code.is_error() => target.errors += count,
-                Some(CodeClass::Cancelled) => target.cancelled += count,
+                Some(code) if code.is_error() => target.errors = target.errors.saturating_add(count),
+                Some(CodeClass::Cancelled) => target.cancelled = target.cancelled.saturating_add(count),
                 _ => {}
             }
         } else if sample.name == latency_buckets || sample.name == first_byte_buckets {
@@ -202,6 +206,7 @@ weir_requests_total{route="other",side="candidate",code="5xx"} 500
 weir_requests_total{route="r",side="mirror",code="5xx"} 7
 weir_fail_fast_trips_total{route="r"} 1
 weir_fail_fast_trips_total{route="other"} 4
+weir_candidate_weight_basis_points{route="r"} 2500
 weir_request_duration_seconds_bucket{route="r",side="stable",le="0.1"} 900
 weir_request_duration_seconds_bucket{route="r",side="stable",le="+Inf"} 1000
 weir_request_duration_seconds_bucket{route="r",side="stable",le="0.05"} 500
@@ -222,6 +227,7 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
             (53, 5, 3)
         );
         assert_eq!(c.fail_fast_trips, 1);
+        assert_eq!(i.weight, Some(2500));
         assert_eq!(c.stable.latency.bounds, vec![0.05, 0.1, f64::INFINITY]);
         assert_eq!(c.stable.latency.cumulative, vec![500, 900, 1000]);
         assert_eq!(c.candidate.first_byte.total(), 50);

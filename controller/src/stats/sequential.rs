@@ -128,8 +128,8 @@ impl SequentialTest {
             let q = share * ratio / (share * ratio + 1.0 - share);
             *llr += c * (q / share).ln() + s * ((1.0 - q) / (1.0 - share)).ln();
         }
-        self.candidate_events += candidate_bad;
-        self.stable_events += stable_bad;
+        self.candidate_events = self.candidate_events.saturating_add(candidate_bad);
+        self.stable_events = self.stable_events.saturating_add(stable_bad);
     }
 
     /// Adds one window of the candidate alone, against `bound`, an upper bound on stable's
@@ -147,7 +147,7 @@ impl SequentialTest {
             let q = (ratio * bound).min(MAX_PROBABILITY);
             *llr += bad * (q / bound).ln() + good * ((1.0 - q) / (1.0 - bound)).ln();
         }
-        self.candidate_events += candidate_bad;
+        self.candidate_events = self.candidate_events.saturating_add(candidate_bad);
     }
 
     /// The natural log of the mixture's evidence.

@@ -154,6 +154,10 @@ pub fn describe(errors: &[SpecError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+/// Longest duration a spec may name: far beyond any sensible hold or deadline, and far from
+/// the limits of time arithmetic.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 struct Errors(Vec<SpecError>);
 
 impl Errors {
@@ -166,6 +170,10 @@ impl Errors {
 
     fn duration(&mut self, path: &str, text: &str) -> Duration {
         match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.add(path, format!("{text:?} is longer than 30 days"));
+                Duration::ZERO
+            }
             Ok(d) if !d.is_zero() => d,
             Ok(_) => {
                 self.add(path, format!("{text:?} is zero"));
@@ -180,10 +188,17 @@ impl Errors {
 
     /// A duration that may be zero.
     fn duration_or_zero(&mut self, path: &str, text: &str) -> Duration {
-        humantime::parse_duration(text).unwrap_or_else(|e| {
-            self.add(path, format!("{text:?} is not a duration like 15s or 0s ({e})"));
-            Duration::ZERO
-        })
+        match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.add(path, format!("{text:?} is longer than 30 days"));
+                Duration::ZERO
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(path, format!("{text:?} is not a duration like 15s or 0s ({e})"));
+                Duration::ZERO
+            }
+        }
     }
 
     /// A ratio above 1 and at most `max`.

@@ -177,6 +177,32 @@ mod analysis {
     }
 
     #[test]
+    fn durations_past_thirty_days_are_refused() {
+        let mut s = spec(&[(5.0, "10000000000000000000s")]);
+        s.analysis.interval = "100y".into();
+        s.analysis.warmup = Some("40days".into());
+        let errors: Vec<String> = validate(&s)
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("spec.strategy.canary.steps[0].hold")),
+            "{errors:?}"
+        );
+        for path in ["spec.analysis.interval", "spec.analysis.warmup"] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(path) && e.ends_with("is longer than 30 days")),
+                "{path} in {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_default_preview_header_is_its_own() {
         let bg: BlueGreen = serde_json::from_str("{}").expect("defaults");
         assert_eq!(
