@@ -91,6 +91,9 @@ pub enum MetricsError {
         /// Why.
         #[source]
         source: BoxError,
+        /// Fail-fast trips seen at the part of the source that answered, in words: a trip
+        /// must stop the rollout even when another proxy cannot be read.
+        trips: Vec<String>,
     },
     /// The source answered without the route's series.
     #[error("{what}")]
@@ -111,7 +114,10 @@ impl MetricsError {
             source = cause.source();
         }
         match self {
-            MetricsError::SourceDown { .. } => MetricsUnavailable::SourceDown(text),
+            MetricsError::SourceDown { trips, .. } => MetricsUnavailable::SourceDown {
+                why: text,
+                trips: trips.clone(),
+            },
             MetricsError::NoData { .. } => MetricsUnavailable::NoData(text),
         }
     }

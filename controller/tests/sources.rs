@@ -261,3 +261,32 @@ async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
     assert!(matches!(error, MetricsError::SourceDown { .. }), "{error}");
     proxy.shutdown().await;
 }
+
+/// A trip at one proxy must stop the rollout even while another proxy cannot be scraped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_is_reported_even_when_another_proxy_is_down() {
+    let (stable, candidate) = (backend().await, backend().await);
+    let fail_fast = "    failFast: { errorRatio: 0.5, window: 30s, minRequests: 5 }\n";
+    let a = Proxy::start(config(stable, candidate, 10_000, "127.0.0.1:0", fail_fast), "api")
+        .await
+        .expect("proxy a");
+    let b = Proxy::start(config(stable, candidate, 10_000, "127.0.0.1:0", fail_fast), "api")
+        .await
+        .expect("proxy b");
+    let source = ProxyScrape::new(vec![
+        format!("http://{}", a.admin_addr()),
+        format!("http://{}", b.admin_addr()),
+    ]);
+    let mark = read(&source, None).await.expect("metrics").mark;
+    b.shutdown().await;
+    send(&client(), &a, "/fail", 6).await;
+    let error = read(&source, Some(&mark)).await.expect_err("b is down");
+    match error.summary() {
+        weir::decide::MetricsUnavailable::SourceDown { trips, .. } => {
+            assert_eq!(trips.len(), 1, "{trips:?}");
+            assert!(trips[0].contains("5 of 5 candidate requests failed"), "{trips:?}");
+        }
+        other => panic!("{other}"),
+    }
+    a.shutdown().await;
+}

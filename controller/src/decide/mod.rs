@@ -65,8 +65,14 @@ pub struct Reading {
 /// Why there are no metrics this time. Either way the analysis is inconclusive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetricsUnavailable {
-    /// The source could not be reached or answered with an error.
-    SourceDown(String),
+    /// The source could not be reached or answered with an error (for the proxy source: some
+    /// proxy could not be scraped). `trips` are fail-fast trips the reachable part showed.
+    SourceDown {
+        /// Why, with the chain of causes.
+        why: String,
+        /// Trips seen all the same, in words.
+        trips: Vec<String>,
+    },
     /// The source answered, but not with the route's series.
     NoData(String),
 }
@@ -74,7 +80,7 @@ pub enum MetricsUnavailable {
 impl std::fmt::Display for MetricsUnavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MetricsUnavailable::SourceDown(why) => write!(f, "metrics source down: {why}"),
+            MetricsUnavailable::SourceDown { why, .. } => write!(f, "metrics source down: {why}"),
             MetricsUnavailable::NoData(why) => write!(f, "no metrics for the route: {why}"),
         }
     }
@@ -415,6 +421,22 @@ impl Ctx<'_> {
             .candidate
             .exists
             .then(|| self.obs.candidate.template_hash.clone())
+    }
+
+    /// The fail-fast trips the metrics show since the window began, in words, if any: in a
+    /// window read whole, or at the proxies that could be read when some could not.
+    fn tripped(&self) -> Option<String> {
+        match &self.obs.metrics {
+            Ok(reading) => reading.window.as_ref().filter(|w| w.fail_fast_trips > 0).map(|w| {
+                if reading.trips.is_empty() {
+                    format!("{} trip(s) counted", w.fail_fast_trips)
+                } else {
+                    reading.trips.join("; ")
+                }
+            }),
+            Err(MetricsUnavailable::SourceDown { trips, .. }) if !trips.is_empty() => Some(trips.join("; ")),
+            Err(_) => None,
+        }
     }
 
     /// Where a window starting now begins, if the metrics could be read.

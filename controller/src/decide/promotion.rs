@@ -62,13 +62,7 @@ impl Ctx<'_> {
                 stable.ready_replicas, stable.replicas
             )
         };
-        let tripped = self
-            .obs
-            .metrics
-            .as_ref()
-            .ok()
-            .and_then(|r| r.window.as_ref())
-            .is_some_and(|w| w.fail_fast_trips > 0);
+        let tripped = self.tripped().is_some();
         let started = self.step_started();
         let stalled = self.now >= started + spec.analysis.progress_deadline;
         if self.old.promotion == Some(PromotionStage::StableOnly) || tripped || stalled {

@@ -46,14 +46,7 @@ impl Ctx<'_> {
 
         // A fail-fast trip means the proxy already cut the candidate off; the rollout cannot
         // judge it any more (it gets no traffic), so it aborts now, with the proxy's numbers.
-        if let Ok(reading) = &self.obs.metrics
-            && let Some(window) = reading.window.as_ref().filter(|w| w.fail_fast_trips > 0)
-        {
-            let detail = if reading.trips.is_empty() {
-                format!("{} trip(s) counted", window.fail_fast_trips)
-            } else {
-                reading.trips.join("; ")
-            };
+        if let Some(detail) = self.tripped() {
             return self.abort(spec, format!("the proxy's fail-fast tripped: {detail}"));
         }
 

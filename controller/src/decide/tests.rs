@@ -150,7 +150,10 @@ impl World {
 
     pub(crate) fn reading(&self, status: &RolloutStatus, at: SystemTime) -> Result<Reading, MetricsUnavailable> {
         if let Some(why) = &self.metrics_down {
-            return Err(MetricsUnavailable::SourceDown(why.clone()));
+            return Err(MetricsUnavailable::SourceDown {
+                why: why.clone(),
+                trips: Vec::new(),
+            });
         }
         let snapshot = Snapshot {
             taken_at: 0.0,
@@ -1023,5 +1026,26 @@ fn a_window_in_which_a_proxy_served_another_weight_is_shown_not_judged() {
         Phase::Aborted,
         "the next window is: {}",
         second.status.message
+    );
+}
+
+#[test]
+fn a_trip_seen_while_the_metrics_are_partly_down_still_aborts() {
+    let s = spec();
+    let mut world = World::new();
+    let status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let mut o = world.observe(&status, t(1.0));
+    o.metrics = Err(MetricsUnavailable::SourceDown {
+        why: "proxy http://10.0.0.8:9901 is down".into(),
+        trips: vec!["proxy http://10.0.0.9:9901: 5 of 5 candidate requests failed within 30s (limit 0.5)".into()],
+    });
+    let d = decide(&s, &status, &o, t(1.0));
+    assert_eq!(d.status.phase, Phase::Aborted);
+    assert!(
+        d.status
+            .message
+            .contains("fail-fast tripped: proxy http://10.0.0.9:9901"),
+        "{}",
+        d.status.message
     );
 }

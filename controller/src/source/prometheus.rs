@@ -108,6 +108,7 @@ impl PrometheusSource {
         MetricsError::SourceDown {
             source_name: format!("Prometheus at {}", self.base),
             source,
+            trips: Vec::new(),
         }
     }
 
@@ -154,6 +155,7 @@ impl PrometheusSource {
             .map_err(|e| MetricsError::SourceDown {
                 source_name: format!("Prometheus at {} for {promql:?}", self.base),
                 source: e,
+                trips: Vec::new(),
             })
     }
 

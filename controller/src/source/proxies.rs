@@ -78,17 +78,35 @@ impl ProxyScrape {
             taken_at: unix_seconds(query.now),
             instances: Default::default(),
         };
+        let mut first_failure: Option<(String, BoxError)> = None;
         for (target, text) in scrapes {
-            let down = |source: BoxError| MetricsError::SourceDown {
+            let counters = text.and_then(|text| {
+                text::route_counters(&text, query.route).map_err(|e| Box::new(ScrapeFailure::from(e)) as BoxError)
+            });
+            match counters {
+                Ok(Some(counters)) => {
+                    snapshot.instances.insert(target.clone(), counters);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    first_failure.get_or_insert((target.clone(), error));
+                }
+            }
+        }
+        let earlier = query.since.and_then(|m| m.instances.as_ref());
+        if let Some((target, source)) = first_failure {
+            // The window is not read, but a trip at the proxies that answered still counts.
+            let trips = match earlier {
+                Some(earlier) if snapshot.increase_since(earlier).fail_fast_trips > 0 => {
+                    self.trip_details(&snapshot, earlier, query.route).await
+                }
+                _ => Vec::new(),
+            };
+            return Err(MetricsError::SourceDown {
                 source_name: format!("proxy {target}"),
                 source,
-            };
-            let text = text.map_err(down)?;
-            let counters =
-                text::route_counters(&text, query.route).map_err(|e| down(Box::new(ScrapeFailure::from(e))))?;
-            if let Some(counters) = counters {
-                snapshot.instances.insert(target.clone(), counters);
-            }
+                trips,
+            });
         }
         if snapshot.instances.is_empty() {
             return Err(MetricsError::NoData {
@@ -99,7 +117,6 @@ impl ProxyScrape {
                 ),
             });
         }
-        let earlier = query.since.and_then(|m| m.instances.as_ref());
         let window = earlier.map(|earlier| snapshot.increase_since(earlier));
         let trips = match (&window, earlier) {
             (Some(w), Some(earlier)) if w.fail_fast_trips > 0 => {
@@ -122,8 +139,11 @@ impl ProxyScrape {
     async fn trip_details(&self, now: &Snapshot, earlier: &Snapshot, route: &str) -> Vec<String> {
         let mut details = Vec::new();
         for (target, counters) in &now.instances {
-            let before = earlier.instances.get(target).map_or(0, |c| c.counters.fail_fast_trips);
-            if counters.counters.fail_fast_trips == 0 || counters.counters.fail_fast_trips == before {
+            let single = Snapshot {
+                taken_at: now.taken_at,
+                instances: [(target.clone(), counters.clone())].into(),
+            };
+            if single.increase_since(earlier).fail_fast_trips == 0 {
                 continue;
             }
             let detail = match self.get(&format!("{target}/config")).await {
