@@ -202,25 +202,54 @@ async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
     assert!(start.window.is_none(), "the first look only marks the start");
     let mark = start.mark;
     let client = client();
+    // The custom query's increase() sees only what happens between the samples inside its
+    // range: wait for a scrape of the quiet proxy to land in the window before the traffic.
+    let scraped = vec!["count_over_time(weir_proxy_start_time_seconds[{{window}}])".to_owned()];
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let query = MetricsQuery {
+            route: "r",
+            since: Some(&mark),
+            promql: &scraped,
+            now: SystemTime::now(),
+        };
+        let reading = within(source.read(&query)).await.expect("metrics");
+        if reading.promql[0].as_ref().is_ok_and(|n| *n >= 1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "Prometheus scraped nothing: {}",
+            local.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     send(&client, &proxy, "/", 200).await;
     send(&client, &proxy, "/fail", 20).await;
-    // Let two more scrapes land, so that Prometheus' last sample holds every request.
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let promql = vec![
         "sum(increase(weir_requests_total{route=\"{{route}}\",code=\"5xx\"}[{{window}}]))".to_owned(),
         "sum(rate(weir_requests_total{route=\"{{route}}\"}[{{window}}])) +".to_owned(),
         "weir_requests_total{route=\"nothing-like-this\"}".to_owned(),
     ];
-    let query = MetricsQuery {
-        route: "r",
-        since: Some(&mark),
-        promql: &promql,
-        now: SystemTime::now(),
+    // Wait for Prometheus' last scrape to hold every request.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let (reading, window) = loop {
+        let query = MetricsQuery {
+            route: "r",
+            since: Some(&mark),
+            promql: &promql,
+            now: SystemTime::now(),
+        };
+        let reading = within(source.read(&query))
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", local.log_tail()));
+        let window = reading.window.clone().expect("window");
+        if window.stable.requests + window.candidate.requests >= 220 {
+            break (reading, window);
+        }
+        assert!(tokio::time::Instant::now() < until, "{window:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let reading = within(source.read(&query))
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {}", local.log_tail()));
-    let window = reading.window.expect("window");
     // Differenced per instance from the mark: exactly what was sent, no extrapolation.
     assert_eq!(window.stable.requests + window.candidate.requests, 220, "{window:?}");
     assert_eq!(window.stable.errors + window.candidate.errors, 20, "{window:?}");
