@@ -67,7 +67,8 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
                 a.spec().strategy.canary.map_or(1, |c| c.steps.len()),
                 "{flags:?}"
             );
-            for power in &summary.steps {
+            for passed in &summary.steps {
+                let power = &passed.power;
                 assert!(power.requests >= power.needed, "{flags:?}: {power:?}");
             }
         }

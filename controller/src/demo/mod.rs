@@ -86,7 +86,7 @@ pub struct DemoArgs {
     /// Rollout strategy.
     #[arg(long, value_enum, default_value_t = DemoStrategy::Canary)]
     pub strategy: DemoStrategy,
-    /// Short holds and intervals: the run takes under 20 s instead of about a minute.
+    /// Short holds and intervals: a healthy run takes about 20 s instead of about a minute.
     #[arg(long)]
     pub fast: bool,
     /// Requests per second [default: 400, or 600 with --fast].
@@ -334,7 +334,10 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
         let left_step =
             status.phase == Phase::Progressing && (next.step != status.step || next.phase == Phase::Promoting);
         if left_step && let Some(power) = next.last_analysis.as_ref().and_then(|a| a.values.power.clone()) {
-            passed_steps.push(power);
+            passed_steps.push(report::PassedStep {
+                step: status.step + 1,
+                power,
+            });
         }
         if next.phase == Phase::Progressing && (status.phase != Phase::Progressing || next.step != status.step) {
             step_started = Instant::now();

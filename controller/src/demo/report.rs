@@ -41,9 +41,18 @@ pub struct Summary {
     /// The last analysis's numbers.
     pub values: Option<AnalysisValues>,
     /// Each passed step's sample against what its power needed.
-    pub steps: Vec<Power>,
+    pub steps: Vec<PassedStep>,
     /// What the clients saw: (stable answers, candidate answers, errors, skipped).
     pub clients: (u64, u64, u64, u64),
+}
+
+/// A step that passed, with its sample against what its power needed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PassedStep {
+    /// The step, 1-based as the progress line shows it.
+    pub step: u32,
+    /// Its sample.
+    pub power: Power,
 }
 
 /// Writes progress to stdout.
@@ -196,8 +205,12 @@ impl Reporter {
                 t.as_secs_f64()
             ));
         }
-        for (i, p) in s.steps.iter().enumerate() {
-            self.line(&format!("  step {} passed with {}", i + 1, super::describe_power(p)));
+        for passed in &s.steps {
+            self.line(&format!(
+                "  step {} passed with {}",
+                passed.step,
+                super::describe_power(&passed.power)
+            ));
         }
         if let Some(v) = &s.values {
             self.line(&format!(
