@@ -4,6 +4,7 @@
 
 pub mod prometheus;
 pub mod proxies;
+pub mod series;
 pub mod text;
 
 use crate::decide::Reading;

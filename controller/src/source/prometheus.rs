@@ -9,6 +9,7 @@
 //! A query that fails, or returns nothing, leaves the analysis inconclusive with the query in
 //! the reason; it never reads as zero.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,12 +17,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use weir_proxy::metrics::{CodeClass, SideLabel, names};
+use weir_proxy::metrics::names;
 
+use super::series::{Samples, parse_value};
 use super::unix_seconds;
-use std::collections::BTreeMap;
 
-use crate::counters::{Buckets, Snapshot};
+use crate::counters::Snapshot;
 use crate::decide::Reading;
 use crate::ports::{BoxError, MetricsError, MetricsQuery};
 use crate::status::{WindowMark, micro_time, system_time};
@@ -83,11 +84,7 @@ impl Series {
 }
 
 fn parse_number(text: &str) -> f64 {
-    match text {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        other => other.parse().unwrap_or(f64::NAN),
-    }
+    parse_value(text).unwrap_or(f64::NAN)
 }
 
 impl PrometheusSource {
@@ -259,116 +256,29 @@ impl PrometheusSource {
         }
         // Start times tell a restart apart from a counter that merely fell; absent is fine.
         let starts = self.series(names::START_TIME, now).await.unwrap_or_default();
-        let mut snapshot = Snapshot {
-            taken_at: unix_seconds(now),
-            instances: Default::default(),
-        };
-        let mut buckets: BTreeMap<BucketKey, Vec<(f64, u64)>> = BTreeMap::new();
-        for series in &all {
-            let instance = instance_of(series);
-            let entry = snapshot.instances.entry(instance.clone()).or_default();
+        let mut instances: BTreeMap<String, Samples> = BTreeMap::new();
+        for series in all.iter().chain(&starts) {
             let name = series.metric.get("__name__").map(String::as_str).unwrap_or_default();
-            let value = count(series.value());
-            let side = match series.metric.get(names::label::SIDE).map(String::as_str) {
-                Some(s) if s == SideLabel::stable.as_str() => Some(0),
-                Some(s) if s == SideLabel::candidate.as_str() => Some(1),
-                _ => None,
-            };
-            if name == names::FAIL_FAST_TRIPS {
-                entry.counters.fail_fast_trips = entry.counters.fail_fast_trips.saturating_add(value);
-            } else if name == names::CANDIDATE_WEIGHT {
-                entry.weight = u16::try_from(value).ok();
-            } else if name == names::REQUESTS {
-                let Some(side) = side else { continue };
-                let target = if side == 0 {
-                    &mut entry.counters.stable
-                } else {
-                    &mut entry.counters.candidate
-                };
-                target.requests = target.requests.saturating_add(value);
-                match series
-                    .metric
-                    .get(names::label::CODE)
-                    .map(String::as_str)
-                    .and_then(CodeClass::from_label)
-                {
-                    Some(c) if c.is_error() => target.errors = target.errors.saturating_add(value),
-                    Some(CodeClass::Cancelled) => target.cancelled = target.cancelled.saturating_add(value),
-                    _ => {}
-                }
-            } else if let (Some(side), Some(le)) = (side, series.metric.get(names::label::LE)) {
-                let bound = parse_number(le);
-                if bound.is_nan() {
-                    continue;
-                }
-                let histogram = if name.starts_with(names::REQUEST_DURATION) {
-                    "latency"
-                } else {
-                    "first_byte"
-                };
-                buckets
-                    .entry((instance, histogram, side))
-                    .or_default()
-                    .push((bound, value));
-            }
-        }
-        for ((instance, histogram, side), list) in buckets {
-            let Some(entry) = snapshot.instances.get_mut(&instance) else {
+            let instance = instance_of(series);
+            // A start time alone is no instance of the route.
+            if name == names::START_TIME && !instances.contains_key(&instance) {
                 continue;
-            };
-            let target = if side == 0 {
-                &mut entry.counters.stable
-            } else {
-                &mut entry.counters.candidate
-            };
-            let b = to_buckets(list);
-            if histogram == "latency" {
-                target.latency = b;
-            } else {
-                target.first_byte = b;
             }
+            let label = |k: &str| series.metric.get(k).map(String::as_str);
+            // Prometheus stores what it scraped; a bucket it holds without a bound is skipped.
+            let _ = instances.entry(instance).or_default().add(name, label, series.value());
         }
-        for series in &starts {
-            if let Some(entry) = snapshot.instances.get_mut(&instance_of(series)) {
-                entry.started_at = Some(series.value()).filter(|v| v.is_finite());
-            }
-        }
-        Ok(snapshot)
+        Ok(Snapshot {
+            taken_at: unix_seconds(now),
+            instances: instances.into_iter().map(|(k, s)| (k, s.finish())).collect(),
+        })
     }
 }
-
-/// Which histogram's buckets: (instance, histogram, side index).
-type BucketKey = (String, &'static str, usize);
 
 /// The instance a series came from: its scrape job and address.
 fn instance_of(series: &Series) -> String {
     let label = |key: &str| series.metric.get(key).map(String::as_str).unwrap_or_default();
     format!("{}/{}", label("job"), label("instance"))
-}
-
-/// A counter's value as a whole count (a histogram bucket or counter is whole already).
-fn count(value: f64) -> u64 {
-    if value.is_finite() && value > 0.0 {
-        value.round() as u64
-    } else {
-        0
-    }
-}
-
-fn to_buckets(mut list: Vec<(f64, u64)>) -> Buckets {
-    list.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Cumulative by construction; kept so even if a scrape caught buckets mid-update.
-    let mut running = 0;
-    Buckets {
-        bounds: list.iter().map(|(b, _)| *b).collect(),
-        cumulative: list
-            .iter()
-            .map(|(_, c)| {
-                running = running.max(*c);
-                running
-            })
-            .collect(),
-    }
 }
 
 /// A PromQL string literal.
@@ -423,12 +333,5 @@ mod tests {
             panic!("vector")
         };
         assert_eq!(v[0].value(), f64::INFINITY);
-    }
-
-    #[test]
-    fn rounded_buckets_stay_cumulative() {
-        let b = to_buckets(vec![(f64::INFINITY, 10), (0.1, 10), (0.2, 9)]);
-        assert_eq!(b.bounds, vec![0.1, 0.2, f64::INFINITY]);
-        assert_eq!(b.cumulative, vec![10, 10, 10]);
     }
 }

@@ -7,9 +7,10 @@
 //! one that reads both says its API changes as its author needs. This one reads both, for the
 //! few weir series the controller needs, and rejects lines it cannot read with their number.
 
-use weir_proxy::metrics::{CodeClass, SideLabel, names};
+use weir_proxy::metrics::names;
 
-use crate::counters::{Buckets, InstanceCounters, SideCounters};
+use super::series::{Samples, parse_value};
+use crate::counters::InstanceCounters;
 
 /// Why an exposition could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,12 +42,7 @@ impl Sample<'_> {
 /// The route's counters in one proxy's exposition, or `None` when it has none of the route's
 /// request counters (a proxy that has not loaded the route).
 pub fn route_counters(text: &str, route: &str) -> Result<Option<InstanceCounters>, ParseError> {
-    let mut instance = InstanceCounters::default();
-    let mut seen = false;
-    let mut latency: [Vec<(f64, u64)>; 2] = Default::default();
-    let mut first_byte: [Vec<(f64, u64)>; 2] = Default::default();
-    let latency_buckets = format!("{}{}", names::REQUEST_DURATION, names::BUCKET_SUFFIX);
-    let first_byte_buckets = format!("{}{}", names::FIRST_BYTE, names::BUCKET_SUFFIX);
+    let mut samples = Samples::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -54,75 +50,16 @@ pub fn route_counters(text: &str, route: &str) -> Result<Option<InstanceCounters
         }
         let malformed = |message: String| ParseError::Malformed { line: i + 1, message };
         let sample = parse_line(line).map_err(malformed)?;
-        if sample.name == names::START_TIME {
-            instance.started_at = Some(sample.value).filter(|v| v.is_finite());
-            continue;
-        }
-        if !sample.name.starts_with("weir_") || sample.label(names::label::ROUTE) != Some(route) {
-            continue;
-        }
-        let count = if sample.value.is_finite() && sample.value >= 0.0 {
-            sample.value as u64
-        } else {
-            0
-        };
-        if sample.name == names::FAIL_FAST_TRIPS {
-            instance.counters.fail_fast_trips = instance.counters.fail_fast_trips.saturating_add(count);
-            continue;
-        }
-        if sample.name == names::CANDIDATE_WEIGHT {
-            instance.weight = u16::try_from(count).ok();
-            continue;
-        }
-        let side = match sample.label(names::label::SIDE) {
-            Some(s) if s == SideLabel::stable.as_str() => 0,
-            Some(s) if s == SideLabel::candidate.as_str() => 1,
-            _ => continue,
-        };
-        let target: &mut SideCounters = if side == 0 {
-            &mut instance.counters.stable
-        } else {
-            &mut instance.counters.candidate
-        };
-        if sample.name == names::REQUESTS {
-            seen = true;
-            target.requests = target.requests.saturating_add(count);
-            match sample.label(names::label::CODE).and_then(CodeClass::from_label) {
-                Some(code) if code.is_error() => target.errors = target.errors.saturating_add(count),
-                Some(CodeClass::Cancelled) => target.cancelled = target.cancelled.saturating_add(count),
-                _ => {}
-            }
-        } else if sample.name == latency_buckets || sample.name == first_byte_buckets {
-            let le = sample
-                .label(names::label::LE)
-                .ok_or_else(|| malformed("bucket without le".into()))?;
-            let bound = parse_value(le).map_err(malformed)?;
-            let list = if sample.name == latency_buckets {
-                &mut latency[side]
-            } else {
-                &mut first_byte[side]
-            };
-            list.push((bound, count));
+        // The start time has no route label: it is the whole process's.
+        let ours = sample.name == names::START_TIME
+            || (sample.name.starts_with("weir_") && sample.label(names::label::ROUTE) == Some(route));
+        if ours {
+            samples
+                .add(sample.name, |k| sample.label(k), sample.value)
+                .map_err(|e| malformed(e.to_string()))?;
         }
     }
-    if !seen {
-        return Ok(None);
-    }
-    let to_buckets = |mut list: Vec<(f64, u64)>| {
-        list.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Buckets {
-            bounds: list.iter().map(|(b, _)| *b).collect(),
-            cumulative: list.iter().map(|(_, c)| *c).collect(),
-        }
-    };
-    let [ls, lc] = latency;
-    let [fs, fc] = first_byte;
-    let counters = &mut instance.counters;
-    counters.stable.latency = to_buckets(ls);
-    counters.candidate.latency = to_buckets(lc);
-    counters.stable.first_byte = to_buckets(fs);
-    counters.candidate.first_byte = to_buckets(fc);
-    Ok(Some(instance))
+    Ok(samples.has_requests().then(|| samples.finish()))
 }
 
 fn parse_line(line: &str) -> Result<Sample<'_>, String> {
@@ -179,15 +116,6 @@ fn parse_line(line: &str) -> Result<Sample<'_>, String> {
         labels,
         value: parse_value(value)?,
     })
-}
-
-fn parse_value(text: &str) -> Result<f64, String> {
-    match text {
-        "+Inf" | "Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => text.parse().map_err(|_| format!("{text:?} is not a number")),
-    }
 }
 
 #[cfg(test)]
@@ -267,6 +195,7 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
     #[test]
     fn the_proxys_own_exposition_is_read_in_both_formats() {
         use prometheus_client::registry::Registry;
+        use weir_proxy::metrics::CodeClass;
         use weir_proxy::split::Side;
         let mut registry = Registry::default();
         let metrics = weir_proxy::metrics::ProxyMetrics::register(&mut registry);
