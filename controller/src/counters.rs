@@ -389,9 +389,8 @@ mod tests {
                 ("b", instance(1.0, (1000, 10), (50, 1))),
             ],
         );
-        // b restarted at 105 and has counted 950 stable requests since: more than nothing, less
-        // than before, so a sum would show a decrease of 50 + 950 - 1000 ... and a plain
-        // difference of sums would be wrong either way.
+        // b restarted at 105 and has counted 950 stable requests since: fewer than the 1000 it
+        // had, so a difference of the summed counters undercounts the window badly.
         let after = snapshot(
             110.0,
             &[

@@ -124,16 +124,7 @@ impl Ctx<'_> {
         };
         let reading = match &self.obs.metrics {
             Err(unavailable) => {
-                self.next.step_passed = false;
-                self.record(
-                    spec,
-                    record(
-                        VerdictKind::Inconclusive,
-                        true,
-                        unavailable.to_string(),
-                        Default::default(),
-                    ),
-                );
+                self.inconclusive(spec, unavailable.to_string());
                 return false;
             }
             Ok(reading) => reading,
@@ -141,16 +132,7 @@ impl Ctx<'_> {
         let Some(window) = &reading.window else {
             evidence.window_start = Some(reading.mark.clone());
             self.next.evidence = Some(evidence);
-            self.next.step_passed = false;
-            self.record(
-                spec,
-                record(
-                    VerdictKind::Inconclusive,
-                    true,
-                    "first look at the metrics: measuring from now".into(),
-                    Default::default(),
-                ),
-            );
+            self.inconclusive(spec, "first look at the metrics: measuring from now".into());
             return false;
         };
         let expected = self.old.candidate_weight;
@@ -224,6 +206,19 @@ impl Ctx<'_> {
             self.next.failed_checks = 0;
         }
         false
+    }
+
+    /// An analysis with nothing to judge: no metrics, or only a baseline to measure from.
+    fn inconclusive(&mut self, spec: &ValidSpec, reason: String) {
+        self.next.step_passed = false;
+        let record = AnalysisRecord {
+            at: micro_time(self.now),
+            verdict: VerdictKind::Inconclusive,
+            judged: true,
+            reason,
+            values: Default::default(),
+        };
+        self.record(spec, record);
     }
 
     pub(super) fn record(&mut self, spec: &ValidSpec, record: AnalysisRecord) {

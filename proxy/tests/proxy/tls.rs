@@ -396,16 +396,18 @@ fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_gets_http2_over_tls_through_the_proxy() {
-    let version = Command::new("curl").arg("--version").output();
-    let version = match version {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
-        Err(error) => panic!("curl is not installed ({error}); .ci/run installs it"),
-    };
+    let curl = weir_test_tools::debian_tool("curl", "curl").unwrap_or_else(|e| panic!("{e:#}"));
+    let version = Command::new(&curl)
+        .arg("--version")
+        .output()
+        .expect("run curl --version");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
     assert!(
         version
             .lines()
             .any(|l| l.starts_with("Features:") && l.contains("HTTP2")),
-        "this curl has no HTTP/2 support; .ci/run installs Debian's curl, which has it:\n{version}"
+        "this curl has no HTTP/2 support; Debian's has it ({}):\n{version}",
+        weir_test_tools::apt_install_line()
     );
 
     let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
@@ -414,7 +416,7 @@ async fn curl_gets_http2_over_tls_through_the_proxy() {
     pki.install(&leaf.cert_pem, &leaf.key_pem);
     let proxy = start_tls_proxy(&pki, stable.addr, candidate.addr).await;
 
-    let mut curl = Command::new("curl");
+    let mut curl = Command::new(&curl);
     curl.args(["--http2", "--silent", "--show-error", "--max-time", "20"])
         .arg("--cacert")
         .arg(pki.ca_file())
