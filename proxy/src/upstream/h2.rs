@@ -8,6 +8,7 @@
 //! keeps the client's host.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::uri::Authority;
 use hyper::body::Incoming;
@@ -40,16 +41,32 @@ impl Dial {
     }
 }
 
+/// How many times one request may be sent before its failure is the client's answer. A
+/// request is sent again only when it never reached the upstream, so each attempt after the
+/// first follows a connection that closed or was retired under it; three allows for a
+/// connection retired while the replacement was being opened.
+const SEND_ATTEMPTS: u32 = 3;
+
 /// One endpoint's connection, shared by every request to it.
 #[derive(Debug)]
 pub struct Endpoint {
     authority: Authority,
     dial: Dial,
-    /// The open connection: cloned under a short lock on the request path.
-    live: Mutex<Option<SendRequest<UpstreamBody>>>,
+    /// The open connection and its generation: cloned under a short lock on the request path.
+    live: Mutex<Option<Live>>,
+    /// The generation the next connection gets.
+    generations: AtomicU64,
     /// Held while connecting, so that concurrent requests wait for one new connection rather
     /// than each opening their own.
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// A connection, numbered so that a request that saw it fail retires that connection and not
+/// the one another request already opened in its place.
+#[derive(Clone, Debug)]
+struct Live {
+    generation: u64,
+    sender: SendRequest<UpstreamBody>,
 }
 
 impl Endpoint {
@@ -59,29 +76,45 @@ impl Endpoint {
             authority,
             dial,
             live: Mutex::new(None),
+            generations: AtomicU64::new(0),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn open(&self) -> Option<SendRequest<UpstreamBody>> {
-        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        live.as_ref().filter(|s| !s.is_closed()).cloned()
+    fn live(&self) -> std::sync::MutexGuard<'_, Option<Live>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open(&self) -> Option<Live> {
+        self.live().as_ref().filter(|l| !l.sender.is_closed()).cloned()
     }
 
     /// The open connection, or a new one.
-    async fn sender(&self) -> Result<SendRequest<UpstreamBody>, UpstreamFailure> {
-        if let Some(sender) = self.open() {
-            return Ok(sender);
+    async fn connection(&self) -> Result<Live, UpstreamFailure> {
+        if let Some(live) = self.open() {
+            return Ok(live);
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(sender) = self.open() {
-            return Ok(sender);
+        if let Some(live) = self.open() {
+            return Ok(live);
         }
-        let sender = self.connect().await?;
-        *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender.clone());
-        Ok(sender)
+        let live = Live {
+            sender: self.connect().await?,
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
+        };
+        *self.live() = Some(live.clone());
+        Ok(live)
     }
 
+    /// Forgets connection `generation` if it is still the stored one: it closed, or the
+    /// upstream is retiring it and will open no new stream on it, though hyper may not have
+    /// noticed yet (its `is_closed` turns true only once its dispatcher has stopped).
+    fn retire(&self, generation: u64) {
+        let mut live = self.live();
+        if live.as_ref().is_some_and(|l| l.generation == generation) {
+            *live = None;
+        }
+    }
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamFailure> {
         // The dialer only reads the URI's host and port.
         let uri: http::Uri = format!("http://{}/", self.authority)
@@ -126,8 +159,8 @@ impl Endpoint {
         Ok(sender)
     }
 
-    /// Sends `req` on this endpoint's connection, and once more on a new connection when the
-    /// first never reached the upstream:
+    /// Sends `req` on this endpoint's connection, and again on a new connection when it never
+    /// reached the upstream:
     /// - the connection refused it before sending any of it (it had just closed);
     /// - the upstream was retiring the connection (a graceful GOAWAY, as nginx sends after
     ///   `keepalive_requests`) and left the stream unprocessed, which RFC 9113 section 6.8
@@ -135,32 +168,28 @@ impl Endpoint {
     ///   request body is streamed, never held.
     pub async fn send(&self, req: http::Request<UpstreamBody>) -> Result<http::Response<Incoming>, UpstreamFailure> {
         use http_body::Body as _;
-        let replay = req.body().is_end_stream().then(|| bodyless_copy(&req));
-        let mut sender = self.sender().await?;
-        let error = match sender.try_send_request(req).await {
-            Ok(rsp) => return Ok(rsp),
-            Err(mut error) => match error.take_message() {
-                Some(req) => {
-                    self.forget_closed();
-                    return self.sender().await?.send_request(req).await.map_err(reset);
+        let bodyless = req.body().is_end_stream();
+        let mut req = req;
+        let mut attempt = 1;
+        loop {
+            let replay = bodyless.then(|| bodyless_copy(&req));
+            let Live { generation, mut sender } = self.connection().await?;
+            let (error, unsent) = match sender.try_send_request(req).await {
+                Ok(rsp) => return Ok(rsp),
+                Err(mut error) => {
+                    let unsent = error.take_message();
+                    (error.into_error(), unsent)
                 }
-                None => error.into_error(),
-            },
-        };
-        match replay {
-            Some(req) if unprocessed(&error) => {
-                self.forget_closed();
-                self.sender().await?.send_request(req).await.map_err(reset)
+            };
+            let again = unsent.or_else(|| replay.filter(|_| unprocessed(&error)));
+            match again {
+                Some(again) if attempt < SEND_ATTEMPTS => {
+                    self.retire(generation);
+                    req = again;
+                    attempt += 1;
+                }
+                _ => return Err(reset(error)),
             }
-            _ => Err(reset(error)),
-        }
-    }
-
-    /// Drops the stored connection if it has closed, so the next request reconnects.
-    fn forget_closed(&self) {
-        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if live.as_ref().is_some_and(SendRequest::is_closed) {
-            *live = None;
         }
     }
 }
