@@ -3,8 +3,11 @@
 //! `parse` turns text into a [`ProxyConfig`] or into [`ConfigErrors`] listing every bad field
 //! with its path. No I/O here: sources (file, in-process handle) read the text and call in.
 
+mod partial;
 mod raw;
 mod validate;
+
+pub use partial::{Layer, LayerId, Merged, Outcome, PartialConfig, merge, parse_partial};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -195,6 +198,11 @@ impl ConfigErrors {
 
 /// Parses and validates a config written in YAML or JSON (JSON is detected by a leading `{`).
 pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
+    validate_document(read_document(text)?)
+}
+
+/// The text as a JSON value: YAML, or JSON when it starts with `{`. Empty text is an error.
+fn read_document(text: &str) -> Result<serde_json::Value, ConfigErrors> {
     let document: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?
     } else {
@@ -203,6 +211,11 @@ pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
     if document.is_null() {
         return Err(ConfigErrors::one("", "the config is empty"));
     }
+    Ok(document)
+}
+
+/// Shapes and validates a whole config document, listing every bad field.
+fn validate_document(document: serde_json::Value) -> Result<ProxyConfig, ConfigErrors> {
     let mut unknown = Vec::new();
     let mut on_unknown = |path: serde_ignored::Path<'_>| {
         unknown.push(ConfigError {
