@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use super::{Ctx, reasons};
 use crate::counters::Counters;
 use crate::judge::{self, Judgement, Mode};
-use crate::rollout::validate::{ValidSpec, ValidStrategy};
+use crate::rollout::validate::ValidSpec;
 use crate::status::{AnalysisRecord, Evidence, Phase, Verb, VerdictKind, micro_time, system_time};
 
 impl Ctx<'_> {
@@ -54,13 +54,17 @@ impl Ctx<'_> {
         if self.next.candidate_weight != self.old.candidate_weight {
             self.restart_step(spec);
         }
+        // The candidate is judged at whatever weight it serves, also while the next step
+        // waits for its pods: a wait (no GPU free) can be long, and a candidate that starts
+        // failing meanwhile is aborted as at any other time.
+        if self.analyse(spec) {
+            return;
+        }
         if let Some((ready, needed)) = waiting {
             self.next.message = format!(
                 "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
                 self.step_label(spec)
             );
-        } else if self.analyse(spec) {
-            return;
         }
         let started = self.step_started();
         if !paused {
@@ -163,9 +167,12 @@ impl Ctx<'_> {
             self.record(spec, record(VerdictKind::Inconclusive, false, reason, values));
             return false;
         }
-        let mode = match &spec.strategy {
-            ValidStrategy::BlueGreen { .. } if self.next.step == 0 => Mode::Preview,
-            _ if expected == weir_proxy::split::BASIS_POINTS => Mode::AgainstReference,
+        // By the weight served in the window, not by the step: a step waiting for pods still
+        // serves the one before. At weight 0 only override traffic (a preview's testers)
+        // reaches the candidate, which is no sample to compare with production.
+        let mode = match expected {
+            0 => Mode::Preview,
+            weir_proxy::split::BASIS_POINTS => Mode::AgainstReference,
             _ => Mode::Concurrent,
         };
         let Judgement {

@@ -878,6 +878,34 @@ fn the_weight_rises_only_once_the_candidate_has_the_pods_to_carry_it() {
 }
 
 #[test]
+fn a_candidate_failing_while_the_next_step_waits_for_pods_is_aborted() {
+    let s = spec();
+    let mut world = World::new();
+    world.slow_pods = true;
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let mut sec = 1.0;
+    while status.step == 0 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert!(sec < 400.0, "{}", status.message);
+    }
+    assert!(status.message.contains("waiting for"), "{}", status.message);
+    // The pods never come (no GPU free), and the candidate at 5 % starts failing every request.
+    while status.phase != Phase::Aborted {
+        world.serve(1000, 0.01, 1.0);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert!(
+            sec < 120.0,
+            "a failing candidate kept its 5 % while waiting: {}",
+            status.message
+        );
+    }
+    assert_eq!(world.traffic.weight, 0);
+}
+
+#[test]
 fn a_stable_shrunk_by_its_autoscaler_does_not_shrink_the_candidate() {
     let s = spec();
     let mut world = World::new();
