@@ -171,7 +171,8 @@ pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now
             ctx.run(&spec);
         }
         Err(errors) => {
-            // Never touch traffic on an invalid spec: whatever was set stays until it is fixed.
+            // An invalid spec changes no step: whatever traffic was set stays until it is
+            // fixed, except that the candidate is still closed on what needs no spec.
             let message = describe(&errors);
             if status
                 .conditions
@@ -183,6 +184,7 @@ pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now
             ctx.condition("SpecValid", "False", reasons::INVALID_SPEC, &message);
             ctx.next.message = format!("invalid spec: {message}");
             ctx.requeue_after = Duration::from_secs(60);
+            ctx.while_invalid(&message);
         }
     }
     Decision {
@@ -246,6 +248,40 @@ impl Ctx<'_> {
                     self.park();
                 }
             }
+        }
+    }
+
+    /// A running rollout whose spec has become invalid: no step moves, but what closes the
+    /// candidate needs no spec and is not put off until someone fixes it. A new candidate
+    /// template (often pushed by the same edit) was never judged, so traffic leaves it and
+    /// the rollout starts again once the spec is valid; an abort request and a fail-fast trip
+    /// abort as they would on a valid spec.
+    fn while_invalid(&mut self, problem: &str) {
+        if !matches!(self.old.phase, Phase::Progressing | Phase::Paused) {
+            return;
+        }
+        let request = self.fresh_request().cloned();
+        let abort = request.as_ref().is_some_and(|r| r.verb == Verb::Abort);
+        if request.is_some() && abort {
+            self.next.last_request = request;
+        }
+        let changed = self.old.candidate_revision.as_ref() != Some(&self.obs.candidate.template_hash)
+            && self.obs.candidate.exists;
+        let at = format!("step {} at {}", self.old.step + 1, percent(self.old.candidate_weight));
+        if let Some(trip) = self.tripped() {
+            self.abort_at(at, format!("the proxy's fail-fast tripped: {trip}"));
+        } else if abort {
+            self.abort_at(at, "aborted on request".into());
+        } else if changed {
+            let revision = self.obs.candidate.template_hash.clone();
+            self.set_traffic(TrafficIntent::none(Some(revision.clone())));
+            self.next.phase = Phase::Idle;
+            self.next.evidence = None;
+            self.next.message = format!(
+                "candidate changed to revision {revision} while the spec is invalid: all traffic to stable; \
+                 it is judged from the start once the spec is fixed (invalid spec: {problem})"
+            );
+            self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), true);
         }
     }
 
@@ -349,6 +385,11 @@ impl Ctx<'_> {
 
     fn abort(&mut self, spec: &ValidSpec, why: String) {
         let at = self.step_label(spec);
+        self.abort_at(at, why);
+    }
+
+    /// Aborts at the step described by `at`: the candidate closed first, then scaled to zero.
+    fn abort_at(&mut self, at: String, why: String) {
         self.actions.clear();
         // Weight first, and every way to the candidate closed: traffic leaves it before
         // anything else happens to it.

@@ -582,6 +582,63 @@ fn an_invalid_spec_sets_a_condition_and_never_touches_traffic() {
 }
 
 #[test]
+fn an_invalid_spec_mid_rollout_still_closes_the_candidate_on_a_new_template_an_abort_or_a_trip() {
+    // A rollout at step 2 (25 %) whose spec is then broken (a hold without a unit).
+    let start = |world: &mut World| {
+        let s = spec();
+        let mut status = tick(&s, &RolloutStatus::default(), world, 0.0).status;
+        status.step = 1;
+        // The first look scales the candidate for 25 %; the second raises the weight.
+        status = tick(&s, &status, world, 1.0).status;
+        status = tick(&s, &status, world, 1.5).status;
+        assert_eq!(world.traffic.weight, 2500, "{}", status.message);
+        let mut broken = s;
+        broken.strategy.canary.as_mut().expect("canary").steps[0].hold = "60".into();
+        (broken, status)
+    };
+    let still_invalid = |status: &RolloutStatus| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "SpecValid" && c.status == "False")
+    };
+
+    // Nothing new: traffic stays as it was until the spec is fixed.
+    let mut world = World::new();
+    let (broken, status) = start(&mut world);
+    let d = tick(&broken, &status, &mut world, 2.0);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(still_invalid(&d.status));
+
+    // The same edit pushes a new candidate image: that revision was never judged.
+    let mut world = World::new();
+    let (broken, status) = start(&mut world);
+    world.candidate.template_hash = "c".into();
+    let d = tick(&broken, &status, &mut world, 2.0);
+    assert_eq!(weight_of(&d), Some(0), "{}", d.status.message);
+    assert_eq!((world.traffic.weight, world.traffic.candidate_overrides), (0, false));
+    assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+    assert!(still_invalid(&d.status));
+
+    // An abort is obeyed.
+    let mut world = World::new();
+    let (broken, status) = start(&mut world);
+    world.request = request(Verb::Abort, 2.0);
+    let d = tick(&broken, &status, &mut world, 2.0);
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(world.traffic.weight, 0);
+    assert!(d.actions.contains(&Action::ScaleCandidate(0)), "{:?}", d.actions);
+
+    // So is a fail-fast trip.
+    let mut world = World::new();
+    let (broken, status) = start(&mut world);
+    world.counters.fail_fast_trips += 1;
+    let d = tick(&broken, &status, &mut world, 2.0);
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(world.traffic.weight, 0);
+}
+
+#[test]
 fn unavailable_metrics_hold_never_advance_and_pause_at_the_deadline() {
     let mut s = spec();
     s.analysis.progress_deadline = "60s".into();
