@@ -214,6 +214,12 @@ impl Ctx<'_> {
         if request.is_some() {
             self.next.last_request = request;
         }
+        // Steps edited down below the current one: go on at the new last step (its weight
+        // applies, so the step starts again), never past the end, where no weight is named.
+        let last_step = spec.strategy.step_count().saturating_sub(1);
+        if matches!(self.old.phase, Phase::Progressing | Phase::Paused) && self.next.step as usize > last_step {
+            self.next.step = u32::try_from(last_step).unwrap_or(u32::MAX);
+        }
         let changed = self.old.candidate_revision.as_ref() != Some(&self.obs.candidate.template_hash)
             && self.obs.candidate.exists;
         // Stable already runs the analysed revision: a promotion was carried out but its status

@@ -639,6 +639,36 @@ fn an_invalid_spec_mid_rollout_still_closes_the_candidate_on_a_new_template_an_a
 }
 
 #[test]
+fn steps_cut_below_the_current_one_continue_at_the_new_last_step_not_at_weight_zero() {
+    let s = spec();
+    let mut world = World::new();
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    status.step = 2;
+    status = tick(&s, &status, &mut world, 1.0).status;
+    status = tick(&s, &status, &mut world, 1.5).status;
+    assert_eq!(world.traffic.weight, 5000, "{}", status.message);
+    // At the third of [5, 25, 50] the user edits the steps to [5, 100].
+    let mut edited = s.clone();
+    edited.strategy.canary.as_mut().expect("canary").steps = [5.0, 100.0]
+        .iter()
+        .map(|w| Step {
+            weight: *w,
+            hold: "10s".into(),
+        })
+        .collect();
+    let mut sec = 2.0;
+    while sec < 12.0 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&edited, &status, &mut world, sec).status;
+        assert_eq!(status.step, 1, "{}", status.message);
+        assert_ne!(world.traffic.weight, 0, "the candidate is judged at a weight the spec names");
+        assert_ne!(status.phase, Phase::Promoting, "not before a pass at 100 %: {}", status.message);
+        sec += 1.0;
+    }
+    assert_eq!(world.traffic.weight, 10_000, "{}", status.message);
+}
+
+#[test]
 fn unavailable_metrics_hold_never_advance_and_pause_at_the_deadline() {
     let mut s = spec();
     s.analysis.progress_deadline = "60s".into();
