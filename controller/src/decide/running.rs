@@ -53,6 +53,7 @@ impl Ctx<'_> {
         let waiting = self.step_traffic(spec);
         if self.next.candidate_weight != self.old.candidate_weight {
             self.restart_step(spec);
+            self.next.message = format!("{}: started", self.step_label(spec));
         }
         // The candidate is judged at whatever weight it serves, also while the next step
         // waits for its pods: a wait (no GPU free) can be long, and a candidate that starts
@@ -105,8 +106,15 @@ impl Ctx<'_> {
             .evidence
             .get_or_insert_with(|| judge::new_evidence(&spec.analysis));
         evidence.step = Counters::default();
-        evidence.window_start = mark;
-        evidence.warming_up = !spec.analysis.warmup.is_zero();
+        // Metrics that cannot be read now keep the older mark: the warm-up discards a window
+        // that spans the change, but a fail-fast trip counted since that mark must still be
+        // seen, which a window with no start would never do.
+        // Without a warm-up, the first look then only sets the mark.
+        let kept_older = mark.is_none();
+        if mark.is_some() {
+            evidence.window_start = mark;
+        }
+        evidence.warming_up = !spec.analysis.warmup.is_zero() || kept_older;
     }
 
     /// Runs the analysis if one is due; true if it ended the step (an abort).

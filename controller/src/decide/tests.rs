@@ -993,6 +993,34 @@ fn a_candidate_failing_while_the_next_step_waits_for_pods_is_aborted() {
 }
 
 #[test]
+fn a_trip_just_after_a_weight_change_that_found_the_metrics_down_still_aborts() {
+    let s = spec();
+    let mut world = World::new();
+    world.slow_pods = true;
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let mut sec = 1.0;
+    while status.step == 0 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert!(sec < 400.0, "{}", status.message);
+    }
+    // The pods arrive in a look at which the metrics cannot be read: the weight rises anyway.
+    world.candidate.ready_replicas = 4;
+    world.metrics_down = Some("connection refused".into());
+    status = tick(&s, &status, &mut world, sec).status;
+    assert_eq!(world.traffic.weight, 2500, "{}", status.message);
+    assert_eq!(status.message, "step 2/3 at 25%: started");
+    // The candidate trips at the proxy before the next look, which reads the metrics again.
+    world.metrics_down = None;
+    world.serve(1000, 0.01, 0.5);
+    world.counters.fail_fast_trips += 1;
+    let d = tick(&s, &status, &mut world, sec + 1.0);
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(world.traffic.weight, 0);
+}
+
+#[test]
 fn a_stable_shrunk_by_its_autoscaler_does_not_shrink_the_candidate() {
     let s = spec();
     let mut world = World::new();
