@@ -106,6 +106,14 @@ impl Ctx<'_> {
             .evidence
             .get_or_insert_with(|| judge::new_evidence(&spec.analysis));
         evidence.step = Counters::default();
+        for test in [
+            &mut evidence.errors,
+            &mut evidence.cancellations,
+            &mut evidence.latency,
+            &mut evidence.first_byte,
+        ] {
+            test.begin_step();
+        }
         // Metrics that cannot be read now keep the older mark: the warm-up discards a window
         // that spans the change, but a fail-fast trip counted since that mark must still be
         // seen, which a window with no start would never do.

@@ -661,8 +661,16 @@ fn steps_cut_below_the_current_one_continue_at_the_new_last_step_not_at_weight_z
         world.serve(1000, 0.01, 0.01);
         status = tick(&edited, &status, &mut world, sec).status;
         assert_eq!(status.step, 1, "{}", status.message);
-        assert_ne!(world.traffic.weight, 0, "the candidate is judged at a weight the spec names");
-        assert_ne!(status.phase, Phase::Promoting, "not before a pass at 100 %: {}", status.message);
+        assert_ne!(
+            world.traffic.weight, 0,
+            "the candidate is judged at a weight the spec names"
+        );
+        assert_ne!(
+            status.phase,
+            Phase::Promoting,
+            "not before a pass at 100 %: {}",
+            status.message
+        );
         sec += 1.0;
     }
     assert_eq!(world.traffic.weight, 10_000, "{}", status.message);

@@ -8,7 +8,9 @@
 //! probabilities: mean `mu`, variance `sigma^2`. After `m` observations `L_k` is close to normal
 //! with mean `m mu` and variance `m sigma^2`, so it is above the bar with probability `power`
 //! once `m mu - z sqrt(m) sigma >= ln(1 / (w_k alpha))`, `z` the normal quantile of `power`:
-//! a quadratic in `sqrt(m)`. The smallest such `m` over the alternatives is the answer. This
+//! a quadratic in `sqrt(m)`. The smallest such `m` over the alternatives is the answer. The
+//! test runs on across steps, so `L_k` starts a step where the last one left it (below zero,
+//! after an equal candidate), and the bar is measured from there. This
 //! asks the evidence to be over the bar at the end; a sequential test that may stop at any
 //! window crosses sooner, so the sample is, if anything, generous.
 //!
@@ -33,6 +35,24 @@ fn observations(p: f64, high: f64, low: f64, bar: f64, z: f64) -> Option<f64> {
     Some(root * root)
 }
 
+/// Each alternative with prior weight: its ratio, its weight, and its log likelihood ratio
+/// when the step began.
+fn alternatives(test: &SequentialTest) -> impl Iterator<Item = (f64, f64, f64)> + '_ {
+    test.ratios
+        .iter()
+        .zip(&test.weights)
+        .enumerate()
+        .filter(|(_, (_, w))| **w > 0.0)
+        .map(|(i, (k, w))| (*k, *w, test.step_start.get(i).copied().unwrap_or(0.0)))
+}
+
+/// How far the step must move an alternative's log likelihood ratio, from `start`, for the
+/// mixture to reach `1 / alpha`. Under an equal candidate the ratios drift below zero over
+/// earlier steps, and that distance has to be made up too.
+fn bar(weight: f64, alpha: f64, start: f64) -> f64 {
+    ((1.0 / (weight * alpha)).ln() - start).max(0.0)
+}
+
 /// Candidate requests needed in windows where the candidate has `share` of the traffic and
 /// stable's rate of bad events is `base_rate`, to catch `ratio` times that rate.
 pub fn concurrent(test: &SequentialTest, share: f64, base_rate: f64, ratio: f64, alpha: f64, z: f64) -> Option<u64> {
@@ -41,13 +61,10 @@ pub fn concurrent(test: &SequentialTest, share: f64, base_rate: f64, ratio: f64,
     }
     let q_true = share * ratio / (share * ratio + 1.0 - share);
     let events_per_request = base_rate * (share * ratio + 1.0 - share) / share;
-    test.ratios
-        .iter()
-        .zip(&test.weights)
-        .filter(|(_, w)| **w > 0.0)
-        .filter_map(|(k, w)| {
+    alternatives(test)
+        .filter_map(|(k, w, start)| {
             let q = share * k / (share * k + 1.0 - share);
-            let bar = (1.0 / (w * alpha)).ln();
+            let bar = bar(w, alpha, start);
             let events = observations(q_true, (q / share).ln(), ((1.0 - q) / (1.0 - share)).ln(), bar, z)?;
             Some(events / events_per_request)
         })
@@ -62,13 +79,10 @@ pub fn against_bound(test: &SequentialTest, bound: f64, base_rate: f64, ratio: f
         return None;
     }
     let p_true = (ratio * base_rate).min(1.0);
-    test.ratios
-        .iter()
-        .zip(&test.weights)
-        .filter(|(_, w)| **w > 0.0)
-        .filter_map(|(k, w)| {
+    alternatives(test)
+        .filter_map(|(k, w, start)| {
             let q = (k * bound).min(1.0 - 1e-9);
-            let bar = (1.0 / (w * alpha)).ln();
+            let bar = bar(w, alpha, start);
             observations(p_true, (q / bound).ln(), ((1.0 - q) / (1.0 - bound)).ln(), bar, z)
         })
         .min_by(f64::total_cmp)
@@ -122,6 +136,56 @@ mod tests {
         );
         let false_rejections = (0..1000).filter(|_| run(1.0)).count();
         assert!(false_rejections <= 5, "{false_rejections}");
+    }
+
+    /// The test runs on across steps, and under an equal candidate its log likelihood ratios
+    /// drift below zero. A later step in which the candidate turns bad (at a load only that
+    /// step brings) must be sized from where the test stands when it begins, or the pass it
+    /// allows catches the regression far less often than it claims.
+    #[test]
+    fn a_step_after_an_equal_one_is_sized_from_where_the_test_stands() {
+        let (base, alpha) = (0.01, 1.0 / 300.0);
+        let template = SequentialTest::focused(2.0, 0.5);
+        let first = concurrent(&template, 0.05, base, 2.0, alpha, Z_80).expect("sizable");
+        let mut rng = SmallRng::seed_from_u64(13);
+        let mut window = |t: &mut SequentialTest, candidate: u64, share: f64, ratio: f64| {
+            let stable = (candidate as f64 * (1.0 - share) / share) as u64;
+            let c = Binomial::new(candidate, base * ratio).expect("valid").sample(&mut rng);
+            let s = Binomial::new(stable, base).expect("valid").sample(&mut rng);
+            t.update(candidate, c, stable, s);
+        };
+        let runs = 500;
+        let mut rejected = 0;
+        let mut sizes = Vec::new();
+        for _ in 0..runs {
+            let mut t = template.clone();
+            // Step 1 at 5 %: an equal candidate, three times the step's sample.
+            for _ in 0..30 {
+                window(&mut t, (3 * first).div_ceil(30), 0.05, 1.0);
+            }
+            if t.rejects(alpha) {
+                continue;
+            }
+            // Step 2 at 50 %: twice the errors, over the sample the step names.
+            t.begin_step();
+            let needed = concurrent(&t, 0.5, base, 2.0, alpha, Z_80).expect("sizable");
+            sizes.push(needed);
+            for _ in 0..20 {
+                window(&mut t, needed.div_ceil(20), 0.5, 2.0);
+            }
+            rejected += usize::from(t.rejects(alpha));
+        }
+        sizes.sort_unstable();
+        let median = sizes[sizes.len() / 2];
+        println!(
+            "2x errors at 50 % after an equal step at 5 %: caught {rejected} of {} at the named sample (median {median})",
+            sizes.len()
+        );
+        assert!(
+            rejected * 100 >= 76 * sizes.len(),
+            "only {rejected} of {} caught at the named sample (median {median})",
+            sizes.len()
+        );
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct SequentialTest {
     pub candidate_events: u64,
     /// Bad events seen on stable, in windows where both sides had traffic.
     pub stable_events: u64,
+    /// `log_likelihood_ratios` when the current step began (empty: all zero). The test runs
+    /// on across steps, so a step's sample is sized from here, not from zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_start: Vec<f64>,
 }
 
 fn default_ratios() -> Vec<f64> {
@@ -75,6 +79,7 @@ impl SequentialTest {
             log_likelihood_ratios: vec![0.0; RATE_RATIOS.len()],
             candidate_events: 0,
             stable_events: 0,
+            step_start: Vec::new(),
         }
     }
 
@@ -104,6 +109,7 @@ impl SequentialTest {
             weights,
             candidate_events: 0,
             stable_events: 0,
+            step_start: Vec::new(),
         }
     }
 
@@ -172,6 +178,11 @@ impl SequentialTest {
     /// Whether the evidence crossed `1 / alpha`.
     pub fn rejects(&self, alpha: f64) -> bool {
         self.log_evidence() >= (1.0 / alpha).ln()
+    }
+
+    /// Marks where the test stands as a new step begins: its sample is sized from here.
+    pub fn begin_step(&mut self) {
+        self.step_start.clone_from(&self.log_likelihood_ratios);
     }
 }
 
