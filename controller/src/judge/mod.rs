@@ -185,8 +185,13 @@ pub fn judge(
 
     if mode != Mode::Preview {
         for comparison in &compared {
-            let latency = matches!(comparison, Comparison::Latency | Comparison::FirstByte);
-            if reference.is_some() && latency && !reference_at_load {
+            // Slowness, and clients giving up on it, grow with load per pod: against a
+            // reference those are compared only at the load it was measured at.
+            let load_bound = matches!(
+                comparison,
+                Comparison::Latency | Comparison::FirstByte | Comparison::Cancellations
+            );
+            if reference.is_some() && load_bound && !reference_at_load {
                 continue;
             }
             update(&mut next, evidence, *comparison, s, c, reference, budget);

@@ -385,3 +385,27 @@ fn latency_at_full_weight_is_held_only_to_a_reference_at_the_same_load() {
     assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, true), "{}", j.reason);
     assert!(j.reason.contains("on latency"), "{}", j.reason);
 }
+
+#[test]
+fn cancellations_at_full_weight_are_held_only_to_a_reference_at_the_same_load() {
+    // Clients give up on slow answers, so cancellations rise with load per pod as latency
+    // does: after a 50 % step the candidate at 100 % carries twice the reference's load.
+    let mut a = default_analysis();
+    a.full_weight_step = true;
+    let mut evidence = new_evidence(&a);
+    let mut reference = side(20_000, 200, 0.05);
+    reference.cancelled = 20;
+    evidence.reference = Some(reference);
+    let mut candidate = side(5000, 50, 0.05);
+    candidate.cancelled = 50;
+    let busy = window(SideCounters::default(), candidate);
+    evidence.reference_share = Some(0.5);
+    let j = judge(&a, &evidence, &busy, &[], Mode::AgainstReference);
+    assert_eq!(j.evidence.cancellations.evidence(), 1.0, "{}", j.reason);
+    assert_ne!(j.verdict, VerdictKind::Fail, "{}", j.reason);
+    // Errors are still held to it: a version that fails is not excused by load.
+    assert!(j.evidence.errors.evidence() != 1.0, "{}", j.reason);
+    evidence.reference_share = Some(0.95);
+    let j = judge(&a, &evidence, &busy, &[], Mode::AgainstReference);
+    assert!(j.evidence.cancellations.evidence() > 1.0, "{}", j.reason);
+}
