@@ -222,16 +222,21 @@ impl Ctx<'_> {
         }
         let changed = self.old.candidate_revision.as_ref() != Some(&self.obs.candidate.template_hash)
             && self.obs.candidate.exists;
-        // Stable already runs the analysed revision: a promotion was carried out but its status
-        // never written (a crash, a failed report). Promoting is where the rollout is.
-        let promoted = self.old.candidate_revision.as_ref() == Some(&self.obs.stable.template_hash);
+        // Stable already runs the candidate's revision, yet status never said Promoting (the
+        // copy is made only after it does): someone else changed stable. That is no verdict
+        // on the candidate, so the rollout does not succeed; it closes the candidate.
+        let stable_took_it = self.old.candidate_revision.as_ref() == Some(&self.obs.stable.template_hash);
         match self.old.phase {
             Phase::Idle => self.idle(spec),
-            Phase::Progressing | Phase::Paused if promoted && !changed => {
-                self.next.phase = Phase::Promoting;
-                self.next.promotion = Some(crate::status::PromotionStage::RollingStable);
-                self.next.step_started_at = Some(micro_time(self.now));
-                self.promoting(spec, verb, changed);
+            Phase::Progressing | Phase::Paused if stable_took_it && !changed => {
+                let revision = self.obs.stable.template_hash.clone();
+                self.abort(
+                    spec,
+                    format!(
+                        "stable was changed to the candidate's revision {revision} outside the rollout, \
+                         before any promotion: nothing here judged it there"
+                    ),
+                );
             }
             Phase::Progressing | Phase::Paused if changed => {
                 let revision = self.obs.candidate.template_hash.clone();

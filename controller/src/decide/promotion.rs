@@ -98,10 +98,11 @@ impl Ctx<'_> {
         self.next.phase = Phase::Promoting;
         self.next.promotion = Some(PromotionStage::RollingStable);
         self.next.step_started_at = Some(crate::status::micro_time(self.now));
+        // The copy comes at the next look, once this status is written: stable runs the
+        // candidate's revision only after status says Promoting, so a stable found running it
+        // in any other phase was changed by someone else, not by a promotion whose status was
+        // lost.
         self.keep_traffic(spec);
-        self.actions.push(Action::PromoteTemplate {
-            revision: target.clone(),
-        });
         self.next.message = format!("{why}: promoting revision {target}");
         self.condition(
             "Progressing",

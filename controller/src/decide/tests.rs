@@ -448,6 +448,7 @@ fn manual_abort_and_promote_are_obeyed() {
     promote.request = request(Verb::Promote, 0.2);
     let d = tick(&s, &started, &mut promote, 1.0);
     assert_eq!(d.status.phase, Phase::Promoting);
+    let d = tick(&s, &d.status, &mut promote, 1.5);
     assert!(d.actions.contains(&Action::PromoteTemplate { revision: "b".into() }));
 }
 
@@ -498,6 +499,10 @@ fn promoting() -> (RolloutSpec, RolloutStatus, World) {
     world.stable.rolled_out = false;
     let status = tick(&s, &started, &mut world, 1.0).status;
     assert_eq!(status.phase, Phase::Promoting);
+    assert!(world.promoted.is_empty(), "status says Promoting before stable is touched");
+    // The next look copies the analysed template.
+    let status = tick(&s, &status, &mut world, 1.5).status;
+    assert_eq!(status.phase, Phase::Promoting);
     (s, status, world)
 }
 
@@ -540,8 +545,9 @@ fn a_template_pushed_before_the_copy_is_refused_and_never_promoted() {
     let mut world = World::new();
     let started = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
     world.request = request(Verb::Promote, 0.1);
+    let promoting = tick(&s, &started, &mut world, 0.5).status;
     // Pushed between observe and act: decide still saw "b", the port sees "c" and refuses.
-    let decision = decide(&s, &started, &world.observe(&started, t(1.0)), t(1.0));
+    let decision = decide(&s, &promoting, &world.observe(&promoting, t(1.0)), t(1.0));
     assert!(
         decision
             .actions
@@ -1075,17 +1081,23 @@ fn a_step_advances_only_on_a_pass_that_reaches_the_end_of_its_hold() {
 }
 
 #[test]
-fn a_promotion_carried_out_but_never_recorded_resumes_as_promoting_not_as_a_step() {
+fn stable_given_the_candidates_template_outside_the_rollout_is_no_success() {
     let s = spec();
     let mut world = World::new();
     let status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    // The copy happened (stable runs b), the status saying so was never written.
+    // Someone runs the candidate's template on stable (kubectl set image) mid-rollout, with
+    // the candidate failing 60 % of its requests. weir copies only once status says
+    // Promoting, so this was no promotion of its own whose status was lost.
     world.stable.template_hash = "b".into();
     world.stable.rolled_out = false;
     world.serve(2000, 0.01, 0.6);
     let d = tick(&s, &status, &mut world, 30.0);
-    assert_eq!(d.status.phase, Phase::Promoting, "{}", d.status.message);
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert!(d.status.message.contains("outside the rollout"), "{}", d.status.message);
+    assert_eq!((world.traffic.weight, world.traffic.candidate_overrides), (0, false));
     assert!(!d.actions.iter().any(|a| matches!(a, Action::PromoteTemplate { .. })));
+    let later = tick(&s, &d.status, &mut world, 31.0);
+    assert_ne!(later.status.phase, Phase::Succeeded);
 }
 
 #[test]
