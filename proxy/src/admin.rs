@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ProxyConfig;
 use crate::failfast::Trip;
-use crate::state::{ConfigState, ReloadStatus};
+use crate::state::{ConfigState, LayerStatus, ReloadStatus};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -41,9 +41,13 @@ impl AdminService {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => match self.state.table() {
-                Some(_) => text(StatusCode::OK, "ready\n"),
-                None => text(StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n"),
+            "/readyz" => match self.state.not_ready() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(why) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    Bytes::from(format!("{why}\n")),
+                ),
             },
             "/metrics" => self.metrics(req),
             "/config" => self.config(),
@@ -80,6 +84,9 @@ impl AdminService {
             version: u64,
             config: Option<&'a ProxyConfig>,
             last_reload: Option<ReloadStatus>,
+            /// The route ConfigMaps merged in, with `--kube-routes`.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            kubernetes: Vec<LayerStatus>,
             fail_fast: BTreeMap<&'a str, FailFastView<'a>>,
         }
         #[derive(Serialize)]
@@ -92,6 +99,7 @@ impl AdminService {
             version: table.as_ref().map_or(0, |t| t.version),
             config: table.as_deref().map(|t| &*t.config),
             last_reload: self.state.last_reload(),
+            kubernetes: self.state.layers(),
             fail_fast: table
                 .as_deref()
                 .map(|t| {

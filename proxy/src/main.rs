@@ -1,10 +1,12 @@
 //! The `weir-proxy` binary: parses the command line, sets up logging and the runtime, and
-//! runs the proxy on a config file until SIGTERM or SIGINT.
+//! runs the proxy on a config file (and, with `--kube-routes`, route ConfigMaps) until SIGTERM
+//! or SIGINT.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use weir_proxy::{Proxy, config, source};
@@ -20,6 +22,14 @@ struct Args {
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     #[allow(clippy::option_option)]
     check: Option<Option<PathBuf>>,
+    /// Also take routes and backends from the Kubernetes ConfigMaps matching this label
+    /// selector (data key `config.yaml`), merged over the file's; KUBECONFIG or the in-cluster
+    /// service account reaches the API server [default selector: weir.dev/gateway=weir].
+    #[arg(long, value_name = "SELECTOR", num_args = 0..=1, default_missing_value = source::kube::DEFAULT_SELECTOR)]
+    kube_routes: Option<String>,
+    /// With --kube-routes: only this namespace's ConfigMaps [default: every namespace].
+    #[arg(long, value_name = "NS", requires = "kube_routes")]
+    namespace: Option<String>,
     /// Worker threads serving requests [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
@@ -46,7 +56,7 @@ fn main() -> ExitCode {
             eprintln!("weir-proxy: --check needs a file, or --config");
             return ExitCode::from(2);
         };
-        return match source::read(&path).and_then(|text| config::parse(&text)) {
+        return match source::file::read(&path).and_then(|text| config::parse(&text)) {
             Ok(cfg) => {
                 println!(
                     "{}: valid ({} route(s), {} backend(s))",
@@ -64,7 +74,7 @@ fn main() -> ExitCode {
     }
 
     let path = args.config.expect("clap requires --config unless --check is given");
-    let text = match source::read(&path) {
+    let text = match source::file::read(&path) {
         Ok(text) => text,
         Err(errors) => {
             report(&path, &errors);
@@ -98,24 +108,53 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(path, text, cfg))
+    let kube = args.kube_routes.map(|selector| source::kube::Selection {
+        selector,
+        namespace: args.namespace,
+    });
+    runtime.block_on(run(path, text, cfg, kube))
 }
 
-async fn run(path: PathBuf, text: String, cfg: config::ProxyConfig) -> ExitCode {
-    let proxy = match Proxy::start(cfg, source::SOURCE).await {
+async fn run(path: PathBuf, text: String, cfg: config::ProxyConfig, kube: Option<source::kube::Selection>) -> ExitCode {
+    let client = match &kube {
+        Some(_) => match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(error) => {
+                eprintln!(
+                    "weir-proxy: --kube-routes: cannot reach Kubernetes (KUBECONFIG, ~/.kube/config or the in-cluster account): {}",
+                    weir_proxy::error::ErrorChain(&error)
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let base = cfg.clone();
+    let proxy = match Proxy::start(cfg, source::file::SOURCE).await {
         Ok(proxy) => proxy,
         Err(error) => {
             eprintln!("weir-proxy: {}", weir_proxy::error::ErrorChain(&error));
             return ExitCode::FAILURE;
         }
     };
-    let watcher = tokio::spawn(source::watch(
-        path,
-        proxy.state().clone(),
-        text,
-        proxy.shutdown_signal(),
-        true,
-    ));
+    let state = proxy.state().clone();
+    // With route ConfigMaps, the file is the base they merge over; otherwise it is the config.
+    let sink: Arc<dyn source::Sink> = match (kube, client) {
+        (Some(selection), Some(client)) => {
+            state.wait_for(Some(source::kube::WAITING_FOR));
+            let layers = Arc::new(source::layers::Layers::new(state.clone(), base));
+            tokio::spawn(source::kube::watch(
+                client,
+                selection,
+                layers.clone(),
+                state.clone(),
+                proxy.shutdown_signal(),
+            ));
+            layers
+        }
+        _ => state,
+    };
+    let watcher = tokio::spawn(source::file::watch(path, sink, text, proxy.shutdown_signal(), true));
     match terminated().await {
         Ok(signal) => tracing::info!(signal, "shutting down"),
         Err(error) => {

@@ -34,6 +34,21 @@ pub struct ReloadStatus {
     pub warnings: Vec<String>,
 }
 
+/// One route ConfigMap's part in the table, for `/config`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStatus {
+    /// The ConfigMap's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `ok` (its current version serves), `previous` (its current version was rejected and
+    /// the last accepted one serves) or `rejected` (none of it serves).
+    pub result: &'static str,
+    /// Every error of its current version, with its path.
+    pub errors: Vec<ConfigError>,
+}
+
 /// The table in use and the history needed to explain it.
 #[derive(Debug)]
 pub struct ConfigState {
@@ -42,6 +57,10 @@ pub struct ConfigState {
     /// Serialises loads, so versions increase in the order tables are published, and keeps
     /// the last outcome.
     last: Mutex<Option<ReloadStatus>>,
+    /// The route ConfigMaps merged into the table, when there are any.
+    layers: Mutex<Vec<LayerStatus>>,
+    /// A source whose first load readiness waits for (the route ConfigMaps' first list).
+    waiting_for: Mutex<Option<String>>,
 }
 
 impl ConfigState {
@@ -51,7 +70,55 @@ impl ConfigState {
             table: ArcSwapOption::empty(),
             metrics,
             last: Mutex::new(None),
+            layers: Mutex::new(Vec::new()),
+            waiting_for: Mutex::new(None),
         }
+    }
+
+    /// Makes readiness wait until `source` has loaded (`None`: wait no more). A proxy that
+    /// took traffic before its route ConfigMaps were read would answer 404 for their routes.
+    pub fn wait_for(&self, source: Option<&str>) {
+        *self
+            .waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = source.map(str::to_owned);
+    }
+
+    /// Why the proxy is not ready yet, if it is not: no table, or a source not yet loaded.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.table.load().is_none() {
+            return Some("no config loaded yet".to_owned());
+        }
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|source| format!("waiting for {source}"))
+    }
+
+    /// The route ConfigMaps merged into the table, and what became of each.
+    pub fn layers(&self) -> Vec<LayerStatus> {
+        self.layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records what became of each route ConfigMap in the last merge.
+    pub fn set_layers(&self, layers: Vec<LayerStatus>) {
+        *self.layers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = layers;
+    }
+
+    /// Logs and counts one part of a config rejected alone (a route ConfigMap), while the
+    /// rest was published: `what` names it.
+    pub fn count_rejection(&self, source: &str, what: &str, errors: &ConfigErrors, kept_previous: bool) {
+        let serving = if kept_previous {
+            "its previous version keeps serving"
+        } else {
+            "none of it serves"
+        };
+        tracing::error!(source, %what, %errors, "{what} rejected; {serving}");
+        self.metrics.record_reload(source, ReloadResult::error);
     }
 
     /// The table in use, if any. Load once per request and pass it down.
@@ -138,9 +205,16 @@ impl ConfigState {
 
 /// The client TLS settings of every backend that speaks TLS, or every file that failed.
 fn load_upstream_tls(cfg: &ProxyConfig) -> Result<BTreeMap<String, TlsSettings>, ConfigErrors> {
+    load_backend_tls(&cfg.backends)
+}
+
+/// The client TLS settings of those of `backends` that speak TLS, or every file that failed.
+pub(crate) fn load_backend_tls(
+    backends: &BTreeMap<String, config::BackendConfig>,
+) -> Result<BTreeMap<String, TlsSettings>, ConfigErrors> {
     let mut loaded = BTreeMap::new();
     let mut errors = Vec::new();
-    for (name, backend) in &cfg.backends {
+    for (name, backend) in backends {
         if let Some(tls) = &backend.tls {
             match TlsSettings::load(name, tls, backend.protocol) {
                 Ok(settings) => {

@@ -499,7 +499,10 @@ fn promoting() -> (RolloutSpec, RolloutStatus, World) {
     world.stable.rolled_out = false;
     let status = tick(&s, &started, &mut world, 1.0).status;
     assert_eq!(status.phase, Phase::Promoting);
-    assert!(world.promoted.is_empty(), "status says Promoting before stable is touched");
+    assert!(
+        world.promoted.is_empty(),
+        "status says Promoting before stable is touched"
+    );
     // The next look copies the analysed template.
     let status = tick(&s, &status, &mut world, 1.5).status;
     assert_eq!(status.phase, Phase::Promoting);

@@ -1,11 +1,13 @@
 //! The proxy over real loopback sockets: real hyper clients and backends, the proxy started
-//! in-process (and, for signals, as the real binary).
+//! in-process (and, for signals and Kubernetes route ConfigMaps, as the real binary).
 
 mod accounting;
+mod binary;
 mod failfast;
 mod failures;
 mod forwarding;
 mod grpc;
+mod kube_routes;
 mod mirror;
 mod nginx;
 mod reload;

@@ -11,10 +11,10 @@ async fn a_bad_file_keeps_the_old_routing_and_a_good_one_is_live_within_two_seco
     let path = dir.path().join("weir.yaml");
     let good = config_yaml(stable.addr, candidate.addr, 0, "");
     std::fs::write(&path, &good).expect("write config");
-    let proxy = Proxy::start(config::parse(&good).expect("valid"), source::SOURCE)
+    let proxy = Proxy::start(config::parse(&good).expect("valid"), source::file::SOURCE)
         .await
         .expect("start");
-    let watcher = tokio::spawn(source::watch(
+    let watcher = tokio::spawn(source::file::watch(
         path.clone(),
         proxy.state().clone(),
         good.clone(),

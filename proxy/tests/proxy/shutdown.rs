@@ -1,81 +1,10 @@
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use http_body_util::BodyExt;
 
+use crate::binary::start_binary;
 use crate::support::*;
-
-/// The real binary on a config file, with the addresses it logged it bound, and its log.
-struct Running {
-    child: std::process::Child,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    log: std::thread::JoinHandle<Vec<String>>,
-}
-
-/// Starts `weir-proxy --config FILE --workers 1 --log-format json` and waits for its
-/// `listening` line; the rest of its log is kept for failure messages.
-fn start_binary(config: &std::path::Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-proxy"))
-        .arg("--config")
-        .arg(config)
-        .args(["--workers", "1", "--log-format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start weir-proxy");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && let (Some(listen), Some(admin)) = (event["listen_addr"].as_str(), event["admin_addr"].as_str())
-            {
-                let parse = |a: &str| a.parse::<SocketAddr>().expect("a logged address");
-                let _ = addr_tx.send((parse(listen), parse(admin)));
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let (listen, admin) = addr_rx
-        .recv_timeout(DEADLINE)
-        .expect("weir-proxy logs the addresses it bound");
-    Running {
-        child,
-        listen,
-        admin,
-        log,
-    }
-}
-
-impl Running {
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit by itself; returns its status and log.
-    async fn exited(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        let exit = loop {
-            if let Some(exit) = self.child.try_wait().expect("wait") {
-                break exit;
-            }
-            assert!(std::time::Instant::now() < deadline, "weir-proxy did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        (exit, self.log.join().expect("log reader"))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero() {
@@ -83,7 +12,7 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero(
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, config_yaml(stable.addr, candidate.addr, 0, "")).expect("write config");
-    let proxy = start_binary(&path);
+    let proxy = start_binary(&path, &[], &[]);
     let addr = proxy.listen;
 
     let client = h1_client();
@@ -165,7 +94,7 @@ async fn sighup_reloads_the_config_file_even_when_unchanged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, config_yaml(stable.addr, stable.addr, 0, "")).expect("write config");
-    let proxy = start_binary(&path);
+    let proxy = start_binary(&path, &[], &[]);
     let admin = proxy.admin;
     let version = || async move {
         let (_, body, _) = send(&h1_client(), get(admin, "/config")).await;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Sink;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::shutdown::{ShutdownSignal, stopped};
-use crate::state::ConfigState;
 
 /// How often the file is read to look for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -24,10 +24,10 @@ pub fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
-/// Watches `path` until `shutdown`, applying each new content to `state`. `initial` is the
-/// text already applied at startup, so it is not loaded twice. With `on_sighup`, SIGHUP loads
-/// the file again even if unchanged.
-pub async fn watch(path: PathBuf, state: Arc<ConfigState>, initial: String, shutdown: ShutdownSignal, on_sighup: bool) {
+/// Watches `path` until `shutdown`, handing each new content to `sink`. `initial` is the text
+/// already applied at startup, so it is not loaded twice. With `on_sighup`, SIGHUP loads the
+/// file again even if unchanged.
+pub async fn watch(path: PathBuf, sink: Arc<dyn Sink>, initial: String, shutdown: ShutdownSignal, on_sighup: bool) {
     let mut last: Result<String, String> = Ok(initial);
     let mut hangup = on_sighup.then(hangup_signal).flatten();
     let stop = stopped(shutdown);
@@ -57,7 +57,7 @@ pub async fn watch(path: PathBuf, state: Arc<ConfigState>, initial: String, shut
         match current {
             Ok(text) => {
                 if forced || last.as_ref() != Ok(&text) {
-                    let _ = state.apply_text(&text, SOURCE);
+                    sink.apply_text(&text, SOURCE);
                     last = Ok(text);
                 }
             }
@@ -66,7 +66,7 @@ pub async fn watch(path: PathBuf, state: Arc<ConfigState>, initial: String, shut
                 // serving, and load the file when it is back.
                 let message = errors.to_string();
                 if forced || last.as_ref().err() != Some(&message) {
-                    state.reject(&errors, SOURCE);
+                    sink.reject(&errors, SOURCE);
                     last = Err(message);
                 }
             }
