@@ -97,6 +97,16 @@ impl FailFast {
         }
     }
 
+    /// A fresh window under `policy` that keeps this state's trip, if any: the candidate it
+    /// cut off stays cut off whatever the new limits say.
+    pub fn with_policy(&self, policy: FailFastConfig) -> Self {
+        let next = FailFast::new(policy);
+        if let Some(trip) = self.tripped.get() {
+            let _ = next.tripped.set(trip.clone());
+        }
+        next
+    }
+
     /// The policy this state enforces.
     pub fn policy(&self) -> &FailFastConfig {
         &self.policy

@@ -303,6 +303,37 @@ mod tests {
         assert_ne!(first, second, "at 50 % the second request must go to the other side");
     }
 
+    #[tokio::test]
+    async fn a_trip_survives_a_change_of_the_fail_fast_policy_while_the_candidate_stays() {
+        let s = state();
+        let config = |ratio: f64, revision: &str| {
+            format!(
+                "routes:\n  - {{ name: a, stable: {{ backend: v1 }}, candidate: {{ backend: v2, revision: {revision} }}, candidateWeight: 100, \
+                 failFast: {{ errorRatio: {ratio}, window: 10s, minRequests: 1 }} }}\n\
+                 backends: {{ v1: {{ endpoints: ['127.0.0.1:1'] }}, v2: {{ endpoints: ['127.0.0.1:2'] }} }}\n"
+            )
+        };
+        let tripped = |s: &ConfigState| {
+            let table = s.table().expect("loaded");
+            table
+                .fail_fast()
+                .any(|(route, f)| route == "a" && f.tripped().is_some())
+        };
+        s.apply_text(&config(0.5, "r1"), "api").expect("valid");
+        s.table()
+            .expect("loaded")
+            .route("a")
+            .expect("route")
+            .record_candidate(true);
+        assert!(tripped(&s));
+        // A looser limit for the same candidate does not let it back in.
+        s.apply_text(&config(0.9, "r1"), "api").expect("valid");
+        assert!(tripped(&s), "the same candidate stays cut off");
+        // A new revision does.
+        s.apply_text(&config(0.9, "r2"), "api").expect("valid");
+        assert!(!tripped(&s));
+    }
+
     proptest! {
         #[test]
         fn an_invalid_config_never_replaces_a_valid_one(weights in proptest::collection::vec(0u16..20_000, 1..12)) {

@@ -145,7 +145,15 @@ impl Table {
                         .filter(|p| same_candidate(&p.config, r))
                         .and_then(|p| p.route(&r.name))
                         .and_then(|old| old.fail_fast.clone())
-                        .filter(|old| *old.policy() == policy)
+                        .map(|old| {
+                            // New limits start a new window, but never undo a trip of the
+                            // same candidate.
+                            if *old.policy() == policy {
+                                old
+                            } else {
+                                Arc::new(old.with_policy(policy))
+                            }
+                        })
                         .unwrap_or_else(|| Arc::new(FailFast::new(policy)))
                 });
                 route_metrics.set_weight(r.candidate_weight.basis_points());
