@@ -1,15 +1,33 @@
 //! The response body the proxy sends: an upstream body passed through frame by frame, or a
 //! small body the proxy made itself. Passing through is the whole point: no frame is held
 //! back, copied or collected.
+//!
+//! An upstream body that sends nothing for the route's timeout is cut off: a backend that
+//! goes silent after its head would otherwise hold the client forever, and be counted by the
+//! head's status.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::outcome::Completion;
+
+/// Why a response body ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The upstream body failed (reset, closed early, malformed).
+    #[error("the upstream body failed")]
+    Upstream(#[source] hyper::Error),
+    /// The upstream sent nothing for this long.
+    #[error("the upstream sent nothing for {0:?}")]
+    Idle(Duration),
+}
 
 /// A response body on its way to the client.
 #[derive(Debug)]
@@ -22,6 +40,10 @@ enum Inner {
     Upstream {
         body: Incoming,
         completion: Option<Completion>,
+        /// Longest silence allowed between frames.
+        idle: Duration,
+        /// Armed the first time the body has nothing to give; moved on by every frame.
+        timer: Option<Pin<Box<Sleep>>>,
     },
     Full(Option<Bytes>),
 }
@@ -34,12 +56,20 @@ impl ProxyBody {
         }
     }
 
-    /// An upstream body, with the observation to finish when it ends or is dropped.
-    pub fn upstream(body: Incoming, completion: Completion) -> Self {
+    /// An upstream body, with the observation to finish when it ends or is dropped, cut off
+    /// after `idle` without a frame.
+    pub fn upstream(body: Incoming, mut completion: Completion, idle: Duration) -> Self {
+        // A head that ended its stream (HEAD, 204, a gRPC trailers-only answer) is all there
+        // is: nothing will poll the body for an end.
+        if body.is_end_stream() {
+            completion.ended();
+        }
         ProxyBody {
             inner: Inner::Upstream {
                 body,
                 completion: Some(completion),
+                idle,
+                timer: None,
             },
         }
     }
@@ -47,13 +77,36 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.get_mut().inner {
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Inner::Upstream { body, completion } => {
-                let polled = Pin::new(body).poll_frame(cx);
+            Inner::Upstream {
+                body,
+                completion,
+                idle,
+                timer,
+            } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Pending => {
+                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                        if timer.as_mut().poll(cx).is_ready() {
+                            if let Some(c) = completion.as_mut() {
+                                c.timed_out();
+                            }
+                            return Poll::Ready(Some(Err(BodyError::Idle(*idle))));
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Some(Ok(_))) => {
+                        if let Some(timer) = timer.as_mut() {
+                            timer.as_mut().reset(Instant::now() + *idle);
+                        }
+                    }
+                    Poll::Ready(_) => {}
+                }
                 if let Some(c) = completion.as_mut() {
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
@@ -62,13 +115,18 @@ impl Body for ProxyBody {
                             } else if let Some(trailers) = frame.trailers_ref() {
                                 c.trailers(trailers);
                             }
+                            // The last frame: trailers always are, and hyper knows the end
+                            // from the length or the stream's flag; it will not poll again.
+                            if frame.is_trailers() || body.is_end_stream() {
+                                c.ended();
+                            }
                         }
                         Poll::Ready(None) => c.ended(),
                         Poll::Ready(Some(Err(_))) => c.failed(),
                         Poll::Pending => {}
                     }
                 }
-                polled
+                polled.map(|frame| frame.map(|result| result.map_err(BodyError::Upstream)))
             }
         }
     }

@@ -7,7 +7,9 @@
 //!   a hung candidate whose clients give up shows in the numbers.
 //! - [`Completion`] takes over with the head and rides in the response body. The head's class
 //!   is only provisional: a body that fails after a 2xx head (a model server dying mid-stream)
-//!   is an `error`, and a gRPC answer's verdict is in its trailers.
+//!   or goes silent for the route's timeout is an `error`, a gRPC answer's verdict is in its
+//!   trailers, and a client that leaves before the body's end is `cancelled` (without feeding
+//!   fail-fast: stopping a generation half way is ordinary).
 //!
 //! Every candidate outcome also feeds fail-fast.
 
@@ -132,11 +134,17 @@ impl Completion {
 
     /// The upstream body failed part way: an `error` of this side, whatever the head said.
     pub fn failed(&mut self) {
+        self.broke(UpstreamErrorKind::reset);
+    }
+
+    /// The upstream body went silent for the route's timeout and was cut off: an `error`.
+    pub fn timed_out(&mut self) {
+        self.broke(UpstreamErrorKind::timeout);
+    }
+
+    fn broke(&mut self, kind: UpstreamErrorKind) {
         if !self.counted {
-            self.route
-                .metrics
-                .side(self.side)
-                .upstream_error(UpstreamErrorKind::reset);
+            self.route.metrics.side(self.side).upstream_error(kind);
             self.outcome = CodeClass::Error;
             self.settle();
         }
@@ -152,9 +160,14 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        // Not settled: the client stopped reading (or hyper saw the end from the body's
-        // length). The side answered as its head said; a client leaving is not its fault.
-        self.settle();
+        // Not settled: the client went away before the body's end (every end, clean or not,
+        // settles). A candidate whose streams stall until clients give up shows as more of
+        // these than stable has; but users stop generations half way all the time, so this
+        // never feeds fail-fast's absolute limit.
+        if !self.counted {
+            self.counted = true;
+            self.route.metrics.side(self.side).count(CodeClass::Cancelled);
+        }
         // A response without a body has its first (and last) byte at its end.
         self.data();
         self.route

@@ -153,10 +153,11 @@ impl ProxyService {
         let pending = Pending::new(Arc::clone(route), side, start);
 
         // A gRPC call's own deadline binds when it is shorter than the route's timeout.
-        let deadline = match grpc.then(|| grpc::timeout(req.headers())).flatten() {
-            Some(call) => call.min(route.timeout),
-            None => route.timeout,
-        };
+        let call_deadline = grpc
+            .then(|| grpc::timeout(req.headers()))
+            .flatten()
+            .filter(|call| *call < route.timeout);
+        let deadline = call_deadline.unwrap_or(route.timeout);
         let sent = backend.send(&self.shared.upstreams, &endpoint, req);
         let upstream = match tokio::time::timeout(deadline, sent).await {
             Ok(Ok(rsp)) => rsp,
@@ -185,7 +186,14 @@ impl ProxyService {
                 });
             }
             Err(_elapsed) => {
-                pending.failed(UpstreamErrorKind::timeout);
+                // The client's own deadline passing is the client giving up, as if it had
+                // gone away (counted `cancelled`), not an error of the side: any client could
+                // otherwise raise either side's errors at will.
+                if call_deadline.is_some() {
+                    drop(pending);
+                } else {
+                    pending.failed(UpstreamErrorKind::timeout);
+                }
                 return Err(ProxyError::UpstreamTimeout {
                     route: route.name.clone(),
                     side,
@@ -196,14 +204,20 @@ impl ProxyService {
         };
 
         let code = CodeClass::of_status(upstream.status());
-        let completion = if grpc && code == CodeClass::Success && grpc::is_grpc(upstream.headers()) {
-            match grpc::status(upstream.headers()) {
-                // Trailers-only: the verdict is in the head.
-                Some(status) => pending.answered(grpc::classify(status), false),
-                None => pending.answered(code, true),
+        let completion = match (grpc, code) {
+            // A gRPC client fails a 200 that is not gRPC (a misrouted or plain HTTP backend).
+            (true, CodeClass::Success) if !grpc::is_grpc(upstream.headers()) => {
+                pending.answered(CodeClass::GrpcError, false)
             }
-        } else {
-            pending.answered(code, false)
+            (true, CodeClass::Success) => match grpc::status(upstream.headers()) {
+                // Trailers-only: a head that ends the stream carries the verdict. A status in
+                // a head that a body follows is not the verdict: the trailers are.
+                Some(status) if http_body::Body::is_end_stream(upstream.body()) => {
+                    pending.answered(grpc::classify(status), false)
+                }
+                _ => pending.answered(code, true),
+            },
+            _ => pending.answered(code, false),
         };
         let (mut head, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
@@ -215,7 +229,10 @@ impl ProxyService {
         if diverted {
             head.headers.insert(FAIL_FAST_HEADER, HeaderValue::from_static("1"));
         }
-        Ok(Response::from_parts(head, ProxyBody::upstream(body, completion)))
+        Ok(Response::from_parts(
+            head,
+            ProxyBody::upstream(body, completion, route.timeout),
+        ))
     }
 }
 

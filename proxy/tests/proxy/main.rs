@@ -7,6 +7,7 @@ mod failfast;
 mod failures;
 mod forwarding;
 mod grpc;
+mod grpc_accounting;
 mod kube_routes;
 mod mirror;
 mod nginx;
