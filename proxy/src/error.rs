@@ -49,6 +49,19 @@ pub enum ProxyError {
     /// A request that cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client's request body failed on its way upstream (malformed, or cut short).
+    #[error("the request body failed on its way to {endpoint} (route {route}, {side})")]
+    BadRequestBody {
+        /// Route name.
+        route: String,
+        /// Side the request went to.
+        side: Side,
+        /// Endpoint it was going to.
+        endpoint: Authority,
+        /// Why, from below the proxy.
+        #[source]
+        source: crate::upstream::failure::BoxError,
+    },
     /// The upstream connection could not be made.
     #[error("connecting to {endpoint} (route {route}, {side})")]
     UpstreamConnect {
@@ -108,7 +121,9 @@ impl ProxyError {
         match self {
             ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::MissingHost | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost | ProxyError::BadRequest(_) | ProxyError::BadRequestBody { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } | ProxyError::UpstreamTls { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -125,6 +140,7 @@ impl ProxyError {
             ProxyError::MissingHost => "missing-host",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::BadRequestBody { .. } => "bad-request-body",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
             ProxyError::UpstreamTls { .. } => "upstream-tls",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
@@ -139,7 +155,8 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::MissingHost
             | ProxyError::HeadersTooLarge { .. }
-            | ProxyError::BadRequest(_) => Fault::Client,
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadRequestBody { .. } => Fault::Client,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamReset { .. }
@@ -151,9 +168,10 @@ impl ProxyError {
     pub fn grpc_status(&self) -> u32 {
         match self {
             ProxyError::NoRoute => grpc::code::UNIMPLEMENTED,
-            ProxyError::MissingHost | ProxyError::HeadersTooLarge { .. } | ProxyError::BadRequest(_) => {
-                grpc::code::INVALID_ARGUMENT
-            }
+            ProxyError::MissingHost
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadRequestBody { .. } => grpc::code::INVALID_ARGUMENT,
             ProxyError::UpstreamTimeout { .. } => grpc::code::DEADLINE_EXCEEDED,
             ProxyError::NotReady
             | ProxyError::UpstreamConnect { .. }

@@ -161,6 +161,17 @@ impl ProxyService {
         let sent = backend.send(&self.shared.upstreams, &endpoint, req);
         let upstream = match tokio::time::timeout(deadline, sent).await {
             Ok(Ok(rsp)) => rsp,
+            Ok(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
+                // The client broke its own request: it gave up on it, as far as the sides
+                // are concerned (`cancelled`); neither side failed.
+                drop(pending);
+                return Err(ProxyError::BadRequestBody {
+                    route: route.name.clone(),
+                    side,
+                    endpoint: endpoint.authority.clone(),
+                    source: failure.source,
+                });
+            }
             Ok(Err(failure)) => {
                 pending.failed(failure.kind);
                 let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);

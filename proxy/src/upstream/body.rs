@@ -24,14 +24,33 @@ pub enum UpstreamBody {
     Empty,
 }
 
+/// The client's request body failed (malformed, or cut short) while it was streamed
+/// upstream: the client's fault, told apart from the upstream's by this type in the error's
+/// source chain.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+/// Whether `error`, or any error below it, is the client's request body failing.
+pub fn caused_by_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            UpstreamBody::Tee(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e).into()),
+            UpstreamBody::Tee(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e).into()),
             UpstreamBody::Copy(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Empty => Poll::Ready(None),
         }

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::body::UpstreamBody;
+use super::body::{ClientBodyError, UpstreamBody};
 use super::failure::UpstreamFailure;
 use crate::metrics::UpstreamErrorKind;
 use crate::upstream_tls::{HandshakeFailed, TlsConnector, TlsSettings};
@@ -188,6 +188,12 @@ impl Endpoint {
                     req = again;
                     attempt += 1;
                 }
+                _ if reset_by_us(&error) => {
+                    return Err(UpstreamFailure {
+                        kind: UpstreamErrorKind::reset,
+                        source: Box::new(ClientBodyError(error)),
+                    });
+                }
                 _ => return Err(reset(error)),
             }
         }
@@ -225,6 +231,22 @@ fn unprocessed(error: &hyper::Error) -> bool {
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
             return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether hyper reset the stream itself: it does so (INTERNAL_ERROR) when the request body it
+/// was sending failed, which is the client's doing, not the upstream's.
+fn reset_by_us(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_reset()
+                && !h2.is_remote()
+                && !h2.is_library()
+                && h2.reason() == Some(h2::Reason::INTERNAL_ERROR);
         }
         source = e.source();
     }

@@ -192,3 +192,48 @@ async fn a_client_cannot_pass_its_request_off_as_a_mirror_copy() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_request_body_breaks_gets_400_and_no_side_is_blamed() {
+    // A malformed chunked body is the client's doing: counted against either side, a client
+    // pinned to stable could raise stable's errors and hide a bad candidate.
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    for protocol in ["h1", "h2c"] {
+        let yaml = config_yaml(stable.addr, candidate.addr, 0, "").replace(
+            &format!("s: {{ endpoints: [\"{}\"] }}", stable.addr),
+            &format!("s: {{ endpoints: [\"{}\"], protocol: {protocol} }}", stable.addr),
+        );
+        let proxy = start_proxy(&yaml).await;
+        let mut stream = within(TcpStream::connect(proxy.listen_addr())).await.expect("connect");
+        within(stream.write_all(
+            b"POST /slow/2000 HTTP/1.1\r\nhost: model\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n",
+        ))
+        .await
+        .expect("write");
+        let mut answer = Vec::new();
+        let _ = within(stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{protocol}: {answer}");
+        assert!(
+            answer.contains("x-weir-error: bad-request-body"),
+            "{protocol}: {answer}"
+        );
+        eventually("the request to be counted", || async {
+            metric(&proxy, &series("weir_requests_total", "stable", "cancelled")).await == Some(1.0)
+        })
+        .await;
+        let metrics = admin_text(&proxy, "/metrics").await;
+        assert_eq!(
+            sample(&metrics, &series("weir_requests_total", "stable", "error")),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"weir_upstream_errors_total{route="r",side="stable",kind="reset"}"#
+            ),
+            Some(0.0)
+        );
+        proxy.shutdown().await;
+    }
+}
