@@ -25,11 +25,15 @@ pub mod code {
     pub const UNAVAILABLE: u32 = 14;
 }
 
-/// Whether a message is gRPC, by its content type.
+/// Whether a message is gRPC, by its content type: `application/grpc`, alone or followed by
+/// `+format` or `;parameters`. gRPC-Web (`application/grpc-web...`) is not: its status is in
+/// the body, and it is counted as HTTP.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+    })
 }
 
 /// The `grpc-status` in `headers` (trailers, or the headers of a trailers-only answer).
@@ -103,5 +107,18 @@ mod tests {
         h.insert("grpc-status", HeaderValue::from_static("14"));
         assert!(is_grpc(&h));
         assert_eq!(status(&h), Some(14));
+        for (content_type, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc;charset=utf-8", true),
+            // gRPC-Web carries its status in the body, not in trailers: read as gRPC, every
+            // answer would lack its trailers and count as an error, and trip fail-fast.
+            ("application/grpc-web", false),
+            ("application/grpc-web-text+proto", false),
+            ("application/grpcx", false),
+            ("text/html", false),
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            assert_eq!(is_grpc(&h), grpc, "{content_type}");
+        }
     }
 }
