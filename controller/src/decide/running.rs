@@ -57,9 +57,14 @@ impl Ctx<'_> {
         }
         // The candidate is judged at whatever weight it serves, also while the next step
         // waits for its pods: a wait (no GPU free) can be long, and a candidate that starts
-        // failing meanwhile is aborted as at any other time.
+        // failing meanwhile is aborted as at any other time. A pass at the old weight is no
+        // progress of this step, though: the deadline runs on.
+        let conclusive_before = self.next.last_conclusive_at.clone();
         if self.analyse(spec) {
             return;
+        }
+        if waiting.is_some() {
+            self.next.last_conclusive_at = conclusive_before;
         }
         if let Some((ready, needed)) = waiting {
             self.next.message = format!(

@@ -1010,6 +1010,36 @@ fn a_candidate_failing_while_the_next_step_waits_for_pods_is_aborted() {
 }
 
 #[test]
+fn a_step_whose_pods_never_come_is_paused_at_the_deadline_saying_so() {
+    let mut s = spec();
+    s.analysis.progress_deadline = "120s".into();
+    let mut world = World::new();
+    world.slow_pods = true;
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let mut sec = 1.0;
+    // A healthy candidate passes step 1, then waits for pods that no node can take; its
+    // windows at 5 % keep passing, which is no progress.
+    while status.phase != Phase::Paused {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert!(sec < 400.0, "never paused: {}", status.message);
+    }
+    assert_eq!(status.step, 1);
+    assert_eq!(world.traffic.weight, 500, "the weight stays where the pods can carry it");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .expect("condition");
+    assert!(
+        condition.message.contains("waiting for 4 ready candidate replicas"),
+        "{}",
+        condition.message
+    );
+}
+
+#[test]
 fn a_trip_just_after_a_weight_change_that_found_the_metrics_down_still_aborts() {
     let s = spec();
     let mut world = World::new();
