@@ -3,8 +3,8 @@
 //! back, copied or collected.
 //!
 //! An upstream body that sends nothing for the route's timeout is cut off: a backend that
-//! goes silent after its head would otherwise hold the client forever, and be counted by the
-//! head's status.
+//! goes silent after its head would otherwise hold the client forever. gRPC streams are not
+//! (they may be long-lived, or wait on their client); their calls' deadlines judge them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,10 +40,12 @@ enum Inner {
     Upstream {
         body: Incoming,
         completion: Option<Completion>,
-        /// Longest silence allowed between frames.
-        idle: Duration,
+        /// Longest silence allowed between frames, if any.
+        idle: Option<Duration>,
         /// Armed the first time the body has nothing to give; moved on by every frame.
         timer: Option<Pin<Box<Sleep>>>,
+        /// Bytes still due by the upstream's declared length, if it declared one.
+        remaining: Option<u64>,
     },
     Full(Option<Bytes>),
 }
@@ -57,19 +59,21 @@ impl ProxyBody {
     }
 
     /// An upstream body, with the observation to finish when it ends or is dropped, cut off
-    /// after `idle` without a frame.
-    pub fn upstream(body: Incoming, mut completion: Completion, idle: Duration) -> Self {
+    /// after `idle` without a frame (never, with `None`).
+    pub fn upstream(body: Incoming, mut completion: Completion, idle: Option<Duration>) -> Self {
         // A head that ended its stream (HEAD, 204, a gRPC trailers-only answer) is all there
         // is: nothing will poll the body for an end.
         if body.is_end_stream() {
             completion.ended();
         }
+        let remaining = body.size_hint().exact();
         ProxyBody {
             inner: Inner::Upstream {
                 body,
                 completion: Some(completion),
                 idle,
                 timer: None,
+                remaining,
             },
         }
     }
@@ -87,22 +91,26 @@ impl Body for ProxyBody {
                 completion,
                 idle,
                 timer,
+                remaining,
             } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Pending => {
-                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                        let Some(idle) = *idle else {
+                            return Poll::Pending;
+                        };
+                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                         if timer.as_mut().poll(cx).is_ready() {
                             if let Some(c) = completion.as_mut() {
                                 c.timed_out();
                             }
-                            return Poll::Ready(Some(Err(BodyError::Idle(*idle))));
+                            return Poll::Ready(Some(Err(BodyError::Idle(idle))));
                         }
                         return Poll::Pending;
                     }
                     Poll::Ready(Some(Ok(_))) => {
-                        if let Some(timer) = timer.as_mut() {
-                            timer.as_mut().reset(Instant::now() + *idle);
+                        if let (Some(timer), Some(idle)) = (timer.as_mut(), *idle) {
+                            timer.as_mut().reset(Instant::now() + idle);
                         }
                     }
                     Poll::Ready(_) => {}
@@ -110,15 +118,22 @@ impl Body for ProxyBody {
                 if let Some(c) = completion.as_mut() {
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
-                            if frame.is_data() {
+                            if let Some(data) = frame.data_ref() {
                                 c.data();
+                                if let Some(left) = remaining.as_mut() {
+                                    *left = left.saturating_sub(data.len() as u64);
+                                }
                             } else if let Some(trailers) = frame.trailers_ref() {
                                 c.trailers(trailers);
                             }
                             // The last frame: trailers always are, and hyper knows the end
                             // from the length or the stream's flag; it will not poll again.
+                            // An HTTP/1.1 client is answered once the declared length has
+                            // passed, even if the upstream flags its end in a frame after it.
                             if frame.is_trailers() || body.is_end_stream() {
                                 c.ended();
+                            } else if *remaining == Some(0) {
+                                c.whole();
                             }
                         }
                         Poll::Ready(None) => c.ended(),

@@ -59,6 +59,16 @@ impl Pending {
         metrics.observe_duration(self.start.elapsed().as_secs_f64());
     }
 
+    /// The client broke its own request (its body failed on the way upstream): `cancelled`,
+    /// with its elapsed time, and no failure of the side for fail-fast, since any client could
+    /// otherwise trip it at will.
+    pub fn abandoned_by_client(mut self) {
+        self.settled = true;
+        let metrics = self.route.metrics.side(self.side);
+        metrics.count(CodeClass::Cancelled);
+        metrics.observe_duration(self.start.elapsed().as_secs_f64());
+    }
+
     /// The response head arrived with this class; `grpc` says its verdict is in the trailers
     /// still to come. The count now waits for the body's end.
     pub fn answered(mut self, head: CodeClass, grpc: bool) -> Completion {
@@ -130,6 +140,14 @@ impl Completion {
             self.outcome = CodeClass::GrpcError;
         }
         self.settle();
+    }
+
+    /// Every byte the upstream declared has passed. That ends an answer whose verdict is in
+    /// hand; a gRPC answer still waits for its trailers.
+    pub fn whole(&mut self) {
+        if !self.awaiting_trailers {
+            self.settle();
+        }
     }
 
     /// The upstream body failed part way: an `error` of this side, whatever the head said.

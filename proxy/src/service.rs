@@ -164,7 +164,7 @@ impl ProxyService {
             Ok(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
                 // The client broke its own request: it gave up on it, as far as the sides
                 // are concerned (`cancelled`); neither side failed.
-                drop(pending);
+                pending.abandoned_by_client();
                 return Err(ProxyError::BadRequestBody {
                     route: route.name.clone(),
                     side,
@@ -240,10 +240,10 @@ impl ProxyService {
         if diverted {
             head.headers.insert(FAIL_FAST_HEADER, HeaderValue::from_static("1"));
         }
-        Ok(Response::from_parts(
-            head,
-            ProxyBody::upstream(body, completion, route.timeout),
-        ))
+        // A gRPC stream may be long-lived or wait on its client (bidirectional): its silence
+        // is for the call's deadline to judge, not the route's timeout.
+        let idle = (!grpc).then_some(route.timeout);
+        Ok(Response::from_parts(head, ProxyBody::upstream(body, completion, idle)))
     }
 }
 

@@ -1026,7 +1026,10 @@ fn a_step_whose_pods_never_come_is_paused_at_the_deadline_saying_so() {
         assert!(sec < 400.0, "never paused: {}", status.message);
     }
     assert_eq!(status.step, 1);
-    assert_eq!(world.traffic.weight, 500, "the weight stays where the pods can carry it");
+    assert_eq!(
+        world.traffic.weight, 500,
+        "the weight stays where the pods can carry it"
+    );
     let condition = status
         .conditions
         .iter()

@@ -404,5 +404,9 @@ fn a_candidate_hanging_at_full_weight_is_aborted_on_cancellations_whatever_the_r
     let j = judge(&a, &evidence, &hung, &[], Mode::AgainstReference);
     assert_eq!((j.verdict, j.decisive), (VerdictKind::Fail, true), "{}", j.reason);
     assert!(j.reason.contains("on cancellations"), "{}", j.reason);
-    assert_eq!(j.evidence.latency.evidence(), 1.0, "latency is not compared at another load");
+    assert_eq!(
+        j.evidence.latency.evidence(),
+        1.0,
+        "latency is not compared at another load"
+    );
 }

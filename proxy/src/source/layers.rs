@@ -97,11 +97,13 @@ impl Layers {
     /// Merges, publishes, records each ConfigMap's outcome, and returns the rejections not
     /// reported before.
     fn publish(&self, inner: &mut Inner, source: &str) -> Vec<Rejection> {
-        let all: Vec<Layer> = inner.layers.values().cloned().collect();
+        // The CA files each version names are read again now: one that went bad since its
+        // ConfigMap was accepted rejects that ConfigMap alone, not the merged table.
+        let all: Vec<Layer> = inner.layers.values().map(with_files_checked).collect();
         let merged = config::merge(&inner.base, &all);
         if self.state.apply(merged.config, source).is_err() {
-            // A file of the base (an upstream CA) went bad since it was loaded: the state
-            // recorded why, and the previous table keeps serving. Nothing else changes.
+            // A file of the base went bad since it was loaded: the state recorded why, and the
+            // previous table keeps serving until the file is mended.
             return Vec::new();
         }
         let mut statuses = Vec::with_capacity(merged.outcomes.len());
@@ -111,7 +113,11 @@ impl Layers {
             let Some(layer) = inner.layers.get_mut(&key) else {
                 continue;
             };
-            layer.previous = outcome.serving(layer);
+            // Only an accepted version replaces the one kept: a rejected ConfigMap whose kept
+            // version clashes now (with an older one, for a while) keeps it for later.
+            if matches!(outcome, Outcome::Accepted) {
+                layer.previous = outcome.serving(layer);
+            }
             let (result, errors) = match &outcome {
                 Outcome::Accepted => ("ok", None),
                 Outcome::KeptPrevious(errors) => ("previous", Some(errors)),
@@ -147,9 +153,14 @@ impl Layers {
 }
 
 impl Sink for Layers {
-    /// A new file: it becomes the base the ConfigMaps merge over.
+    /// A new file: it becomes the base the ConfigMaps merge over, once it is valid and the
+    /// files it names can be read; otherwise the old base stays.
     fn apply_text(&self, text: &str, source: &str) {
-        match config::parse(text) {
+        let checked = config::parse(text).and_then(|base| {
+            crate::state::load_backend_tls(&base.backends)?;
+            Ok(base)
+        });
+        match checked {
             Ok(base) => {
                 let mut inner = self.inner();
                 inner.base = base;
@@ -164,20 +175,31 @@ impl Sink for Layers {
     }
 }
 
-/// One ConfigMap's layer: its text parsed and its upstream CA files checked, so that a bad
-/// file rejects this ConfigMap alone rather than the merged table.
+/// One ConfigMap's layer: its text parsed.
 fn layer(id: LayerId, text: Option<&str>, previous: Option<PartialConfig>) -> Layer {
     let current = match text {
         None => Err(ConfigErrors(vec![ConfigError {
             path: format!("data.{DATA_KEY}"),
             message: "is missing: a route ConfigMap holds its routes and backends there".into(),
         }])),
-        Some(text) => config::parse_partial(text).and_then(|partial| {
-            crate::state::load_backend_tls(&partial.backends)?;
-            Ok(partial)
-        }),
+        Some(text) => config::parse_partial(text),
     };
     Layer { id, current, previous }
+}
+
+/// `layer` with the upstream CA files of both its versions read: a version naming a file
+/// that cannot be used is rejected (the current one with the file's error; a kept one is
+/// dropped), so a bad file rejects its ConfigMap alone rather than the merged table.
+fn with_files_checked(layer: &Layer) -> Layer {
+    let usable = |partial: &PartialConfig| crate::state::load_backend_tls(&partial.backends).map(|_| ());
+    Layer {
+        id: layer.id.clone(),
+        current: layer
+            .current
+            .clone()
+            .and_then(|partial| usable(&partial).map(|()| partial)),
+        previous: layer.previous.clone().filter(|partial| usable(partial).is_ok()),
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +290,46 @@ mod tests {
         );
         assert_eq!(weight(&state, "good"), Some(100));
         assert_eq!(weight(&state, "default"), Some(0));
+    }
+
+    #[test]
+    fn a_missing_ca_file_rejects_its_config_map_or_file_alone() {
+        let (state, layers) = layers();
+        layers.set(id(1, "a"), Some(&route("a", "a.svc", 500)));
+        // A ConfigMap naming a CA file that is not there.
+        let tls = route("b", "b.svc", 0).replace(
+            "b.stable: { endpoints: ['127.0.0.1:2'] }",
+            "b.stable: { endpoints: ['127.0.0.1:2'], tls: { ca: /nonexistent/ca.pem } }",
+        );
+        assert!(tls.contains("/nonexistent/ca.pem"), "{tls}");
+        let rejected = layers.set(id(2, "b"), Some(&tls));
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].errors.0[0].path, "backends.b.stable.tls.ca");
+        // A file naming one is refused, and the ConfigMaps keep flowing over the old base.
+        let bad_file = FILE.replace(
+            "d: { endpoints: ['127.0.0.1:1'] }",
+            "d: { endpoints: ['127.0.0.1:1'], tls: { ca: /nonexistent/ca.pem } }",
+        );
+        Sink::apply_text(&layers, &bad_file, "file");
+        assert_eq!(state.last_reload().map(|r| r.result), Some("error"));
+        layers.set(id(1, "a"), Some(&route("a", "a.svc", 900)));
+        assert_eq!(weight(&state, "a"), Some(900), "a weight write still lands");
+        assert_eq!(weight(&state, "default"), Some(0));
+    }
+
+    #[test]
+    fn a_kept_version_that_clashes_for_a_while_is_not_lost() {
+        let (state, layers) = layers();
+        layers.set(id(5, "late"), Some(&route("shared", "late.svc", 300)));
+        // Its current text goes bad; its kept version serves.
+        layers.set(id(5, "late"), Some(&route("shared", "late.svc", 20_000)));
+        assert_eq!(weight(&state, "shared"), Some(300));
+        // An older ConfigMap takes the route name for a while: nothing of "late" serves...
+        layers.set(id(1, "early"), Some(&route("shared", "early.svc", 100)));
+        assert_eq!(weight(&state, "shared"), Some(100));
+        // ...and once it is gone, the kept version serves again.
+        layers.remove("models", "early");
+        assert_eq!(weight(&state, "shared"), Some(300));
     }
 
     #[test]

@@ -237,16 +237,15 @@ fn unprocessed(error: &hyper::Error) -> bool {
     false
 }
 
-/// Whether hyper reset the stream itself: it does so (INTERNAL_ERROR) when the request body it
-/// was sending failed, which is the client's doing, not the upstream's.
+/// Whether hyper reset the stream itself, neither the upstream nor the protocol library: it
+/// does so when the request body it was sending failed (with INTERNAL_ERROR, or with the
+/// client's own reason, CANCEL, when the client reset its stream mid-upload), which is the
+/// client's doing, not the upstream's.
 fn reset_by_us(error: &hyper::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.is_reset()
-                && !h2.is_remote()
-                && !h2.is_library()
-                && h2.reason() == Some(h2::Reason::INTERNAL_ERROR);
+            return h2.is_reset() && !h2.is_remote() && !h2.is_library();
         }
         source = e.source();
     }

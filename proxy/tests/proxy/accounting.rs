@@ -205,11 +205,7 @@ async fn a_client_whose_request_body_breaks_gets_400_and_no_side_is_blamed() {
         );
         let proxy = start_proxy(&yaml).await;
         let mut stream = within(TcpStream::connect(proxy.listen_addr())).await.expect("connect");
-        within(stream.write_all(
-            b"POST /slow/2000 HTTP/1.1\r\nhost: model\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n",
-        ))
-        .await
-        .expect("write");
+        within(stream.write_all(BROKEN_UPLOAD)).await.expect("write");
         let mut answer = Vec::new();
         let _ = within(stream.read_to_end(&mut answer)).await;
         let answer = String::from_utf8_lossy(&answer);
@@ -236,4 +232,27 @@ async fn a_client_whose_request_body_breaks_gets_400_and_no_side_is_blamed() {
         );
         proxy.shutdown().await;
     }
+
+    // Pinned to the candidate, broken bodies trip nothing either.
+    let fail_fast = "    failFast: { errorRatio: 0.5, window: 30s, minRequests: 2 }\n";
+    let proxy = start_proxy(&config_yaml(stable.addr, candidate.addr, 10_000, fail_fast)).await;
+    for _ in 0..3 {
+        let mut stream = within(TcpStream::connect(proxy.listen_addr())).await.expect("connect");
+        within(stream.write_all(BROKEN_UPLOAD)).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = within(stream.read_to_end(&mut answer)).await;
+    }
+    eventually("three cancellations", || async {
+        metric(&proxy, &series("weir_requests_total", "candidate", "cancelled")).await == Some(3.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&proxy, r#"weir_fail_fast_trips_total{route="r"}"#).await,
+        Some(0.0)
+    );
+    proxy.shutdown().await;
 }
+
+/// A chunked upload whose second chunk size is garbage.
+const BROKEN_UPLOAD: &[u8] =
+    b"POST /slow/2000 HTTP/1.1\r\nhost: model\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n";

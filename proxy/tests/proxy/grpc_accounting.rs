@@ -59,6 +59,16 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<BoxBody>
             rsp
         }
         "/hang" => Response::new(frames(None, true)),
+        // A plain answer with a content-length, its end flagged by an empty DATA frame after
+        // the last data (as streaming servers send it).
+        "/sized" => {
+            let (tx, rx) = mpsc::channel(1);
+            tx.try_send(Frame::data(Bytes::from_static(b"sized"))).expect("room");
+            let mut rsp = Response::new(ChannelBody(rx).boxed());
+            rsp.headers_mut()
+                .insert("content-length", HeaderValue::from_static("5"));
+            return Ok(rsp);
+        }
         _ => {
             let mut rsp = Response::new(full("<html>not gRPC</html>"));
             rsp.headers_mut()
@@ -166,17 +176,29 @@ async fn a_stream_that_goes_silent_after_its_head_is_cut_off_as_an_error() {
     );
     assert_eq!(candidate_count(&proxy, "2xx").await, Some(0.0));
 
-    // So is a gRPC stream.
-    let grpc_candidate = crafted().await;
-    let proxy = start_proxy(&config(stable.addr, grpc_candidate.addr, "h2c", "1s")).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_stream_is_not_cut_off_by_the_route_timeout() {
+    // A gRPC server stream may be long-lived, and a bidirectional one waits on its client:
+    // silence is theirs to judge, with the call's deadline.
+    let stable = Backend::start("stable").await;
+    let candidate = crafted().await;
+    let proxy = start_proxy(&config(stable.addr, candidate.addr, "h2c", "1s")).await;
     let rsp = within(h2c_client().request(grpc_call(proxy.listen_addr(), "/hang")))
         .await
         .expect("the head arrives");
-    assert!(within(rsp.into_body().collect()).await.is_err());
-    eventually("the error", || async {
-        candidate_count(&proxy, "error").await == Some(1.0)
+    let mut body = rsp.into_body();
+    within(body.frame()).await.expect("a frame").expect("the first message");
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(2500), body.frame()).await;
+    assert!(quiet.is_err(), "still open after twice the route timeout: {quiet:?}");
+    drop(body);
+    eventually("a cancellation", || async {
+        candidate_count(&proxy, "cancelled").await == Some(1.0)
     })
     .await;
+    assert_eq!(candidate_count(&proxy, "error").await, Some(0.0));
     proxy.shutdown().await;
 }
 
@@ -235,5 +257,25 @@ async fn a_deadline_the_client_set_is_its_own_cancellation_not_an_error_of_the_s
     })
     .await;
     assert_eq!(candidate_count(&proxy, "error").await, Some(0.0));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sized_answer_read_whole_is_an_answer_even_if_its_end_comes_after_its_bytes() {
+    // An HTTP/1.1 client is done once content-length bytes arrived; hyper stops reading the
+    // upstream body there, before the h2 upstream's end-of-stream: that is no cancellation.
+    let stable = Backend::start("stable").await;
+    let candidate = crafted().await;
+    let proxy = start_proxy(&config(stable.addr, candidate.addr, "h2c", "5s")).await;
+    let client = h1_client();
+    for _ in 0..3 {
+        let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/sized")).await;
+        assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"sized"[..]));
+    }
+    eventually("three answers", || async {
+        candidate_count(&proxy, "2xx").await == Some(3.0)
+    })
+    .await;
+    assert_eq!(candidate_count(&proxy, "cancelled").await, Some(0.0));
     proxy.shutdown().await;
 }
