@@ -376,7 +376,7 @@ impl Ctx<'_> {
         self.next.evidence = Some(evidence);
         self.condition("Ready", "Unknown", reasons::ROLLOUT_STARTED, "rollout in progress");
         self.condition("Progressing", "True", reasons::ROLLOUT_STARTED, "");
-        self.next.message = match self.step_traffic(spec) {
+        self.next.message = match self.step_traffic(spec, false) {
             Some((ready, needed)) => format!(
                 "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
                 self.step_label(spec)
@@ -420,14 +420,16 @@ impl Ctx<'_> {
     ///
     /// Capacity before weight: the weight rises only once the candidate has the ready
     /// replicas that carry it at stable's load per pod; until then it stays where it was.
-    /// Returns the replicas still awaited, if any.
-    fn step_traffic(&mut self, spec: &ValidSpec) -> Option<(u32, u32)> {
+    /// Returns the replicas still awaited, if any. With `hold` (a paused rollout) the weight
+    /// does not rise at all: a pause holds until resumed, even if the pods arrive meanwhile.
+    fn step_traffic(&mut self, spec: &ValidSpec, hold: bool) -> Option<(u32, u32)> {
         let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
         let replicas = self.replicas_for(spec, intent.weight);
         let needed = if intent.weight == 0 { 1 } else { replicas };
         let ready = self.obs.candidate.ready_replicas;
-        let waiting = (intent.weight > self.old.candidate_weight && ready < needed).then_some((ready, needed));
-        if waiting.is_some() {
+        let rising = intent.weight > self.old.candidate_weight;
+        let waiting = (rising && ready < needed).then_some((ready, needed));
+        if waiting.is_some() || (rising && hold) {
             intent.weight = self.old.candidate_weight;
         }
         self.actions

@@ -50,7 +50,7 @@ impl Ctx<'_> {
             return self.abort(spec, format!("the proxy's fail-fast tripped: {detail}"));
         }
 
-        let waiting = self.step_traffic(spec);
+        let waiting = self.step_traffic(spec, paused);
         if self.next.candidate_weight != self.old.candidate_weight {
             self.restart_step(spec);
             self.next.message = format!("{}: started", self.step_label(spec));
@@ -318,7 +318,7 @@ impl Ctx<'_> {
             }
         }
         self.next.step += 1;
-        let waiting = self.step_traffic(spec);
+        let waiting = self.step_traffic(spec, false);
         // The new step starts now, whether its weight is applied now or once the candidate
         // has the capacity for it (then it starts again at that moment).
         self.restart_step(spec);

@@ -428,6 +428,36 @@ fn pause_holds_until_resume_and_resume_restarts_the_hold() {
 }
 
 #[test]
+fn a_paused_rollout_waiting_for_pods_does_not_raise_the_weight_when_they_come() {
+    let s = spec();
+    let mut world = World::new();
+    world.slow_pods = true;
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let mut sec = 1.0;
+    while status.step == 0 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        sec += 1.0;
+        assert!(sec < 400.0, "{}", status.message);
+    }
+    world.request = request(Verb::Pause, sec);
+    status = tick(&s, &status, &mut world, sec + 0.5).status;
+    assert_eq!(status.phase, Phase::Paused);
+    // The pods arrive while paused: the weight holds where the pause found it.
+    world.candidate.ready_replicas = 4;
+    for _ in 0..3 {
+        sec += 1.0;
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, sec).status;
+        assert_eq!((status.phase, world.traffic.weight), (Phase::Paused, 500), "{}", status.message);
+    }
+    // Resumed, the step's weight applies.
+    world.request = request(Verb::Resume, sec + 0.5);
+    status = tick(&s, &status, &mut world, sec + 1.0).status;
+    assert_eq!((status.phase, world.traffic.weight), (Phase::Progressing, 2500), "{}", status.message);
+}
+
+#[test]
 fn manual_abort_and_promote_are_obeyed() {
     let s = spec();
     let mut world = World::new();
