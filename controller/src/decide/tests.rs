@@ -430,16 +430,7 @@ fn pause_holds_until_resume_and_resume_restarts_the_hold() {
 #[test]
 fn a_paused_rollout_waiting_for_pods_does_not_raise_the_weight_when_they_come() {
     let s = spec();
-    let mut world = World::new();
-    world.slow_pods = true;
-    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    let mut sec = 1.0;
-    while status.step == 0 {
-        world.serve(1000, 0.01, 0.01);
-        status = tick(&s, &status, &mut world, sec).status;
-        sec += 1.0;
-        assert!(sec < 400.0, "{}", status.message);
-    }
+    let (mut world, mut status, mut sec) = waiting_for_pods(&s);
     world.request = request(Verb::Pause, sec);
     status = tick(&s, &status, &mut world, sec + 0.5).status;
     assert_eq!(status.phase, Phase::Paused);
@@ -449,12 +440,22 @@ fn a_paused_rollout_waiting_for_pods_does_not_raise_the_weight_when_they_come() 
         sec += 1.0;
         world.serve(1000, 0.01, 0.01);
         status = tick(&s, &status, &mut world, sec).status;
-        assert_eq!((status.phase, world.traffic.weight), (Phase::Paused, 500), "{}", status.message);
+        assert_eq!(
+            (status.phase, world.traffic.weight),
+            (Phase::Paused, 500),
+            "{}",
+            status.message
+        );
     }
     // Resumed, the step's weight applies.
     world.request = request(Verb::Resume, sec + 0.5);
     status = tick(&s, &status, &mut world, sec + 1.0).status;
-    assert_eq!((status.phase, world.traffic.weight), (Phase::Progressing, 2500), "{}", status.message);
+    assert_eq!(
+        (status.phase, world.traffic.weight),
+        (Phase::Progressing, 2500),
+        "{}",
+        status.message
+    );
 }
 
 #[test]
@@ -970,20 +971,26 @@ proptest! {
     }
 }
 
-#[test]
-fn the_weight_rises_only_once_the_candidate_has_the_pods_to_carry_it() {
-    let s = spec();
+/// A healthy candidate walked through step 1 of `s`, its pods slow to come: the advance to
+/// step 2 waits for 4 ready replicas (1 ready). Returns the world, the status and the clock.
+fn waiting_for_pods(s: &RolloutSpec) -> (World, RolloutStatus, f64) {
     let mut world = World::new();
     world.slow_pods = true;
-    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    // Walk step 1 to its end, then the advance asks for 4 pods at 25 %.
+    let mut status = tick(s, &RolloutStatus::default(), &mut world, 0.0).status;
     let mut sec = 1.0;
     while status.step == 0 {
         world.serve(1000, 0.01, 0.01);
-        status = tick(&s, &status, &mut world, sec).status;
+        status = tick(s, &status, &mut world, sec).status;
         sec += 1.0;
         assert!(sec < 400.0, "{}", status.message);
     }
+    (world, status, sec)
+}
+
+#[test]
+fn the_weight_rises_only_once_the_candidate_has_the_pods_to_carry_it() {
+    let s = spec();
+    let (mut world, mut status, mut sec) = waiting_for_pods(&s);
     assert_eq!(world.candidate.replicas, 4);
     assert_eq!(
         status.candidate_weight, 500,
@@ -1014,16 +1021,7 @@ fn the_weight_rises_only_once_the_candidate_has_the_pods_to_carry_it() {
 #[test]
 fn a_candidate_failing_while_the_next_step_waits_for_pods_is_aborted() {
     let s = spec();
-    let mut world = World::new();
-    world.slow_pods = true;
-    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    let mut sec = 1.0;
-    while status.step == 0 {
-        world.serve(1000, 0.01, 0.01);
-        status = tick(&s, &status, &mut world, sec).status;
-        sec += 1.0;
-        assert!(sec < 400.0, "{}", status.message);
-    }
+    let (mut world, mut status, mut sec) = waiting_for_pods(&s);
     assert!(status.message.contains("waiting for"), "{}", status.message);
     // The pods never come (no GPU free), and the candidate at 5 % starts failing every request.
     while status.phase != Phase::Aborted {
@@ -1075,16 +1073,7 @@ fn a_step_whose_pods_never_come_is_paused_at_the_deadline_saying_so() {
 #[test]
 fn a_trip_just_after_a_weight_change_that_found_the_metrics_down_still_aborts() {
     let s = spec();
-    let mut world = World::new();
-    world.slow_pods = true;
-    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
-    let mut sec = 1.0;
-    while status.step == 0 {
-        world.serve(1000, 0.01, 0.01);
-        status = tick(&s, &status, &mut world, sec).status;
-        sec += 1.0;
-        assert!(sec < 400.0, "{}", status.message);
-    }
+    let (mut world, mut status, sec) = waiting_for_pods(&s);
     // The pods arrive in a look at which the metrics cannot be read: the weight rises anyway.
     world.candidate.ready_replicas = 4;
     world.metrics_down = Some("connection refused".into());
