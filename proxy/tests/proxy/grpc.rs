@@ -9,9 +9,7 @@ use std::time::Duration;
 use futures::Stream;
 use http::uri::PathAndQuery;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
 use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstCodec;
 
@@ -94,40 +92,19 @@ impl tonic::server::ServerStreamingService<SayRequest> for Say {
 }
 
 /// A tonic service on 127.0.0.1:0 over h2c; it stops when the handle drops.
-struct GrpcBackend {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn grpc_backend(side: &'static str) -> GrpcBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-                        let mut grpc = tonic::server::Grpc::new(ProstCodec::<SayReply, SayRequest>::default());
-                        let rsp = match req.uri().path() {
-                            SAY => grpc.unary(Say(side), req).await,
-                            STREAM => grpc.server_streaming(Say(side), req).await,
-                            _ => Status::unimplemented("no such method").into_http(),
-                        };
-                        Ok::<_, Infallible>(rsp)
-                    });
-                    conns.spawn(async move {
-                        let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-                    });
-                }
-            }
-        }
-        conns.abort_all();
-    });
-    GrpcBackend { addr, _stop: stop }
+async fn grpc_backend(side: &'static str) -> Served {
+    Served::start(hyper::service::service_fn(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<SayReply, SayRequest>::default());
+            let rsp = match req.uri().path() {
+                SAY => grpc.unary(Say(side), req).await,
+                STREAM => grpc.server_streaming(Say(side), req).await,
+                _ => Status::unimplemented("no such method").into_http(),
+            };
+            Ok::<_, Infallible>(rsp)
+        },
+    ))
+    .await
 }
 
 fn grpc_config(stable: SocketAddr, candidate: SocketAddr, weight: u16, route_extra: &str) -> String {

@@ -10,18 +10,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::support::*;
-
-/// An h2c (and h1) backend answering by path with crafted frames; stops when dropped.
-struct Crafted {
-    addr: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
 
 fn grpc_head(rsp: &mut Response<BoxBody>) {
     rsp.headers_mut()
@@ -80,28 +71,9 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<BoxBody>
     Ok(rsp)
 }
 
-async fn crafted() -> Crafted {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    conns.spawn(async move {
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
-                            .await;
-                    });
-                }
-            }
-        }
-        conns.abort_all();
-    });
-    Crafted { addr, _stop: stop }
+/// An h2c (and h1) backend answering by path with crafted frames; stops when dropped.
+async fn crafted() -> Served {
+    Served::start(hyper::service::service_fn(answer)).await
 }
 
 fn config(stable: SocketAddr, candidate: SocketAddr, protocol: &str, timeout: &str) -> String {
@@ -194,11 +166,7 @@ async fn a_grpc_stream_is_not_cut_off_by_the_route_timeout() {
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(2500), body.frame()).await;
     assert!(quiet.is_err(), "still open after twice the route timeout: {quiet:?}");
     drop(body);
-    eventually("a cancellation", || async {
-        candidate_count(&proxy, "cancelled").await == Some(1.0)
-    })
-    .await;
-    assert_eq!(candidate_count(&proxy, "error").await, Some(0.0));
+    cancelled_not_failed(&proxy).await;
     proxy.shutdown().await;
 }
 
@@ -252,11 +220,7 @@ async fn a_deadline_the_client_set_is_its_own_cancellation_not_an_error_of_the_s
         .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
         .cloned();
     assert_eq!(status, Some(HeaderValue::from_static("4")), "DEADLINE_EXCEEDED");
-    eventually("a cancellation", || async {
-        candidate_count(&proxy, "cancelled").await == Some(1.0)
-    })
-    .await;
-    assert_eq!(candidate_count(&proxy, "error").await, Some(0.0));
+    cancelled_not_failed(&proxy).await;
     proxy.shutdown().await;
 }
 
@@ -278,4 +242,14 @@ async fn a_sized_answer_read_whole_is_an_answer_even_if_its_end_comes_after_its_
     .await;
     assert_eq!(candidate_count(&proxy, "cancelled").await, Some(0.0));
     proxy.shutdown().await;
+}
+
+/// Waits for the candidate's one request to be counted `cancelled`, and checks it was not
+/// counted an error.
+async fn cancelled_not_failed(proxy: &weir_proxy::Proxy) {
+    eventually("a cancellation", || async {
+        candidate_count(proxy, "cancelled").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(candidate_count(proxy, "error").await, Some(0.0));
 }

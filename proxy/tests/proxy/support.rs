@@ -285,6 +285,49 @@ async fn respond(
     Ok(rsp)
 }
 
+/// A test server on 127.0.0.1:0 (HTTP/1.1 and h2c), answering with `service`; it stops when
+/// the handle drops.
+pub struct Served {
+    pub addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Served {
+    pub async fn start<S, B>(service: S) -> Served
+    where
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let service = service.clone();
+                        conns.spawn(async move {
+                            let _ = auto::Builder::new(TokioExecutor::new())
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                }
+            }
+            conns.abort_all();
+        });
+        Served { addr, _stop: stop }
+    }
+}
+
 /// A YAML config with one route `r` from stable `s` to candidate `c`.
 pub fn config_yaml(stable: SocketAddr, candidate: SocketAddr, weight: u16, extra_route: &str) -> String {
     format!(
