@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cause;
 pub mod config;
 pub mod error;
 pub mod failfast;

@@ -190,12 +190,5 @@ impl hyper::rt::Write for TlsConnection {
 
 /// Whether an upstream failure was a TLS handshake failure.
 pub fn is_handshake_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<HandshakeFailed>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    crate::cause::find::<HandshakeFailed>(error).is_some()
 }

@@ -33,14 +33,7 @@ pub struct ClientBodyError(#[source] pub hyper::Error);
 
 /// Whether `error`, or any error below it, is the client's request body failing.
 pub fn caused_by_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<ClientBodyError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    crate::cause::find::<ClientBodyError>(error).is_some()
 }
 
 impl Body for UpstreamBody {

@@ -227,14 +227,8 @@ fn bodyless_copy(req: &http::Request<UpstreamBody>) -> http::Request<UpstreamBod
 /// Whether the upstream said it did not process the stream: a graceful GOAWAY from it that
 /// left this stream out.
 fn unprocessed(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
-        }
-        source = e.source();
-    }
-    false
+    crate::cause::find::<h2::Error>(error)
+        .is_some_and(|h2| h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
 }
 
 /// Whether hyper reset the stream itself, neither the upstream nor the protocol library: it
@@ -242,14 +236,7 @@ fn unprocessed(error: &hyper::Error) -> bool {
 /// client's own reason, CANCEL, when the client reset its stream mid-upload), which is the
 /// client's doing, not the upstream's.
 fn reset_by_us(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.is_reset() && !h2.is_remote() && !h2.is_library();
-        }
-        source = e.source();
-    }
-    false
+    crate::cause::find::<h2::Error>(error).is_some_and(|h2| h2.is_reset() && !h2.is_remote() && !h2.is_library())
 }
 
 fn reset(error: hyper::Error) -> UpstreamFailure {

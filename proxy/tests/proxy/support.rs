@@ -156,7 +156,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     release: Arc<Notify>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: Served,
 }
 
 impl Backend {
@@ -166,43 +166,23 @@ impl Backend {
 
     /// A backend that waits `delay` before answering anything.
     pub async fn start_delayed(name: &'static str, delay: Duration) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-        let addr = listener.local_addr().expect("backend address");
         let hits = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (h, r) = (hits.clone(), release.clone());
-        tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = &mut stop_rx => break,
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let (h, r) = (h.clone(), r.clone());
-                        let service = hyper::service::service_fn(move |req| {
-                            h.fetch_add(1, Ordering::SeqCst);
-                            let r = r.clone();
-                            async move {
-                                tokio::time::sleep(delay).await;
-                                respond(name, req, r).await
-                            }
-                        });
-                        conns.spawn(async move {
-                            let _ = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                }
+        let served = Served::start(hyper::service::service_fn(move |req| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                respond(name, req, r).await
             }
-            conns.abort_all();
-        });
+        }))
+        .await;
         Backend {
-            addr,
+            addr: served.addr,
             hits,
             release,
-            _stop: stop_tx,
+            _served: served,
         }
     }
 
