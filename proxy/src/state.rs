@@ -166,18 +166,32 @@ impl ConfigState {
         });
     }
 
-    /// Loads what a validated config refers to (upstream CA files), then publishes it and
-    /// returns its version; a file that cannot be used rejects the config, naming its field.
+    /// Loads what a validated config refers to (the upstream CA files of new or changed
+    /// backends), then publishes it and returns its version; a file that cannot be used
+    /// rejects the config, naming its field. An unchanged backend keeps the TLS settings it
+    /// runs with, so a CA file that goes bad later blocks no reload that does not touch it.
     pub fn apply(&self, cfg: ProxyConfig, source: &str) -> Result<u64, ConfigErrors> {
-        let tls = match load_upstream_tls(&cfg) {
+        let last = self.last.lock().expect("no panics while holding the reload lock");
+        let previous = self.table.load_full();
+        let changed: BTreeMap<String, config::BackendConfig> = cfg
+            .backends
+            .iter()
+            .filter(|(name, b)| {
+                previous
+                    .as_deref()
+                    .is_none_or(|p| p.config.backends.get(*name) != Some(*b))
+            })
+            .map(|(name, b)| (name.clone(), b.clone()))
+            .collect();
+        let tls = match load_backend_tls(&changed) {
             Ok(tls) => tls,
             Err(errors) => {
+                drop(last);
                 self.reject(&errors, source);
                 return Err(errors);
             }
         };
-        let mut last = self.last.lock().expect("no panics while holding the reload lock");
-        let previous = self.table.load_full();
+        let mut last = last;
         let warnings = previous
             .as_deref()
             .map(|p| startup_changes(&p.config, &cfg))
@@ -201,11 +215,6 @@ impl ConfigState {
         });
         Ok(version)
     }
-}
-
-/// The client TLS settings of every backend that speaks TLS, or every file that failed.
-fn load_upstream_tls(cfg: &ProxyConfig) -> Result<BTreeMap<String, TlsSettings>, ConfigErrors> {
-    load_backend_tls(&cfg.backends)
 }
 
 /// The client TLS settings of those of `backends` that speak TLS, or every file that failed.

@@ -54,7 +54,6 @@ pub async fn watch(
         controller: "weir-proxy".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let recorder = Recorder::new(client, reporter);
     let config = watcher::Config::default().labels(&selection.selector);
     let changes = watcher::watcher(api, config).default_backoff();
     tokio::pin!(changes);
@@ -68,6 +67,12 @@ pub async fn watch(
     loop {
         let change = tokio::select! {
             () = &mut stop => return,
+            () = layers.rejections_waiting() => {
+                for rejection in layers.take_rejections() {
+                    report(&client, &reporter, &seen, &rejection).await;
+                }
+                continue;
+            }
             change = changes.next() => change,
         };
         let rejections = match change {
@@ -113,7 +118,7 @@ pub async fn watch(
             }
         };
         for rejection in rejections {
-            report(&recorder, &seen, &rejection).await;
+            report(&client, &reporter, &seen, &rejection).await;
         }
     }
 }
@@ -141,9 +146,22 @@ fn remember(seen: &mut BTreeMap<(String, String), ConfigMap>, cm: ConfigMap) {
     seen.insert(key, cm);
 }
 
+/// How long posting one Event may take: the watch loop waits for it, and weight writes wait
+/// for the watch loop.
+const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A Warning Event on the rejected ConfigMap, naming every bad field. A failure to post it is
 /// logged: the rejection itself is already in the log, the metrics and `/config`.
-async fn report(recorder: &Recorder, seen: &BTreeMap<(String, String), ConfigMap>, rejection: &Rejection) {
+///
+/// Each Event is posted by a recorder of its own: a recorder that saw an Event of the same
+/// reason on the same object would only count it again, keeping the first one's note, and a
+/// second rejection's errors would never be shown.
+async fn report(
+    client: &kube::Client,
+    reporter: &Reporter,
+    seen: &BTreeMap<(String, String), ConfigMap>,
+    rejection: &Rejection,
+) {
     let key = (rejection.id.namespace.clone(), rejection.id.name.clone());
     let Some(cm) = seen.get(&key) else {
         return;
@@ -161,8 +179,13 @@ async fn report(recorder: &Recorder, seen: &BTreeMap<(String, String), ConfigMap
         action: "LoadRoutes".into(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, &cm.object_ref(&())).await {
-        tracing::warn!(%error, configmap = %rejection.id, "cannot post the Event on a rejected ConfigMap");
+    let recorder = Recorder::new(client.clone(), reporter.clone());
+    match tokio::time::timeout(EVENT_TIMEOUT, recorder.publish(&event, &cm.object_ref(&()))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, configmap = %rejection.id, "cannot post the Event on a rejected ConfigMap");
+        }
+        Err(_) => tracing::warn!(configmap = %rejection.id, "posting the Event on a rejected ConfigMap timed out"),
     }
 }
 

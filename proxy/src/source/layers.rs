@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::Notify;
+
 use super::Sink;
 use crate::config::{self, ConfigError, ConfigErrors, Layer, LayerId, Outcome, PartialConfig, ProxyConfig};
 use crate::state::{ConfigState, LayerStatus};
@@ -32,6 +34,8 @@ pub struct Rejection {
 pub struct Layers {
     state: Arc<ConfigState>,
     inner: Mutex<Inner>,
+    /// Wakes the Kubernetes source when a file reload rejected a ConfigMap.
+    rejected: Notify,
 }
 
 #[derive(Debug)]
@@ -40,8 +44,12 @@ struct Inner {
     base: ProxyConfig,
     /// Each ConfigMap by namespace/name.
     layers: BTreeMap<(String, String), Layer>,
-    /// The errors last reported for each rejected ConfigMap, so each is reported once.
-    reported: BTreeMap<(String, String), ConfigErrors>,
+    /// What was last reported for each rejected ConfigMap (its errors, and whether its kept
+    /// version serves), so each rejection is reported once.
+    reported: BTreeMap<(String, String), (ConfigErrors, bool)>,
+    /// Rejections not yet handed to the Kubernetes source (a file reload's merge can reject a
+    /// ConfigMap too).
+    pending: Vec<Rejection>,
 }
 
 impl Layers {
@@ -53,7 +61,9 @@ impl Layers {
                 base,
                 layers: BTreeMap::new(),
                 reported: BTreeMap::new(),
+                pending: Vec::new(),
             }),
+            rejected: Notify::new(),
         }
     }
 
@@ -62,7 +72,8 @@ impl Layers {
     }
 
     /// Replaces every ConfigMap at once (a fresh list from the API server), each with its
-    /// `config.yaml` text if it has one, and publishes the merge.
+    /// `config.yaml` text if it has one, publishes the merge, and returns the rejections to
+    /// report.
     pub fn replace_all(&self, config_maps: Vec<(LayerId, Option<String>)>) -> Vec<Rejection> {
         let mut inner = self.inner();
         let mut previous = std::mem::take(&mut inner.layers);
@@ -71,43 +82,56 @@ impl Layers {
             let kept = previous.remove(&key).and_then(|l| l.previous);
             inner.layers.insert(key, layer(id, text.as_deref(), kept));
         }
-        self.publish(&mut inner, SOURCE)
+        // Those gone from the list were deleted meanwhile: a new one of the same name is new.
+        let Inner { layers, reported, .. } = &mut *inner;
+        reported.retain(|key, _| layers.contains_key(key));
+        self.publish(&mut inner, SOURCE);
+        std::mem::take(&mut inner.pending)
     }
 
-    /// Sets one ConfigMap (added or changed) and publishes the merge.
+    /// Sets one ConfigMap (added or changed), publishes the merge, and returns the rejections
+    /// to report.
     pub fn set(&self, id: LayerId, text: Option<&str>) -> Vec<Rejection> {
         let mut inner = self.inner();
         let key = (id.namespace.clone(), id.name.clone());
         let kept = inner.layers.remove(&key).and_then(|l| l.previous);
         inner.layers.insert(key, layer(id, text, kept));
-        self.publish(&mut inner, SOURCE)
+        self.publish(&mut inner, SOURCE);
+        std::mem::take(&mut inner.pending)
     }
 
-    /// Removes one ConfigMap (deleted, or no longer labelled) and publishes the merge.
+    /// Removes one ConfigMap (deleted, or no longer labelled), publishes the merge, and
+    /// returns the rejections to report.
     pub fn remove(&self, namespace: &str, name: &str) -> Vec<Rejection> {
         let mut inner = self.inner();
         let key = (namespace.to_owned(), name.to_owned());
-        if inner.layers.remove(&key).is_none() {
-            return Vec::new();
+        if inner.layers.remove(&key).is_some() {
+            inner.reported.remove(&key);
+            self.publish(&mut inner, SOURCE);
         }
-        inner.reported.remove(&key);
-        self.publish(&mut inner, SOURCE)
+        std::mem::take(&mut inner.pending)
     }
 
-    /// Merges, publishes, records each ConfigMap's outcome, and returns the rejections not
-    /// reported before.
-    fn publish(&self, inner: &mut Inner, source: &str) -> Vec<Rejection> {
-        // The CA files each version names are read again now: one that went bad since its
-        // ConfigMap was accepted rejects that ConfigMap alone, not the merged table.
+    /// Rejections made by a file reload's merge, not yet reported.
+    pub fn take_rejections(&self) -> Vec<Rejection> {
+        std::mem::take(&mut self.inner().pending)
+    }
+
+    /// Resolves when a file reload's merge has rejected a ConfigMap.
+    pub async fn rejections_waiting(&self) {
+        self.rejected.notified().await;
+    }
+
+    /// Merges and publishes; records each ConfigMap's outcome and queues the rejections not
+    /// reported before. False if the merged config could not be published (a CA file of a
+    /// changed backend of the base cannot be used): the previous table keeps serving.
+    fn publish(&self, inner: &mut Inner, source: &str) -> bool {
         let all: Vec<Layer> = inner.layers.values().map(with_files_checked).collect();
         let merged = config::merge(&inner.base, &all);
         if self.state.apply(merged.config, source).is_err() {
-            // A file of the base went bad since it was loaded: the state recorded why, and the
-            // previous table keeps serving until the file is mended.
-            return Vec::new();
+            return false;
         }
         let mut statuses = Vec::with_capacity(merged.outcomes.len());
-        let mut fresh = Vec::new();
         for (id, outcome) in merged.outcomes {
             let key = (id.namespace.clone(), id.name.clone());
             let Some(layer) = inner.layers.get_mut(&key) else {
@@ -129,42 +153,46 @@ impl Layers {
                 result,
                 errors: errors.map(|e| e.0.clone()).unwrap_or_default(),
             });
-            match errors {
-                None => {
-                    inner.reported.remove(&key);
-                }
-                Some(errors) if inner.reported.get(&key) != Some(errors) => {
-                    let kept_previous = matches!(outcome, Outcome::KeptPrevious(_));
-                    self.state
-                        .count_rejection(source, &id.to_string(), errors, kept_previous);
-                    inner.reported.insert(key, errors.clone());
-                    fresh.push(Rejection {
-                        id,
-                        errors: errors.clone(),
-                        kept_previous,
-                    });
-                }
-                Some(_) => {}
+            let Some(errors) = errors else {
+                inner.reported.remove(&key);
+                continue;
+            };
+            let kept_previous = matches!(outcome, Outcome::KeptPrevious(_));
+            let now = (errors.clone(), kept_previous);
+            if inner.reported.get(&key) != Some(&now) {
+                // A ConfigMap's rejection is counted as a Kubernetes load, whatever caused
+                // the merge (a file reload can reject one too).
+                self.state
+                    .count_rejection(SOURCE, &id.to_string(), errors, kept_previous);
+                inner.reported.insert(key, now);
+                inner.pending.push(Rejection {
+                    id,
+                    errors: errors.clone(),
+                    kept_previous,
+                });
             }
         }
         self.state.set_layers(statuses);
-        fresh
+        true
     }
 }
 
 impl Sink for Layers {
     /// A new file: it becomes the base the ConfigMaps merge over, once it is valid and the
-    /// files it names can be read; otherwise the old base stays.
+    /// merge with it can be published; otherwise the old base stays.
     fn apply_text(&self, text: &str, source: &str) {
-        let checked = config::parse(text).and_then(|base| {
-            crate::state::load_backend_tls(&base.backends)?;
-            Ok(base)
-        });
-        match checked {
+        match config::parse(text) {
             Ok(base) => {
                 let mut inner = self.inner();
-                inner.base = base;
-                self.publish(&mut inner, source);
+                let old = std::mem::replace(&mut inner.base, base);
+                if !self.publish(&mut inner, source) {
+                    inner.base = old;
+                }
+                let rejected = !inner.pending.is_empty();
+                drop(inner);
+                if rejected {
+                    self.rejected.notify_one();
+                }
             }
             Err(errors) => self.state.reject(&errors, source),
         }
@@ -187,18 +215,22 @@ fn layer(id: LayerId, text: Option<&str>, previous: Option<PartialConfig>) -> La
     Layer { id, current, previous }
 }
 
-/// `layer` with the upstream CA files of both its versions read: a version naming a file
-/// that cannot be used is rejected (the current one with the file's error; a kept one is
-/// dropped), so a bad file rejects its ConfigMap alone rather than the merged table.
+/// `layer` with the upstream CA files of a new current version read: one naming a file that
+/// cannot be used is rejected, so a bad file rejects its ConfigMap alone rather than the
+/// merged table. The version already serving is not read again: what it loaded keeps serving
+/// (the state loads only new or changed backends), so a file that goes bad later takes no
+/// route away.
 fn with_files_checked(layer: &Layer) -> Layer {
-    let usable = |partial: &PartialConfig| crate::state::load_backend_tls(&partial.backends).map(|_| ());
+    let current = match &layer.current {
+        Ok(partial) if layer.previous.as_ref() != Some(partial) => {
+            crate::state::load_backend_tls(&partial.backends).map(|_| partial.clone())
+        }
+        other => other.clone(),
+    };
     Layer {
         id: layer.id.clone(),
-        current: layer
-            .current
-            .clone()
-            .and_then(|partial| usable(&partial).map(|()| partial)),
-        previous: layer.previous.clone().filter(|partial| usable(partial).is_ok()),
+        current,
+        previous: layer.previous.clone(),
     }
 }
 
@@ -317,6 +349,48 @@ mod tests {
         assert_eq!(weight(&state, "default"), Some(0));
     }
 
+    /// A CA certificate file in `dir`.
+    fn ca_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = params.self_signed(&key).expect("CA certificate");
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, ca.pem()).expect("write CA");
+        path
+    }
+
+    #[test]
+    fn a_ca_file_gone_bad_after_loading_blocks_no_config_map_and_takes_no_route() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = ca_file(dir.path());
+        let state = Arc::new(ConfigState::new(ProxyMetrics::register(&mut Registry::default())));
+        let file = FILE.replace(
+            "d: { endpoints: ['127.0.0.1:1'] }",
+            &format!("d: {{ endpoints: ['127.0.0.1:1'], tls: {{ ca: '{}' }} }}", ca.display()),
+        );
+        let base = config::parse(&file).expect("valid");
+        state.apply(base.clone(), "file").expect("loads");
+        let layers = Layers::new(Arc::clone(&state), base);
+        let with_tls = route("t", "t.svc", 100).replace(
+            "t.stable: { endpoints: ['127.0.0.1:2'] }",
+            &format!(
+                "t.stable: {{ endpoints: ['127.0.0.1:2'], tls: {{ ca: '{}' }} }}",
+                ca.display()
+            ),
+        );
+        assert!(layers.set(id(1, "t"), Some(&with_tls)).is_empty());
+        // The Secret behind the file changes under the proxy.
+        std::fs::write(&ca, "not a certificate").expect("overwrite CA");
+        // A weight write (an abort's weight 0) for another ConfigMap still lands...
+        layers.set(id(2, "a"), Some(&route("a", "a.svc", 500)));
+        assert!(layers.set(id(2, "a"), Some(&route("a", "a.svc", 0))).is_empty());
+        assert_eq!(weight(&state, "a"), Some(0));
+        // ...and the routes whose backends named the file keep serving as loaded.
+        assert_eq!(weight(&state, "t"), Some(100));
+        assert_eq!(weight(&state, "default"), Some(0));
+    }
+
     #[test]
     fn a_kept_version_that_clashes_for_a_while_is_not_lost() {
         let (state, layers) = layers();
@@ -330,6 +404,26 @@ mod tests {
         // ...and once it is gone, the kept version serves again.
         layers.remove("models", "early");
         assert_eq!(weight(&state, "shared"), Some(300));
+    }
+
+    #[test]
+    fn every_new_rejection_is_reported_once_whoever_caused_it() {
+        let (state, layers) = layers();
+        assert!(layers.set(id(1, "a"), Some(&route("a", "a.svc", 500))).is_empty());
+        // A file reload that takes route "a"'s name rejects the ConfigMap: queued for its
+        // Event.
+        let file = FILE.replace("name: default", "name: a");
+        Sink::apply_text(&layers, &file, "file");
+        let queued = layers.take_rejections();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(!queued[0].kept_previous, "its only version clashes now");
+        assert!(layers.take_rejections().is_empty(), "reported once");
+        // Deleted while the watch was down and created again with the same text: a new
+        // ConfigMap, reported again.
+        assert!(layers.replace_all(Vec::new()).is_empty());
+        let again = layers.replace_all(vec![(id(3, "a"), Some(route("a", "a.svc", 500)))]);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(weight(&state, "a"), Some(0), "the file's route a serves");
     }
 
     #[test]

@@ -30,6 +30,15 @@ fn route_config_map(name: &str, gateway: &str, backend: std::net::SocketAddr, we
     }
 }
 
+/// The `config.yaml` of a ConfigMap made by [`route_config_map`].
+fn config_yaml_of(cm: &ConfigMap) -> String {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get("config.yaml"))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// What the proxy answers for host `host`: the status and the backend that answered.
 async fn ask(addr: std::net::SocketAddr, host: &str) -> (StatusCode, String) {
     let mut req = get(addr, "/");
@@ -156,19 +165,36 @@ async fn route_config_maps_serve_beside_the_file_and_a_bad_one_is_rejected_alone
     assert_eq!(ask(proxy.listen, "alpha.test").await, (StatusCode::OK, "alpha".into()));
 
     let events: Api<Event> = Api::namespaced(ns.client.clone(), &ns.name);
-    let note = eventually_some("an Event on the rejected ConfigMap", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find_map(|e| {
-            let about = e.regarding.as_ref()?.name.as_deref()? == "weir-rollout-beta";
-            (about && e.reason.as_deref() == Some("ConfigRejected")).then(|| e.note.unwrap_or_default())
+    let rejection_event = |fragment: &'static str| {
+        let events = events.clone();
+        eventually_some("an Event on the rejected ConfigMap", move || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items.into_iter().find_map(|e| {
+                    let about = e.regarding.as_ref()?.name.as_deref()? == "weir-rollout-beta";
+                    let note = e.note.unwrap_or_default();
+                    (about && e.reason.as_deref() == Some("ConfigRejected") && note.contains(fragment)).then_some(note)
+                })
+            }
         })
-    })
-    .await;
-    assert!(
-        note.contains("routes[0].candidateWeight: 20000 is over 10000"),
-        "{note}"
-    );
+    };
+    let note = rejection_event("routes[0].candidateWeight: 20000 is over 10000").await;
     assert!(note.contains("previous version keeps serving"), "{note}");
+
+    // A second, different mistake gets an Event of its own, naming the new field.
+    let data = serde_json::json!({
+        "config.yaml": config_yaml_of(&route_config_map("beta", &gateway, beta.addr, 0)).replace("match:", "timeout: soon\n    match:")
+    });
+    within(config_maps.patch(
+        "weir-rollout-beta",
+        &PatchParams::apply("weir-tests").force(),
+        &Patch::Apply(serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": data })),
+    ))
+    .await
+    .expect("edit ConfigMap again");
+    let note = rejection_event("routes[0].timeout").await;
+    assert!(note.contains("\"soon\" is not a duration"), "{note}");
 
     let (parts, metrics, _) = send(&h1_client(), get(proxy.admin, "/metrics")).await;
     assert_eq!(parts.status, StatusCode::OK);
