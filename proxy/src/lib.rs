@@ -89,6 +89,17 @@ impl Proxy {
     /// the certificate and key are loaded first (a bad pair is an error naming its field)
     /// and watched for rotation while the proxy runs.
     pub async fn start(config: ProxyConfig, source: &str) -> Result<Proxy, StartError> {
+        Proxy::start_with(config, source, state::Overrides::default()).await
+    }
+
+    /// [`start`](Self::start), with `overrides` (`--listen`, `--admin`) in place of the
+    /// config's values, now and at every reload.
+    pub async fn start_with(
+        mut config: ProxyConfig,
+        source: &str,
+        overrides: state::Overrides,
+    ) -> Result<Proxy, StartError> {
+        overrides.apply(&mut config);
         // Two small files read once at startup, before anything is served: not worth a
         // blocking-pool hop. Rotation reads them off the runtime threads.
         let listener_tls = config.tls.as_ref().map(tls::ListenerTls::load).transpose()?;
@@ -111,7 +122,7 @@ impl Proxy {
 
         let mut registry = Registry::default();
         let metrics = metrics::ProxyMetrics::register(&mut registry);
-        let state = Arc::new(ConfigState::new(metrics.clone()));
+        let state = Arc::new(ConfigState::with_overrides(metrics.clone(), overrides));
         let drain = config.drain_timeout;
         state.apply(config, source)?;
 

@@ -30,6 +30,13 @@ struct Args {
     /// With --kube-routes: only this namespace's ConfigMaps [default: every namespace].
     #[arg(long, value_name = "NS", requires = "kube_routes")]
     namespace: Option<String>,
+    /// Listen on this address instead of the file's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Serve the admin endpoints on this address instead of the file's `admin` (in a pod, its
+    /// IP, so the controller can scrape it).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
     /// Worker threads serving requests [default: one per core].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
@@ -112,10 +119,20 @@ fn main() -> ExitCode {
         selector,
         namespace: args.namespace,
     });
-    runtime.block_on(run(path, text, cfg, kube))
+    let overrides = weir_proxy::state::Overrides {
+        listen: args.listen,
+        admin: args.admin,
+    };
+    runtime.block_on(run(path, text, cfg, overrides, kube))
 }
 
-async fn run(path: PathBuf, text: String, cfg: config::ProxyConfig, kube: Option<source::kube::Selection>) -> ExitCode {
+async fn run(
+    path: PathBuf,
+    text: String,
+    cfg: config::ProxyConfig,
+    overrides: weir_proxy::state::Overrides,
+    kube: Option<source::kube::Selection>,
+) -> ExitCode {
     let client = match &kube {
         Some(_) => match kube::Client::try_default().await {
             Ok(client) => Some(client),
@@ -130,7 +147,7 @@ async fn run(path: PathBuf, text: String, cfg: config::ProxyConfig, kube: Option
         None => None,
     };
     let base = cfg.clone();
-    let proxy = match Proxy::start(cfg, source::file::SOURCE).await {
+    let proxy = match Proxy::start_with(cfg, source::file::SOURCE, overrides).await {
         Ok(proxy) => proxy,
         Err(error) => {
             eprintln!("weir-proxy: {}", weir_proxy::error::ErrorChain(&error));

@@ -49,6 +49,28 @@ pub struct LayerStatus {
     pub errors: Vec<ConfigError>,
 }
 
+/// Startup values given by flag (`--listen`, `--admin`): they win over every config's, the
+/// first and each reload alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// The data-plane listen address.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The admin listen address.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+impl Overrides {
+    /// `cfg` with these values in place of its own.
+    pub fn apply(&self, cfg: &mut ProxyConfig) {
+        if let Some(listen) = self.listen {
+            cfg.listen = listen;
+        }
+        if let Some(admin) = self.admin {
+            cfg.admin = admin;
+        }
+    }
+}
+
 /// The table in use and the history needed to explain it.
 #[derive(Debug)]
 pub struct ConfigState {
@@ -61,12 +83,20 @@ pub struct ConfigState {
     layers: Mutex<Vec<LayerStatus>>,
     /// A source whose first load readiness waits for (the route ConfigMaps' first list).
     waiting_for: Mutex<Option<String>>,
+    /// Startup values given by flag.
+    overrides: Overrides,
 }
 
 impl ConfigState {
     /// A state with no table yet: the proxy answers 503 `not-ready` until a config is applied.
     pub fn new(metrics: ProxyMetrics) -> Self {
+        ConfigState::with_overrides(metrics, Overrides::default())
+    }
+
+    /// A state whose every config takes `overrides`' values.
+    pub fn with_overrides(metrics: ProxyMetrics, overrides: Overrides) -> Self {
         ConfigState {
+            overrides,
             table: ArcSwapOption::empty(),
             metrics,
             last: Mutex::new(None),
@@ -170,7 +200,8 @@ impl ConfigState {
     /// backends), then publishes it and returns its version; a file that cannot be used
     /// rejects the config, naming its field. An unchanged backend keeps the TLS settings it
     /// runs with, so a CA file that goes bad later blocks no reload that does not touch it.
-    pub fn apply(&self, cfg: ProxyConfig, source: &str) -> Result<u64, ConfigErrors> {
+    pub fn apply(&self, mut cfg: ProxyConfig, source: &str) -> Result<u64, ConfigErrors> {
+        self.overrides.apply(&mut cfg);
         let last = self.last.lock().expect("no panics while holding the reload lock");
         let previous = self.table.load_full();
         let changed: BTreeMap<String, config::BackendConfig> = cfg

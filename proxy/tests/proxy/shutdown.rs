@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+use http::StatusCode;
 use http_body_util::BodyExt;
 
 use crate::binary::start_binary;
@@ -103,6 +104,40 @@ async fn sighup_reloads_the_config_file_even_when_unchanged() {
     assert_eq!(version().await, Some(1));
     proxy.signal("HUP");
     eventually("SIGHUP to load the file again", || async { version().await == Some(2) }).await;
+    proxy.signal("TERM");
+    let (exit, log) = proxy.exited().await;
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_and_admin_flags_override_the_file_and_survive_its_reloads() {
+    // The chart binds admin to the pod's IP by flag, whatever the file says.
+    let stable = Backend::start("stable").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, config_yaml(stable.addr, stable.addr, 0, "")).expect("write config");
+    let (listen, admin) = (dead_addr().await, dead_addr().await);
+    let proxy = start_binary(
+        &path,
+        &["--listen", &listen.to_string(), "--admin", &admin.to_string()],
+        &[],
+    );
+    assert_eq!((proxy.listen, proxy.admin), (listen, admin));
+    let (parts, body, _) = send(&h1_client(), get(listen, "/")).await;
+    assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"stable"[..]));
+    // A reload of the file (still saying 127.0.0.1:0) changes nothing and warns of nothing.
+    proxy.signal("HUP");
+    let config = || async move {
+        let (_, body, _) = send(&h1_client(), get(admin, "/config")).await;
+        serde_json::from_slice::<serde_json::Value>(&body).expect("JSON")
+    };
+    eventually("SIGHUP to load the file again", || async {
+        config().await["version"] == 2
+    })
+    .await;
+    let config = config().await;
+    assert_eq!(config["config"]["listen"], listen.to_string());
+    assert_eq!(config["lastReload"]["warnings"], serde_json::json!([]), "{config}");
     proxy.signal("TERM");
     let (exit, log) = proxy.exited().await;
     assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));
