@@ -72,6 +72,16 @@ pub enum StartError {
     Config(#[from] ConfigErrors),
 }
 
+/// How a proxy starts, beyond its config.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Values given by flag (`--listen`, `--admin`) in place of the config's, now and at
+    /// every reload.
+    pub overrides: state::Overrides,
+    /// A source whose first load readiness waits for (the route ConfigMaps' first list).
+    pub waiting_for: Option<String>,
+}
+
 /// A running proxy: both listeners and the live config. Used by the `weir-proxy` binary, the
 /// demo and tests alike.
 #[derive(Debug)]
@@ -89,16 +99,12 @@ impl Proxy {
     /// the certificate and key are loaded first (a bad pair is an error naming its field)
     /// and watched for rotation while the proxy runs.
     pub async fn start(config: ProxyConfig, source: &str) -> Result<Proxy, StartError> {
-        Proxy::start_with(config, source, state::Overrides::default()).await
+        Proxy::start_with(config, source, StartOptions::default()).await
     }
 
-    /// [`start`](Self::start), with `overrides` (`--listen`, `--admin`) in place of the
-    /// config's values, now and at every reload.
-    pub async fn start_with(
-        mut config: ProxyConfig,
-        source: &str,
-        overrides: state::Overrides,
-    ) -> Result<Proxy, StartError> {
+    /// [`start`](Self::start), with `options`.
+    pub async fn start_with(mut config: ProxyConfig, source: &str, options: StartOptions) -> Result<Proxy, StartError> {
+        let overrides = options.overrides;
         overrides.apply(&mut config);
         // Two small files read once at startup, before anything is served: not worth a
         // blocking-pool hop. Rotation reads them off the runtime threads.
@@ -123,6 +129,8 @@ impl Proxy {
         let mut registry = Registry::default();
         let metrics = metrics::ProxyMetrics::register(&mut registry);
         let state = Arc::new(ConfigState::with_overrides(metrics.clone(), overrides));
+        // Before the admin listener serves anything, so no probe sees it ready too early.
+        state.wait_for(options.waiting_for.as_deref());
         let drain = config.drain_timeout;
         state.apply(config, source)?;
 

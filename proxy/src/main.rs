@@ -147,7 +147,11 @@ async fn run(
         None => None,
     };
     let base = cfg.clone();
-    let proxy = match Proxy::start_with(cfg, source::file::SOURCE, overrides).await {
+    let options = weir_proxy::StartOptions {
+        overrides,
+        waiting_for: kube.is_some().then(|| source::kube::WAITING_FOR.to_owned()),
+    };
+    let proxy = match Proxy::start_with(cfg, source::file::SOURCE, options).await {
         Ok(proxy) => proxy,
         Err(error) => {
             eprintln!("weir-proxy: {}", weir_proxy::error::ErrorChain(&error));
@@ -158,7 +162,6 @@ async fn run(
     // With route ConfigMaps, the file is the base they merge over; otherwise it is the config.
     let sink: Arc<dyn source::Sink> = match (kube, client) {
         (Some(selection), Some(client)) => {
-            state.wait_for(Some(source::kube::WAITING_FOR));
             let layers = Arc::new(source::layers::Layers::new(state.clone(), base));
             tokio::spawn(source::kube::watch(
                 client,
