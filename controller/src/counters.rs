@@ -175,7 +175,7 @@ pub struct SideCounters {
     pub requests: u64,
     /// Of those, errors: 5xx, gRPC errors, no response, or a body that failed part way.
     pub errors: u64,
-    /// Of those, requests whose client went away before the response head.
+    /// Of those, requests whose client went away before the response ended.
     #[serde(default)]
     pub cancelled: u64,
     /// Whole-request durations.

@@ -215,7 +215,7 @@ pub struct Evidence {
     /// Errors, candidate against stable.
     #[serde(default)]
     pub errors: SequentialTest,
-    /// Cancellations (clients that gave up before the response head), candidate against stable.
+    /// Cancellations (clients that gave up before the response ended), candidate against stable.
     #[serde(default)]
     pub cancellations: SequentialTest,
     /// Requests slower than stable's p99, candidate against stable.
@@ -252,7 +252,7 @@ pub struct SideValues {
     pub requests: u64,
     /// Errors in the window.
     pub errors: u64,
-    /// Requests whose client gave up before the response head.
+    /// Requests whose client gave up before the response ended.
     #[serde(default)]
     pub cancelled: u64,
     /// Errors over requests.

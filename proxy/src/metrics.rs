@@ -104,8 +104,8 @@ impl From<Side> for SideLabel {
 }
 
 /// The `code` label: how a request ended. The status class of a response whose body ended
-/// cleanly; `error` when no response came or its body failed; `cancelled` when the client went
-/// away before the response head.
+/// cleanly; `error` when no response came or its body failed or went silent; `cancelled` when
+/// the client went away (or its own gRPC deadline passed) before the response ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CodeClass {
     /// 1xx.
@@ -123,7 +123,7 @@ pub enum CodeClass {
     /// No response (the upstream could not be reached, timed out or reset), or a response
     /// whose body failed part way (a model server dying mid-stream).
     Error,
-    /// The client went away before the response head arrived.
+    /// The client went away, or its own gRPC deadline passed, before the response ended.
     Cancelled,
 }
 

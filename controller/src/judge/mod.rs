@@ -3,7 +3,7 @@
 //!
 //! Three kinds of check run side by side:
 //! - comparisons with stable, by anytime-valid sequential tests ([`crate::stats::sequential`])
-//!   on errors, on cancellations (clients that gave up before the response head), and on slow
+//!   on errors, on cancellations (clients that gave up before the response ended), and on slow
 //!   requests and late first bytes, which abort as soon as the evidence is strong and keep the
 //!   chance of aborting an equal candidate under `falseAbortRate` (split evenly over them);
 //! - fixed guardrails (`max`, `maxOverStable`, `maxMs`, `maxRatioToStable`, PromQL checks) on
