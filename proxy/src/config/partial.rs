@@ -98,7 +98,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The version that serves now, to be kept as the layer's `previous`.
+    /// The version that serves now, if any. Only an accepted one replaces the version a
+    /// source keeps as the layer's `previous`: a rejected layer's kept version may fit again
+    /// once a clash is gone.
     pub fn serving(&self, layer: &Layer) -> Option<PartialConfig> {
         match self {
             Outcome::Accepted => layer.current.as_ref().ok().cloned(),
