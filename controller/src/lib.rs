@@ -16,6 +16,7 @@ pub mod judge;
 pub mod ports;
 pub mod reconcile;
 pub mod rollout;
+pub mod route_layer;
 pub mod source;
 pub mod stats;
 pub mod status;

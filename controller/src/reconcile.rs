@@ -72,14 +72,14 @@ impl<W: Workloads, T: Traffic, M: Metrics, R: Report> Reconciler<W, T, M, R> {
             .filter_map(|c| c.promql.clone())
             .collect();
         let query = MetricsQuery {
-            route: &input.spec.route,
+            route: input.spec.route.name.as_deref().unwrap_or_default(),
             since: input.status.evidence.as_ref().and_then(|e| e.window_start.as_ref()),
             promql: &promql,
             now: input.now,
         };
         let metrics = self.metrics.read(&query).await.map_err(|error| {
             let summary = error.summary();
-            tracing::warn!(route = %input.spec.route, %summary, "metrics unavailable; the analysis is inconclusive");
+            tracing::warn!(route = ?input.spec.route.name, %summary, "metrics unavailable; the analysis is inconclusive");
             summary
         });
         let observation = Observation {

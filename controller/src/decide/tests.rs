@@ -4,20 +4,13 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::counters::{Buckets, Counters, InstanceCounters, SideCounters, Snapshot};
-use crate::rollout::{Analysis, BlueGreen, Canary, DeploymentRef, Step, Strategy as RolloutStrategy};
+use crate::rollout::{Analysis, BlueGreen, Canary, Step, Strategy as RolloutStrategy};
 use crate::status::{Evidence, VerdictKind, micro_time, system_time};
 use weir_proxy::metrics::LATENCY_BUCKETS;
 
 pub(crate) fn spec() -> RolloutSpec {
-    RolloutSpec {
-        route: "r".into(),
-        stable: DeploymentRef {
-            deployment: "v1".into(),
-        },
-        candidate: DeploymentRef {
-            deployment: "v2".into(),
-        },
-        strategy: RolloutStrategy {
+    crate::rollout::example(
+        RolloutStrategy {
             canary: Some(Canary {
                 steps: [5.0, 25.0, 50.0]
                     .iter()
@@ -29,12 +22,12 @@ pub(crate) fn spec() -> RolloutSpec {
             }),
             blue_green: None,
         },
-        analysis: Analysis {
+        Analysis {
             interval: "5s".into(),
             min_requests: 10,
             ..Analysis::default()
         },
-    }
+    )
 }
 
 pub(crate) fn blue_green() -> RolloutSpec {

@@ -22,8 +22,8 @@ use weir_proxy::{Proxy, ProxyConfig};
 use crate::reconcile::{Input, Reconciler};
 use crate::rollout::validate::validate;
 use crate::rollout::{
-    Analysis, BlueGreen, Canary, Check, CheckMetric, DeploymentRef, Detect, MetricsSource, PrometheusSource,
-    RolloutSpec, Step, Strategy,
+    Analysis, BlueGreen, Canary, Check, CheckMetric, Detect, KeySpec, MetricsSource, PrometheusSource, RolloutSpec,
+    RouteSpec, Scaling, SideSpec, Step, Strategy,
 };
 use crate::source::Source;
 use crate::source::prometheus::PrometheusSource as PrometheusClient;
@@ -150,8 +150,8 @@ impl DemoArgs {
         self.rate.unwrap_or(if self.fast { 800 } else { 400 })
     }
 
-    /// The Rollout the demo runs.
-    pub fn spec(&self) -> RolloutSpec {
+    /// The Rollout the demo runs, over the two model servers at `stable` and `candidate`.
+    pub fn spec(&self, stable: std::net::SocketAddr, candidate: std::net::SocketAddr) -> RolloutSpec {
         let (hold, interval, min_requests) = if self.fast { ("4s", "1s", 20) } else { ("15s", "2s", 30) };
         let strategy = match self.strategy {
             DemoStrategy::Canary => Strategy {
@@ -176,14 +176,25 @@ impl DemoArgs {
                 }),
             },
         };
+        let side = |deployment: &str, addr: std::net::SocketAddr| SideSpec {
+            deployment: deployment.into(),
+            endpoints: vec![addr.to_string()],
+            ..SideSpec::default()
+        };
         RolloutSpec {
-            route: ROUTE.into(),
-            stable: DeploymentRef {
-                deployment: "model-v1".into(),
+            gateway: "weir".into(),
+            route: RouteSpec {
+                name: Some(ROUTE.into()),
+                sticky: Some(KeySpec {
+                    header: Some("x-user-id".into()),
+                    cookie: None,
+                }),
+                timeout: Some("10s".into()),
+                ..RouteSpec::default()
             },
-            candidate: DeploymentRef {
-                deployment: "model-v2".into(),
-            },
+            stable: side("model-v1", stable),
+            candidate: side("model-v2", candidate),
+            scaling: Scaling::default(),
             strategy,
             analysis: Analysis {
                 interval: interval.into(),
@@ -222,11 +233,10 @@ impl DemoArgs {
     }
 }
 
-fn proxy_config(stable: std::net::SocketAddr, candidate: std::net::SocketAddr) -> ProxyConfig {
-    let text = format!(
-        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 2s\nroutes:\n  - name: {ROUTE}\n    stable: {{ backend: model-v1 }}\n    candidate: {{ backend: model-v2 }}\n    sticky: {{ header: x-user-id }}\n    timeout: 10s\nbackends:\n  model-v1: {{ endpoints: [\"{stable}\"] }}\n  model-v2: {{ endpoints: [\"{candidate}\"] }}\n"
-    );
-    weir_proxy::config::parse(&text).expect("the demo's proxy config is valid")
+/// The in-process proxy's own settings: loopback listeners, no routes until the Rollout's.
+fn proxy_base() -> ProxyConfig {
+    weir_proxy::config::parse("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 2s\n")
+        .expect("the demo's proxy config is valid")
 }
 
 /// Runs the demo; the exit code says whether the outcome was the one the flags predict.
@@ -255,19 +265,25 @@ pub async fn run(args: DemoArgs) -> ExitCode {
 
 /// The demo itself, returning its summary.
 pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
-    let mut spec = args.spec();
-    let steps = validate(&spec)
-        .map_err(|e| anyhow::anyhow!("demo spec: {}", crate::rollout::validate::describe(&e)))?
-        .strategy
-        .step_count();
     // Shut down in the order traffic flows: load first, then the proxy, then the backends, so
     // that no request in flight is cut off and reported as an upstream failure.
     let (stop_backends, backends_stopped) = watch::channel(false);
     let (stop_load, load_stopped) = watch::channel(false);
     let stable_backend = DemoBackend::start(args.stable(), args.seed, backends_stopped.clone()).await?;
     let candidate_backend = DemoBackend::start(args.candidate(), args.seed.wrapping_add(1), backends_stopped).await?;
-    let config = proxy_config(stable_backend.addr, candidate_backend.addr);
-    let proxy = Proxy::start(config.clone(), "api").await?;
+    let mut spec = args.spec(stable_backend.addr, candidate_backend.addr);
+    let valid =
+        validate(&spec).map_err(|e| anyhow::anyhow!("demo spec: {}", crate::rollout::validate::describe(&e)))?;
+    let steps = valid.strategy.step_count();
+    // The proxy starts with the route closed to the candidate, as the controller writes it
+    // before any rollout.
+    let base = proxy_base();
+    let closed = crate::route_layer::route_layer(
+        &valid.route_config,
+        &valid.route,
+        &crate::decide::TrafficIntent::none(None),
+    )?;
+    let proxy = Proxy::start(world::with_layer(&base, closed), "api").await?;
     let (metrics, _prometheus) = match args.metrics_source {
         DemoMetricsSource::Proxy => (
             Source::Proxies(ProxyScrape::new(vec![format!("http://{}", proxy.admin_addr())])),
@@ -289,7 +305,7 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
             args.candidate(),
             STABLE_REPLICAS,
         ),
-        traffic: world::DemoTraffic::new(&proxy, config, ROUTE),
+        traffic: world::DemoTraffic::new(&proxy, base, valid.route_config.clone(), &valid.route),
         metrics,
         report: TerminalReport::new(mode, Instant::now(), steps),
     };

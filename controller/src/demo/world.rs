@@ -7,12 +7,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weir_proxy::split::{KeySource, Override, Side};
-use weir_proxy::{Proxy, ProxyConfig, Weight};
+use weir_proxy::config::PartialConfig;
+use weir_proxy::{Proxy, ProxyConfig};
 
 use super::backend::{Behavior, DemoBackend};
 use crate::decide::{TrafficIntent, WorkloadState};
 use crate::ports::{TrafficError, WorkloadError, Workloads};
+use crate::route_layer::route_layer;
 
 /// How long a demo pod takes to become ready (the model loading).
 const POD_STARTUP: Duration = Duration::from_millis(600);
@@ -127,69 +128,49 @@ impl DemoWorkloads {
     }
 }
 
-/// The in-process proxy's route.
+/// The in-process proxy's route: the listener's config with the Rollout's route layer.
 pub struct DemoTraffic<'a> {
     proxy: &'a Proxy,
     route: String,
-    /// The config as written: the route's own overrides come from here, so that an intent that
-    /// closes them and a later one that opens them again give back what was written.
-    written: ProxyConfig,
-    applied: Mutex<ProxyConfig>,
+    /// The proxy's own settings, with no routes.
+    base: ProxyConfig,
+    /// The route as the spec writes it; every intent is applied to this.
+    template: PartialConfig,
+    applied: Mutex<Option<ProxyConfig>>,
 }
 
 impl<'a> DemoTraffic<'a> {
-    /// Drives `route` of `proxy`, whose config is `config`.
-    pub fn new(proxy: &'a Proxy, config: ProxyConfig, route: &str) -> Self {
+    /// Drives `route` of `proxy`, whose own settings are `base`, from the spec's `template`.
+    pub fn new(proxy: &'a Proxy, base: ProxyConfig, template: PartialConfig, route: &str) -> Self {
         DemoTraffic {
             proxy,
             route: route.to_owned(),
-            written: config.clone(),
-            applied: Mutex::new(config),
+            base,
+            template,
+            applied: Mutex::new(None),
         }
     }
 }
 
-/// `written` with `intent` applied to its route `route`.
-pub fn apply_intent(written: &ProxyConfig, route: &str, intent: &TrafficIntent) -> Result<ProxyConfig, TrafficError> {
-    let mut next = written.clone();
-    let r = next
-        .route_mut(route)
-        .ok_or_else(|| TrafficError::NoRoute(route.to_owned()))?;
-    r.candidate_weight = Weight::new(intent.weight).ok_or_else(|| TrafficError::Invalid {
-        route: route.to_owned(),
-        message: format!("weight {} is over 10000", intent.weight),
-    })?;
-    if !intent.candidate_overrides {
-        r.overrides.retain(|o| o.side != Side::Candidate);
+/// `base` serving `layer`'s routes and backends.
+pub fn with_layer(base: &ProxyConfig, layer: PartialConfig) -> ProxyConfig {
+    ProxyConfig {
+        routes: layer.routes,
+        backends: layer.backends,
+        ..base.clone()
     }
-    if let Some(preview) = &intent.preview {
-        let header = http::HeaderName::from_bytes(preview.header.as_bytes()).map_err(|_| TrafficError::Invalid {
-            route: route.to_owned(),
-            message: format!("{:?} is not a header name", preview.header),
-        })?;
-        r.overrides.insert(
-            0,
-            Override {
-                key: KeySource::Header(header),
-                equals: preview.value.clone(),
-                side: Side::Candidate,
-            },
-        );
-    }
-    r.candidate_revision = intent.candidate_revision.clone();
-    Ok(next)
 }
 
 impl crate::ports::Traffic for DemoTraffic<'_> {
     async fn set_traffic(&self, intent: &TrafficIntent) -> Result<(), TrafficError> {
-        let next = apply_intent(&self.written, &self.route, intent)?;
+        let next = with_layer(&self.base, route_layer(&self.template, &self.route, intent)?);
         let mut applied = self.applied.lock().expect("no panics while holding the config lock");
-        if next != *applied {
+        if applied.as_ref() != Some(&next) {
             self.proxy.apply(next.clone()).map_err(|e| TrafficError::Write {
                 route: self.route.clone(),
                 source: Box::new(e),
             })?;
-            *applied = next;
+            *applied = Some(next);
         }
         Ok(())
     }
@@ -198,14 +179,6 @@ impl crate::ports::Traffic for DemoTraffic<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::Preview;
-
-    fn config() -> ProxyConfig {
-        weir_proxy::config::parse(
-            "routes:\n  - name: m\n    stable: { backend: a }\n    candidate: { backend: b }\n    overrides:\n      - { header: x-weir-override, equals: candidate, side: candidate }\n      - { header: x-weir-override, equals: stable, side: stable }\nbackends: { a: { endpoints: ['127.0.0.1:1'] }, b: { endpoints: ['127.0.0.1:2'] } }\n",
-        )
-        .expect("valid")
-    }
 
     #[tokio::test]
     async fn promotion_copies_only_the_analysed_revision() {
@@ -247,35 +220,5 @@ mod tests {
             .promote_template(&pushed.template_hash())
             .await
             .expect("the candidate's own revision is copied");
-    }
-
-    #[test]
-    fn an_intent_without_the_candidate_closes_every_override_to_it() {
-        let closed = apply_intent(&config(), "m", &TrafficIntent::none(Some("r1".into()))).expect("applies");
-        let route = closed.route("m").expect("route");
-        assert_eq!(route.overrides.len(), 1);
-        assert_eq!(route.overrides[0].side, Side::Stable);
-        assert_eq!(route.candidate_revision.as_deref(), Some("r1"));
-        let preview = TrafficIntent {
-            weight: 0,
-            preview: Some(Preview {
-                header: "x-weir-preview".into(),
-                value: "yes".into(),
-            }),
-            candidate_overrides: true,
-            candidate_revision: Some("r1".into()),
-        };
-        let open = apply_intent(&config(), "m", &preview).expect("applies");
-        let route = open.route("m").expect("route");
-        assert_eq!(
-            route.overrides.len(),
-            3,
-            "the preview rule first, then what was written"
-        );
-        assert_eq!(route.overrides[0].equals, "yes");
-        assert_eq!(
-            route.overrides[0].key,
-            KeySource::Header(http::HeaderName::from_static("x-weir-preview"))
-        );
     }
 }

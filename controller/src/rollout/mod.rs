@@ -1,6 +1,8 @@
 //! The `Rollout` custom resource (`weir.dev/v1alpha1`): spec as users write it, status as the
 //! controller writes it. Plain data; validation is in [`validate`]. No I/O here.
 
+pub mod proxy_route;
+mod route;
 pub mod validate;
 
 use kube::CustomResource;
@@ -8,8 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::status::RolloutStatus;
+pub use route::{FailFastSpec, KeySpec, MirrorSpec, OverrideSpec, RouteMatch, RouteSpec, TlsSpec};
 
-/// What to roll out and how: the proxy route to drive, the two Deployments, the strategy and
+/// What to roll out and how: the proxy route this Rollout owns, the two sides, the strategy and
 /// how to judge the candidate.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -26,25 +29,65 @@ pub use crate::status::RolloutStatus;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
-    /// The weir-proxy route whose candidate weight this rollout drives.
-    pub route: String,
-    /// The Deployment serving today.
-    pub stable: DeploymentRef,
-    /// The Deployment under rollout.
-    pub candidate: DeploymentRef,
+    /// The proxy fleet that serves the route: proxies watching ConfigMaps labelled
+    /// `weir.dev/gateway=<gateway>`.
+    #[serde(default = "default_gateway")]
+    pub gateway: String,
+    /// The proxy route this Rollout owns; the controller writes it, with its two backends, into
+    /// the ConfigMap `weir-rollout-<name>`.
+    pub route: RouteSpec,
+    /// The version serving today.
+    pub stable: SideSpec,
+    /// The version under rollout.
+    pub candidate: SideSpec,
     /// Canary steps or blue-green.
     pub strategy: Strategy,
     /// How the candidate is judged against stable.
     #[serde(default)]
     pub analysis: Analysis,
+    /// Limits on the fleet's size during a rollout.
+    #[serde(default, skip_serializing_if = "Scaling::is_default")]
+    pub scaling: Scaling,
 }
 
-/// A Deployment in the Rollout's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// One side of the rollout: its Deployment, and where the proxy sends its traffic (the
+/// Service's ready endpoints, or static endpoints).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct DeploymentRef {
-    /// The Deployment's name.
+pub struct SideSpec {
+    /// The Deployment, in the Rollout's namespace.
     pub deployment: String,
+    /// The Service whose EndpointSlices the proxy follows, in the Rollout's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The Service port (its number), with `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Static `host:port` endpoints instead of `service` and `port` (out of cluster, tests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// How the proxy talks to the endpoints: `h1` (default), `h2` (TLS) or `h2c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// TLS to the endpoints, as the proxy's backends take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Limits on the fleet during a rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Scaling {
+    /// Most replicas the fleet may run beyond stable's own (a GPU budget); unlimited when
+    /// unset. Stable is scaled down to make room as the candidate grows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<u32>,
+}
+
+impl Scaling {
+    fn is_default(&self) -> bool {
+        *self == Scaling::default()
+    }
 }
 
 /// Exactly one of `canary` or `blueGreen`.
@@ -244,6 +287,10 @@ pub struct PrometheusSource {
     pub url: String,
 }
 
+fn default_gateway() -> String {
+    "weir".to_owned()
+}
+
 fn default_preview_header() -> String {
     "x-weir-preview".to_owned()
 }
@@ -296,4 +343,26 @@ fn default_false_abort_rate() -> f64 {
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     serde_saphyr::to_string(&Rollout::crd()).expect("the CRD is plain data and always serialises")
+}
+
+/// A spec for tests: route `r` over Deployments `v1` and `v2` at static loopback endpoints.
+#[cfg(test)]
+pub(crate) fn example(strategy: Strategy, analysis: Analysis) -> RolloutSpec {
+    let side = |deployment: &str, endpoint: &str| SideSpec {
+        deployment: deployment.into(),
+        endpoints: vec![endpoint.into()],
+        ..SideSpec::default()
+    };
+    RolloutSpec {
+        gateway: default_gateway(),
+        route: RouteSpec {
+            name: Some("r".into()),
+            ..RouteSpec::default()
+        },
+        stable: side("v1", "127.0.0.1:9001"),
+        candidate: side("v2", "127.0.0.1:9002"),
+        strategy,
+        analysis,
+        scaling: Scaling::default(),
+    }
 }

@@ -293,16 +293,6 @@ impl Serialize for ProxyConfig {
 
 impl From<&ProxyConfig> for raw::RawConfig {
     fn from(cfg: &ProxyConfig) -> Self {
-        let key = |source: &KeySource| match source {
-            KeySource::Header(name) => raw::RawKey {
-                header: Some(name.to_string()),
-                cookie: None,
-            },
-            KeySource::Cookie(name) => raw::RawKey {
-                header: None,
-                cookie: Some(name.clone()),
-            },
-        };
         raw::RawConfig {
             listen: cfg.listen.to_string(),
             admin: cfg.admin.to_string(),
@@ -312,71 +302,87 @@ impl From<&ProxyConfig> for raw::RawConfig {
                 key: t.key.display().to_string(),
             }),
             side_header: cfg.side_header.as_ref().map(ToString::to_string),
-            routes: cfg
-                .routes
-                .iter()
-                .map(|r| raw::RawRoute {
-                    name: r.name.clone(),
-                    matches: raw::RawMatch {
-                        host: match &r.host {
-                            HostMatch::Any => None,
-                            HostMatch::Exact(h) => Some(h.clone()),
-                            HostMatch::Suffix(s) => Some(format!("*{s}")),
-                        },
-                        path_prefix: r.path_prefix.clone(),
-                    },
-                    stable: raw::RawTarget {
-                        backend: r.stable.clone(),
-                        revision: None,
-                    },
-                    candidate: r.candidate.as_ref().map(|b| raw::RawTarget {
-                        backend: b.clone(),
-                        revision: r.candidate_revision.clone(),
-                    }),
-                    candidate_weight: i64::from(r.candidate_weight.basis_points()),
-                    overrides: r
-                        .overrides
-                        .iter()
-                        .map(|o| {
-                            let k = key(&o.key);
-                            raw::RawOverride {
-                                header: k.header,
-                                cookie: k.cookie,
-                                equals: o.equals.clone(),
-                                side: o.side.to_string(),
-                            }
-                        })
-                        .collect(),
-                    sticky: r.sticky.as_ref().map(key),
-                    timeout: humantime::format_duration(r.timeout).to_string(),
-                    mirror: r.mirror.map(|m| raw::RawMirror {
-                        weight: i64::from(m.weight.basis_points()),
-                        max_body_bytes: m.max_body_bytes,
-                    }),
-                    fail_fast: r.fail_fast.map(|f| raw::RawFailFast {
-                        error_ratio: f.error_ratio,
-                        window: humantime::format_duration(f.window).to_string(),
-                        min_requests: f.min_requests,
-                    }),
-                })
-                .collect(),
-            backends: cfg
-                .backends
-                .iter()
-                .map(|(name, b)| {
-                    let backend = raw::RawBackend {
-                        endpoints: b.endpoints.iter().map(ToString::to_string).collect(),
-                        protocol: b.protocol.as_str().to_owned(),
-                        tls: b.tls.as_ref().map(|t| raw::RawUpstreamTls {
-                            ca: t.ca.display().to_string(),
-                            sni: t.sni.clone(),
-                        }),
-                    };
-                    (name.clone(), backend)
-                })
-                .collect(),
+            routes: cfg.routes.iter().map(raw_route).collect(),
+            backends: raw_backends(&cfg.backends),
         }
     }
+}
+
+fn raw_key(source: &KeySource) -> raw::RawKey {
+    match source {
+        KeySource::Header(name) => raw::RawKey {
+            header: Some(name.to_string()),
+            cookie: None,
+        },
+        KeySource::Cookie(name) => raw::RawKey {
+            header: None,
+            cookie: Some(name.clone()),
+        },
+    }
+}
+
+fn raw_route(r: &RouteConfig) -> raw::RawRoute {
+    raw::RawRoute {
+        name: r.name.clone(),
+        matches: raw::RawMatch {
+            host: match &r.host {
+                HostMatch::Any => None,
+                HostMatch::Exact(h) => Some(h.clone()),
+                HostMatch::Suffix(s) => Some(format!("*{s}")),
+            },
+            path_prefix: r.path_prefix.clone(),
+        },
+        stable: raw::RawTarget {
+            backend: r.stable.clone(),
+            revision: None,
+        },
+        candidate: r.candidate.as_ref().map(|b| raw::RawTarget {
+            backend: b.clone(),
+            revision: r.candidate_revision.clone(),
+        }),
+        candidate_weight: i64::from(r.candidate_weight.basis_points()),
+        overrides: r
+            .overrides
+            .iter()
+            .map(|o| {
+                let k = raw_key(&o.key);
+                raw::RawOverride {
+                    header: k.header,
+                    cookie: k.cookie,
+                    equals: o.equals.clone(),
+                    side: o.side.to_string(),
+                }
+            })
+            .collect(),
+        sticky: r.sticky.as_ref().map(raw_key),
+        timeout: humantime::format_duration(r.timeout).to_string(),
+        mirror: r.mirror.map(|m| raw::RawMirror {
+            weight: i64::from(m.weight.basis_points()),
+            max_body_bytes: m.max_body_bytes,
+        }),
+        fail_fast: r.fail_fast.map(|f| raw::RawFailFast {
+            error_ratio: f.error_ratio,
+            window: humantime::format_duration(f.window).to_string(),
+            min_requests: f.min_requests,
+        }),
+    }
+}
+
+fn raw_backends(backends: &BTreeMap<String, BackendConfig>) -> BTreeMap<String, raw::RawBackend> {
+    backends
+        .iter()
+        .map(|(name, b)| {
+            let backend = raw::RawBackend {
+                endpoints: b.endpoints.iter().map(ToString::to_string).collect(),
+                protocol: b.protocol.as_str().to_owned(),
+                tls: b.tls.as_ref().map(|t| raw::RawUpstreamTls {
+                    ca: t.ca.display().to_string(),
+                    sni: t.sni.clone(),
+                }),
+            };
+            (name.clone(), backend)
+        })
+        .collect()
 }
 
 impl Side {

@@ -57,6 +57,24 @@ pub fn parse_partial(text: &str) -> Result<PartialConfig, ConfigErrors> {
     }
 }
 
+impl PartialConfig {
+    /// The config in its written YAML form (`routes` and `backends`), which [`parse_partial`]
+    /// reads back to an equal config: what a writer of route ConfigMaps puts under
+    /// `config.yaml`.
+    pub fn to_yaml(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Written {
+            routes: Vec<super::raw::RawRoute>,
+            backends: BTreeMap<String, super::raw::RawBackend>,
+        }
+        let written = Written {
+            routes: self.routes.iter().map(super::raw_route).collect(),
+            backends: super::raw_backends(&self.backends),
+        };
+        serde_saphyr::to_string(&written).expect("a config always serialises: it is plain data")
+    }
+}
+
 /// Which ConfigMap a partial config came from; the order is age, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LayerId {

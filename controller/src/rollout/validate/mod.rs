@@ -3,13 +3,21 @@
 
 use std::time::Duration;
 
-use super::{CheckMetric, MetricsSource, RolloutSpec};
+use weir_proxy::config::PartialConfig;
+
+use super::{CheckMetric, MetricsSource, RolloutSpec, SideSpec, proxy_route};
 
 /// A Rollout spec that passed validation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidSpec {
-    /// The proxy route.
+    /// The proxy fleet.
+    pub gateway: String,
+    /// The proxy route's name.
     pub route: String,
+    /// The route and its two backends as the proxy reads them, at weight 0.
+    pub route_config: PartialConfig,
+    /// Most replicas beyond stable's own the fleet may run.
+    pub max_surge: Option<u32>,
     /// Stable Deployment.
     pub stable: String,
     /// Candidate Deployment.
@@ -213,9 +221,30 @@ impl Errors {
 /// Validates `spec`, reporting every bad field.
 pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     let mut errors = Errors(Vec::new());
-    if spec.route.is_empty() {
-        errors.add("spec.route", "is empty");
+    if !is_label_value(&spec.gateway) {
+        errors.add(
+            "spec.gateway",
+            format!(
+                "{:?} is not a label value (1 to 63 letters, digits, '-', '_' or '.')",
+                spec.gateway
+            ),
+        );
     }
+    let route = spec.route.name.clone().unwrap_or_default();
+    if route.is_empty() {
+        errors.add("spec.route.name", "is empty");
+    }
+    side(&mut errors, "spec.stable", &spec.stable);
+    side(&mut errors, "spec.candidate", &spec.candidate);
+    let route_config = match proxy_route::template(spec, &route) {
+        Ok(config) => config,
+        Err(weir_proxy::config::ConfigErrors(bad)) => {
+            for error in bad {
+                errors.add(error.path, error.message);
+            }
+            PartialConfig::default()
+        }
+    };
     if spec.stable.deployment.is_empty() {
         errors.add("spec.stable.deployment", "is empty");
     }
@@ -429,7 +458,10 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     if errors.0.is_empty() {
         let full_weight_step = strategy.has_full_weight_step();
         Ok(ValidSpec {
-            route: spec.route.clone(),
+            gateway: spec.gateway.clone(),
+            route,
+            route_config,
+            max_surge: spec.scaling.max_surge,
             stable: spec.stable.deployment.clone(),
             candidate: spec.candidate.deployment.clone(),
             strategy,
@@ -449,6 +481,28 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     } else {
         Err(errors.0)
     }
+}
+
+/// A side names its traffic one way: a Service and its port, or static endpoints.
+fn side(errors: &mut Errors, path: &str, side: &SideSpec) {
+    match (&side.service, side.port, side.endpoints.is_empty()) {
+        (Some(_), Some(0), true) => errors.add(format!("{path}.port"), "is 0"),
+        (Some(_), Some(_), true) | (None, None, false) => {}
+        (Some(_), None, true) => errors.add(format!("{path}.port"), "is needed with service"),
+        (None, Some(_), _) => errors.add(format!("{path}.port"), "is set without service"),
+        (Some(_), _, false) => errors.add(path, "sets both service and endpoints; name one"),
+        (None, None, true) => errors.add(path, "needs service and port, or endpoints"),
+    }
+}
+
+/// Whether `text` may be a label value that is not empty.
+fn is_label_value(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// With no checks written, error ratio and p99 latency are compared with stable.

@@ -2,18 +2,11 @@
 
 mod basics {
     use super::super::*;
-    use crate::rollout::{Analysis, BlueGreen, Canary, Check, DeploymentRef, Step, Strategy};
+    use crate::rollout::{Analysis, BlueGreen, Canary, Check, Step, Strategy};
 
     pub(crate) fn spec(steps: &[(f64, &str)]) -> RolloutSpec {
-        RolloutSpec {
-            route: "r".into(),
-            stable: DeploymentRef {
-                deployment: "v1".into(),
-            },
-            candidate: DeploymentRef {
-                deployment: "v2".into(),
-            },
-            strategy: Strategy {
+        crate::rollout::example(
+            Strategy {
                 canary: Some(Canary {
                     steps: steps
                         .iter()
@@ -25,8 +18,8 @@ mod basics {
                 }),
                 blue_green: None,
             },
-            analysis: Analysis::default(),
-        }
+            Analysis::default(),
+        )
     }
 
     #[test]
@@ -225,5 +218,73 @@ mod analysis {
                 .analysis
                 .full_weight_step
         );
+    }
+}
+
+mod sides_and_route {
+    use super::super::*;
+    use crate::rollout::{Analysis, Canary, KeySpec, Step, Strategy};
+
+    fn spec() -> RolloutSpec {
+        crate::rollout::example(
+            Strategy {
+                canary: Some(Canary {
+                    steps: vec![Step {
+                        weight: 50.0,
+                        hold: "1s".into(),
+                    }],
+                }),
+                blue_green: None,
+            },
+            Analysis::default(),
+        )
+    }
+
+    fn paths(spec: &RolloutSpec) -> Vec<String> {
+        validate(spec)
+            .expect_err("invalid")
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
+    #[test]
+    fn the_valid_spec_carries_the_route_the_proxy_will_read() {
+        let valid = validate(&spec()).expect("valid");
+        assert_eq!(valid.route, "r");
+        assert_eq!(valid.gateway, "weir");
+        assert_eq!(valid.route_config.routes[0].stable, "r.stable");
+        assert_eq!(valid.route_config.backends.len(), 2);
+    }
+
+    #[test]
+    fn each_side_names_its_traffic_exactly_one_way() {
+        let mut both = spec();
+        both.stable.service = Some("m-v1".into());
+        both.stable.port = Some(8000);
+        assert!(paths(&both).contains(&"spec.stable".to_owned()));
+        let mut neither = spec();
+        neither.candidate.endpoints.clear();
+        assert!(paths(&neither).contains(&"spec.candidate".to_owned()));
+        let mut no_port = spec();
+        no_port.candidate.endpoints.clear();
+        no_port.candidate.service = Some("m-v2".into());
+        assert!(paths(&no_port).contains(&"spec.candidate.port".to_owned()));
+    }
+
+    #[test]
+    fn a_bad_route_field_or_gateway_is_named_in_the_rollout() {
+        let mut bad = spec();
+        bad.gateway = "not a label!".into();
+        bad.route.sticky = Some(KeySpec {
+            header: Some("bad header".into()),
+            cookie: None,
+        });
+        bad.route.name = None;
+        let found = paths(&bad);
+        for expected in ["spec.gateway", "spec.route.name"] {
+            assert!(found.iter().any(|p| p == expected), "{expected} not in {found:?}");
+        }
+        assert!(found.iter().any(|p| p.starts_with("spec.route.sticky")), "{found:?}");
     }
 }

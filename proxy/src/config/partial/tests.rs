@@ -251,3 +251,16 @@ proptest! {
         prop_assert_eq!(route_names(&merged.config), expected);
     }
 }
+
+#[test]
+fn a_partial_config_written_as_yaml_reads_back_equal() {
+    let full = "routes:\n  - name: r\n    match: { host: '*.models.svc', pathPrefix: /v1 }\n    stable: { backend: r.stable }\n    \
+                candidate: { backend: r.candidate, revision: 5c1a9e }\n    candidateWeight: 2500\n    \
+                overrides: [ { cookie: beta, equals: '1', side: candidate } ]\n    sticky: { header: x-user-id }\n    \
+                failFast: { errorRatio: 0.5, window: 5s, minRequests: 10 }\n    mirror: { weight: 100 }\n    timeout: 3s\n\
+                backends:\n  r.stable: { endpoints: ['127.0.0.1:9002'], protocol: h2c }\n  r.candidate: { endpoints: ['127.0.0.1:9003'] }\n";
+    let partial = parse_partial(full).expect("valid");
+    let written = partial.to_yaml();
+    assert!(!written.contains("listen"), "only routes and backends: {written}");
+    assert_eq!(parse_partial(&written).expect("reads back"), partial, "{written}");
+}

@@ -1,0 +1,108 @@
+//! A traffic intent applied to the route a Rollout owns: the partial config the proxy reads
+//! (from the Rollout's ConfigMap in a cluster, from the in-process handle in the demo). Pure.
+
+use http::HeaderName;
+use weir_proxy::Weight;
+use weir_proxy::config::PartialConfig;
+use weir_proxy::split::{KeySource, Override, Side};
+
+use crate::decide::TrafficIntent;
+use crate::ports::TrafficError;
+
+/// `template` (the route as the spec writes it, from [`crate::rollout::proxy_route`]) with
+/// `intent` applied to its route `route`: the weight, the preview rule first, the spec's rules
+/// to the candidate only while `intent` keeps them, and the candidate's revision.
+pub fn route_layer(
+    template: &PartialConfig,
+    route: &str,
+    intent: &TrafficIntent,
+) -> Result<PartialConfig, TrafficError> {
+    let mut next = template.clone();
+    let r = next
+        .routes
+        .iter_mut()
+        .find(|r| r.name == route)
+        .ok_or_else(|| TrafficError::NoRoute(route.to_owned()))?;
+    r.candidate_weight = Weight::new(intent.weight).ok_or_else(|| TrafficError::Invalid {
+        route: route.to_owned(),
+        message: format!("weight {} is over 10000", intent.weight),
+    })?;
+    if !intent.candidate_overrides {
+        r.overrides.retain(|o| o.side != Side::Candidate);
+    }
+    if let Some(preview) = &intent.preview {
+        let header = HeaderName::from_bytes(preview.header.as_bytes()).map_err(|_| TrafficError::Invalid {
+            route: route.to_owned(),
+            message: format!("{:?} is not a header name", preview.header),
+        })?;
+        r.overrides.insert(
+            0,
+            Override {
+                key: KeySource::Header(header),
+                equals: preview.value.clone(),
+                side: Side::Candidate,
+            },
+        );
+    }
+    r.candidate_revision = intent.candidate_revision.clone();
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Preview;
+
+    fn template() -> PartialConfig {
+        weir_proxy::config::parse_partial(
+            "routes:\n  - name: m\n    stable: { backend: a }\n    candidate: { backend: b }\n    overrides:\n      - { header: x-weir-override, equals: candidate, side: candidate }\n      - { header: x-weir-override, equals: stable, side: stable }\nbackends: { a: { endpoints: ['127.0.0.1:1'] }, b: { endpoints: ['127.0.0.1:2'] } }\n",
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn an_intent_without_the_candidate_closes_every_override_to_it() {
+        let closed = route_layer(&template(), "m", &TrafficIntent::none(Some("r1".into()))).expect("applies");
+        let route = &closed.routes[0];
+        assert_eq!(route.overrides.len(), 1);
+        assert_eq!(route.overrides[0].side, Side::Stable);
+        assert_eq!(route.candidate_revision.as_deref(), Some("r1"));
+        let preview = TrafficIntent {
+            weight: 0,
+            preview: Some(Preview {
+                header: "x-weir-preview".into(),
+                value: "yes".into(),
+            }),
+            candidate_overrides: true,
+            candidate_revision: Some("r1".into()),
+        };
+        let open = route_layer(&template(), "m", &preview).expect("applies");
+        let route = &open.routes[0];
+        assert_eq!(
+            route.overrides.len(),
+            3,
+            "the preview rule first, then what was written"
+        );
+        assert_eq!(route.overrides[0].equals, "yes");
+        assert_eq!(
+            route.overrides[0].key,
+            KeySource::Header(HeaderName::from_static("x-weir-preview"))
+        );
+    }
+
+    #[test]
+    fn a_weight_is_written_and_a_missing_route_is_an_error() {
+        let intent = TrafficIntent {
+            weight: 2500,
+            preview: None,
+            candidate_overrides: true,
+            candidate_revision: None,
+        };
+        let layer = route_layer(&template(), "m", &intent).expect("applies");
+        assert_eq!(layer.routes[0].candidate_weight.basis_points(), 2500);
+        assert!(matches!(
+            route_layer(&template(), "other", &intent),
+            Err(TrafficError::NoRoute(_))
+        ));
+    }
+}
