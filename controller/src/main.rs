@@ -19,6 +19,9 @@ enum Command {
     /// Run a whole rollout on this machine: two model servers, the proxy, load, and the
     /// controller. Exits 0 when the outcome is the one the flags predict.
     Demo(weir::demo::DemoArgs),
+    /// Run the controller: drive every Rollout of the gateway through its steps, against the
+    /// cluster of the kubeconfig (or the one it runs in).
+    Controller(weir::cluster::controller::ControllerArgs),
     /// Print the Rollout CustomResourceDefinition as YAML.
     Crd,
 }
@@ -31,28 +34,45 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo(args) => {
-            init_logging();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("weir: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+            init_logging("warn");
+            match runtime() {
+                Ok(runtime) => runtime.block_on(weir::demo::run(args)),
+                Err(code) => code,
+            }
+        }
+        Command::Controller(args) => {
+            init_logging("info");
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let Ok(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
-            runtime.block_on(weir::demo::run(args))
+            match runtime.block_on(weir::cluster::controller::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("weir controller: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
 
-/// Warnings only by default: the demo's own output is the story; `WEIR_LOG=info` shows the
-/// proxy's reloads too.
-fn init_logging() {
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("weir: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `default` unless `WEIR_LOG` says otherwise: the demo shows warnings only (its own output is
+/// the story), the controller its acts too.
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

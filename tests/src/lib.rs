@@ -15,6 +15,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod namespace;
+pub mod process;
 pub mod wait;
 
 pub use cluster::{Cluster, shared};

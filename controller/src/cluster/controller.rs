@@ -1,0 +1,368 @@
+//! `weir controller`: a kube-runtime controller over Rollouts (and the Deployments and route
+//! ConfigMaps they name), acting only while it holds the Lease. Each reconcile reads the
+//! Rollout fresh from the API server, runs the same [`Reconciler`] as the demo through the
+//! Kubernetes ports, and writes status only onto the version it read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use super::lease::{Election, Leadership};
+use super::metrics::ControllerMetrics;
+use super::report::KubeReport;
+use super::traffic::{KubeTraffic, config_map_name};
+use super::workloads::KubeWorkloads;
+use super::{GATEWAY_LABEL, chain, request};
+use crate::reconcile::{Input, Reconciler};
+use crate::rollout::Rollout;
+use crate::rollout::validate::validate;
+use crate::source::Source;
+use crate::source::prometheus::PrometheusSource as PrometheusClient;
+use crate::source::proxies::ProxyScrape;
+use crate::status::{Phase, RolloutStatus, system_time};
+
+/// `weir controller`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Watch Rollouts in this namespace only (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Act only on Rollouts naming this gateway.
+    #[arg(long, default_value = "weir")]
+    pub gateway: String,
+    /// Scrape this proxy admin URL for the `proxy` metrics source, like http://10.0.0.7:9901
+    /// (repeatable; every proxy replica of the gateway must be listed).
+    #[arg(long = "proxy-admin-url", required = true)]
+    pub proxy_admin_urls: Vec<String>,
+    /// Serve /metrics and /healthz here.
+    #[arg(long, default_value = "127.0.0.1:9902")]
+    pub admin: SocketAddr,
+    /// Namespace of the Lease `weir-controller` (default: $POD_NAMESPACE, else the
+    /// kubeconfig's namespace).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// How long the Lease holds without renewal: the longest a crashed leader goes unreplaced.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// A client as kubectl would build it: `--kubeconfig`, then `$KUBECONFIG` or `~/.kube/config`,
+/// then the in-cluster config; `--context` picks the context.
+pub async fn client(kubeconfig: Option<&PathBuf>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let raw = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(raw, &options).await?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// What every reconcile shares.
+struct Context {
+    client: kube::Client,
+    args: ControllerArgs,
+    leadership: Leadership,
+    metrics: Arc<ControllerMetrics>,
+    reporter: Reporter,
+}
+
+/// A reconcile that failed; its condition is on the Rollout.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_ref(), args.context.as_deref()).await?;
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let leadership = Leadership::default();
+    let election = Election {
+        api: Api::<Lease>::namespaced(client.clone(), &lease_namespace),
+        identity: identity.clone(),
+        duration: args.lease_duration,
+        leadership: leadership.clone(),
+    };
+    tokio::spawn(election.run());
+    let metrics = Arc::new(ControllerMetrics::default());
+    let admin = super::admin::serve(args.admin, Arc::clone(&metrics)).await?;
+    let context = Arc::new(Context {
+        client: client.clone(),
+        leadership,
+        metrics,
+        reporter: Reporter {
+            controller: "weir-controller".into(),
+            instance: Some(identity),
+        },
+        args: args.clone(),
+    });
+    tracing::info!(admin = %admin, gateway = %args.gateway, "weir controller started");
+
+    let (rollouts, deployments, config_maps) = match &args.namespace {
+        Some(ns) => (
+            Api::<Rollout>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let controller = Controller::new(rollouts, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(config_maps, watcher::Config::default().labels(GATEWAY_LABEL))
+        .watches(deployments, watcher::Config::default(), move |d: Deployment| {
+            let namespace = d.namespace().unwrap_or_default();
+            let name = d.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace().as_deref() == Some(namespace.as_str())
+                        && (r.spec.stable.deployment == name || r.spec.candidate.deployment == name)
+                })
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown_signal())
+        .run(reconcile, error_policy, context)
+        .for_each(|_| async {})
+        .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn error_policy(_: Arc<Rollout>, error: &Failed, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(1))
+}
+
+async fn reconcile(seen: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Failed> {
+    let leader = ctx.leadership.is_leader();
+    ctx.metrics.set_leader(leader);
+    if !leader {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let started = Instant::now();
+    let namespace = seen.namespace().unwrap_or_default();
+    let name = seen.name_any();
+    let api = Api::<Rollout>::namespaced(ctx.client.clone(), &namespace);
+    // Fresh from the API server, not the cache: a status written a moment ago must be the one
+    // decided from, or a step would be taken twice.
+    let rollout = match api.get_opt(&name).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            ctx.metrics.phase(&namespace, &name, None);
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(Failed(format!("reading Rollout {namespace}/{name}: {e}"))),
+    };
+    if rollout.spec.gateway != ctx.args.gateway {
+        return Ok(Action::await_change());
+    }
+    let result = reconcile_one(&rollout, &ctx, api).await;
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> Result<Action, Failed> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let mut spec = rollout.spec.clone();
+    spec.route.name.get_or_insert_with(|| name.clone());
+    let status = rollout.status.clone().unwrap_or_default();
+    let request = rollout
+        .annotations()
+        .get(request::ANNOTATION)
+        .and_then(|value| match request::parse(value) {
+            Ok(request) => Some(request),
+            Err(why) => {
+                tracing::warn!(rollout = %name, %why, "ignoring the request annotation");
+                None
+            }
+        });
+    let valid = validate(&spec).ok();
+    let route = spec.route.name.clone().unwrap_or_default();
+    let owner = rollout
+        .controller_owner_ref(&())
+        .ok_or_else(|| Failed(format!("Rollout {namespace}/{name} has no uid yet")))?;
+    let client = ctx.client.clone();
+    let report = KubeReport {
+        api,
+        client: client.clone(),
+        reporter: ctx.reporter.clone(),
+        name: name.clone(),
+        resource_version: rollout.resource_version(),
+        reference: rollout.object_ref(&()),
+    };
+    let metrics = match &spec.analysis.source.prometheus {
+        Some(p) => match PrometheusClient::new(&p.url) {
+            Ok(source) => Source::Prometheus(source),
+            Err(e) => {
+                let why = format!("spec.analysis.source.prometheus.url {:?}: {e}", p.url);
+                return failed(&report, &status, rollout.metadata.generation, why).await;
+            }
+        },
+        None => Source::Proxies(ProxyScrape::new(ctx.args.proxy_admin_urls.clone())),
+    };
+    let reconciler = Reconciler {
+        workloads: KubeWorkloads::new(
+            Api::namespaced(client.clone(), &namespace),
+            &spec.stable.deployment,
+            &spec.candidate.deployment,
+        ),
+        traffic: KubeTraffic {
+            api: Api::namespaced(client.clone(), &namespace),
+            all: match &ctx.args.namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            },
+            name: config_map_name(&name),
+            namespace: namespace.clone(),
+            gateway: spec.gateway.clone(),
+            owner,
+            route,
+            template: valid.map(|v| v.route_config),
+        },
+        metrics,
+        report,
+    };
+    let now = SystemTime::now();
+    let input = Input {
+        spec: &spec,
+        status: &status,
+        request,
+        generation: rollout.metadata.generation,
+        now,
+    };
+    match reconciler.reconcile(input).await {
+        Ok(decision) => {
+            let next = &decision.status;
+            ctx.metrics.phase(&namespace, &name, Some(next.phase));
+            if next.phase == Phase::Aborted && status.phase != Phase::Aborted {
+                let since = status
+                    .evidence
+                    .as_ref()
+                    .and_then(|e| e.window_start.as_ref())
+                    .map(|m| system_time(&m.at))
+                    .unwrap_or(now);
+                ctx.metrics
+                    .aborted_in(now.duration_since(since).unwrap_or_default().as_secs_f64());
+            }
+            Ok(Action::requeue(decision.requeue_after))
+        }
+        Err(error) => {
+            let why = chain(&error);
+            failed(&reconciler.report, &status, rollout.metadata.generation, why).await
+        }
+    }
+}
+
+/// Records a failed reconcile on the Rollout (condition `Reconciled=False` with the whole
+/// chain of causes), then fails so that it is retried.
+async fn failed(
+    report: &KubeReport,
+    status: &RolloutStatus,
+    generation: Option<i64>,
+    why: String,
+) -> Result<Action, Failed> {
+    let mut next = status.clone();
+    set_condition(
+        &mut next.conditions,
+        "Reconciled",
+        "False",
+        "ActFailed",
+        &why,
+        generation,
+    );
+    if next != *status
+        && let Ok(value) = serde_json::to_value(&next)
+        && let Err(e) = report.write_status(value).await
+    {
+        tracing::warn!(error = %chain(&e), "cannot record a failed reconcile");
+    }
+    Err(Failed(why))
+}
+
+/// Sets condition `type_`, keeping its transition time when its status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status.to_owned();
+            c.reason = reason.to_owned();
+            c.message = message.to_owned();
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: generation,
+            last_transition_time: now,
+        }),
+    }
+}

@@ -1,0 +1,165 @@
+//! The controller's own metrics, served on `--admin` at `/metrics` (OpenMetrics text).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::status::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Every phase, so that `weir_rollouts` shows zeros rather than missing series.
+const PHASES: [Phase; 6] = [
+    Phase::Idle,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::Promoting,
+    Phase::Succeeded,
+    Phase::Aborted,
+];
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Idle => "Idle",
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Promoting => "Promoting",
+        Phase::Succeeded => "Succeeded",
+        Phase::Aborted => "Aborted",
+    }
+}
+
+/// The controller's metrics and the registry that serves them.
+pub struct ControllerMetrics {
+    /// The registry.
+    pub registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    duration: Histogram,
+    leader: Gauge,
+    rollouts: Family<PhaseLabels, Gauge>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    abort_seconds: Histogram,
+    phases: Mutex<BTreeMap<(String, String), Phase>>,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let leader = Gauge::default();
+        let rollouts = Family::<PhaseLabels, Gauge>::default();
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let abort_seconds = Histogram::new(exponential_buckets(0.25, 2.0, 12));
+        registry.register(
+            "weir_controller_reconciles",
+            "Reconciles by result (ok, error)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "weir_controller_reconcile_duration_seconds",
+            "Time one reconcile took",
+            duration.clone(),
+        );
+        registry.register(
+            "weir_controller_leader",
+            "1 while this replica holds the Lease",
+            leader.clone(),
+        );
+        registry.register("weir_rollouts", "Rollouts by phase", rollouts.clone());
+        registry.register(
+            "weir_rollout_outcomes",
+            "Rollouts ended, by outcome (promoted, aborted)",
+            outcomes.clone(),
+        );
+        registry.register(
+            "weir_rollout_abort_seconds",
+            "From the start of the window that failed, or the fail-fast trip, to weight 0 written",
+            abort_seconds.clone(),
+        );
+        for phase in PHASES {
+            rollouts
+                .get_or_create(&PhaseLabels {
+                    phase: phase_name(phase),
+                })
+                .set(0);
+        }
+        ControllerMetrics {
+            registry,
+            reconciles,
+            duration,
+            leader,
+            rollouts,
+            outcomes,
+            abort_seconds,
+            phases: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// One reconcile's result and time.
+    pub fn reconciled(&self, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles.get_or_create(&ResultLabels { result }).inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// A Rollout's phase after a reconcile (`None`: it is gone); counts an outcome when it
+    /// changes into one.
+    pub fn phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
+        let mut phases = self.phases.lock().expect("no panics while holding the phases");
+        let key = (namespace.to_owned(), name.to_owned());
+        let before = match phase {
+            Some(phase) => phases.insert(key, phase),
+            None => phases.remove(&key),
+        };
+        if let Some(now) = phase
+            && before.is_some_and(|b| b != now)
+        {
+            match now {
+                Phase::Succeeded => self
+                    .outcomes
+                    .get_or_create(&OutcomeLabels { outcome: "promoted" })
+                    .inc(),
+                Phase::Aborted => self.outcomes.get_or_create(&OutcomeLabels { outcome: "aborted" }).inc(),
+                _ => 0,
+            };
+        }
+        for p in PHASES {
+            let count = phases.values().filter(|v| **v == p).count();
+            self.rollouts
+                .get_or_create(&PhaseLabels { phase: phase_name(p) })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The time an abort took to reach weight 0.
+    pub fn aborted_in(&self, seconds: f64) {
+        self.abort_seconds.observe(seconds);
+    }
+}

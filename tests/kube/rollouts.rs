@@ -1,0 +1,538 @@
+//! `weir controller` against the real control plane (tests/cluster), with a real `weir-proxy`
+//! process watching the route ConfigMaps and real model servers over loopback. Traffic goes
+//! only to loopback: the Rollouts name their sides by static endpoints.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::watch;
+use weir::demo::backend::{Behavior, DemoBackend};
+use weir::demo::load::{self, ClientTally};
+use weir::rollout::Rollout;
+use weir::status::Phase;
+use weir_tests::process::{Process, free_port, workspace_binary};
+use weir_tests::{Check, TestNamespace, eventually};
+
+/// Generous: a debug-build controller on a 2-core machine shared with other tests.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Requests a second through the proxy while a rollout runs.
+const RATE: u32 = 300;
+
+/// The route every test's Rollout owns (each test has its own gateway and proxy).
+const ROUTE: &str = "model";
+
+async fn apply_crd(client: &kube::Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = Rollout::crd();
+    let name = crd.metadata.name.clone().context("the CRD has a name")?;
+    crds.patch(&name, &PatchParams::apply("weir-tests").force(), &Patch::Apply(&crd))
+        .await
+        .context("apply the Rollout CRD")?;
+    eventually("the Rollout CRD to be established", Duration::from_secs(60), || async {
+        let crd = crds.get(&name).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(if established {
+            Check::Done(())
+        } else {
+            Check::Waiting("not established".into())
+        })
+    })
+    .await
+}
+
+fn deployment(name: &str, image: &str, replicas: i32) -> Result<Deployment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name, "model": "sentiment" } },
+                "spec": { "containers": [{
+                    "name": "server",
+                    "image": image,
+                    "ports": [{ "containerPort": 8000 }],
+                    "readinessProbe": { "httpGet": { "path": "/ready", "port": 8000 } }
+                }] }
+            }
+        }
+    }))?)
+}
+
+/// One test's world: its namespace (whose name is also its gateway), the two Deployments, two
+/// model servers, a proxy and a controller.
+struct World {
+    ns: TestNamespace,
+    kubeconfig: std::path::PathBuf,
+    stable: DemoBackend,
+    candidate: DemoBackend,
+    proxy_listen: SocketAddr,
+    proxy_admin: SocketAddr,
+    _proxy: Process,
+    controller: Process,
+    _stop_backends: watch::Sender<bool>,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start(test: &str, candidate: Behavior) -> Result<World> {
+        let ns = TestNamespace::create(test).await?;
+        let kubeconfig = weir_tests::shared()?.cluster.kubeconfig.clone();
+        apply_crd(&ns.client).await?;
+        let deployments: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
+        let post = PostParams::default();
+        deployments
+            .create(&post, &deployment("m-v1", "registry.invalid/m:1", 2)?)
+            .await?;
+        deployments
+            .create(&post, &deployment("m-v2", "registry.invalid/m:1", 0)?)
+            .await?;
+
+        let (stop_backends, stopped) = watch::channel(false);
+        let healthy = Behavior {
+            version: "v1",
+            error_rate: 0.0,
+            latency_ms: 2.0,
+        };
+        let stable = DemoBackend::start(healthy, 1, stopped.clone()).await?;
+        let candidate = DemoBackend::start(candidate, 2, stopped).await?;
+
+        let dir = tempfile::tempdir()?;
+        let (listen, admin) = (free_port()?, free_port()?);
+        let config = dir.path().join("proxy.yaml");
+        std::fs::write(
+            &config,
+            format!("listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\ndrainTimeout: 1s\n"),
+        )?;
+        let kubeconfig_text = kubeconfig.display().to_string();
+        let proxy = Process::start(
+            &workspace_binary("weir-proxy")?,
+            &[
+                "--config".into(),
+                config.display().to_string(),
+                "--kube-routes".into(),
+                format!("weir.dev/gateway={}", ns.name),
+                "--namespace".into(),
+                ns.name.clone(),
+            ],
+            &[("KUBECONFIG", &kubeconfig_text), ("RUST_LOG", "info")],
+            dir.path().join("proxy.log"),
+        )?;
+        let proxy_admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+        wait_http(proxy_admin, "/readyz")
+            .await
+            .with_context(|| proxy.tail(30))?;
+        let controller = start_controller(&ns.name, &kubeconfig, proxy_admin, dir.path(), "controller")?;
+        Ok(World {
+            ns,
+            kubeconfig,
+            stable,
+            candidate,
+            proxy_listen: ([127, 0, 0, 1], listen).into(),
+            proxy_admin,
+            _proxy: proxy,
+            controller,
+            _stop_backends: stop_backends,
+            dir,
+        })
+    }
+
+    fn rollouts(&self) -> Api<Rollout> {
+        Api::namespaced(self.ns.client.clone(), &self.ns.name)
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.ns.client.clone(), &self.ns.name)
+    }
+
+    /// A canary Rollout of m-v1 to m-v2 over the two model servers.
+    async fn create_rollout(&self, strategy: serde_json::Value) -> Result<()> {
+        let rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": { "name": "sentiment" },
+            "spec": {
+                "gateway": self.ns.name,
+                "route": { "name": ROUTE, "sticky": { "header": "x-user-id" }, "timeout": "5s" },
+                "stable": { "deployment": "m-v1", "endpoints": [self.stable.addr.to_string()] },
+                "candidate": { "deployment": "m-v2", "endpoints": [self.candidate.addr.to_string()] },
+                "strategy": strategy,
+                "analysis": {
+                    "interval": "1s",
+                    "warmup": "0s",
+                    "minRequests": 20,
+                    "failureLimit": 2,
+                    "detect": { "errorRatio": 5.0, "errorRateFloor": 0.02 },
+                    "progressDeadline": "2m",
+                    "checks": [
+                        { "metric": "error-ratio", "max": 0.1 },
+                        { "metric": "latency-p99", "maxMs": 2000 }
+                    ]
+                }
+            }
+        }))?;
+        self.rollouts().create(&PostParams::default(), &rollout).await?;
+        Ok(())
+    }
+
+    /// Pushes a new image to the candidate, as a developer's deploy would.
+    async fn push_candidate(&self, image: &str) -> Result<()> {
+        let patch =
+            json!({ "spec": { "template": { "spec": { "containers": [{ "name": "server", "image": image }] } } } });
+        self.deployments()
+            .patch("m-v2", &PatchParams::default(), &Patch::Strategic(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the Rollout's status satisfies `done`, showing the last status on timeout.
+    async fn wait_status(
+        &self,
+        what: &str,
+        done: impl Fn(&weir::status::RolloutStatus) -> bool,
+    ) -> Result<weir::status::RolloutStatus> {
+        let api = self.rollouts();
+        let result = eventually(what, ROLLOUT_TIMEOUT, || async {
+            let status = api.get("sentiment").await?.status.unwrap_or_default();
+            Ok(if done(&status) {
+                Check::Done(status)
+            } else {
+                Check::Waiting(format!(
+                    "{:?} step {} weight {}: {}",
+                    status.phase, status.step, status.candidate_weight, status.message
+                ))
+            })
+        })
+        .await;
+        result.with_context(|| format!("controller log:\n{}", self.controller.tail(40)))
+    }
+
+    /// The route's candidate weight as the proxy serves it.
+    async fn proxy_weight(&self) -> Result<Option<u64>> {
+        let config = get_json(self.proxy_admin, "/config").await?;
+        Ok(config["config"]["routes"]
+            .as_array()
+            .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
+            .and_then(|r| r["candidateWeight"].as_u64()))
+    }
+
+    /// Events on the Rollout, as `reason: note` lines in time order.
+    async fn events(&self) -> Result<Vec<String>> {
+        let events: Api<Event> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
+        let mut list = events.list(&ListParams::default()).await?.items;
+        list.retain(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Rollout"));
+        list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        Ok(list
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.reason.clone().unwrap_or_default(),
+                    e.note.clone().unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+}
+
+fn start_controller(
+    gateway: &str,
+    kubeconfig: &std::path::Path,
+    proxy_admin: SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<Process> {
+    Process::start(
+        &workspace_binary("weir")?,
+        &[
+            "controller".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--namespace".into(),
+            gateway.into(),
+            "--gateway".into(),
+            gateway.into(),
+            "--lease-namespace".into(),
+            gateway.into(),
+            "--lease-duration".into(),
+            "3s".into(),
+            "--proxy-admin-url".into(),
+            format!("http://{proxy_admin}"),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+        ],
+        &[("WEIR_LOG", "info,kube=warn")],
+        dir.join(format!("{name}.log")),
+    )
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("an HTTP status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    let (status, body) = get(addr, path).await?;
+    if status != 200 {
+        bail!("{path} answered {status}: {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+async fn wait_http(addr: SocketAddr, path: &str) -> Result<()> {
+    eventually(
+        &format!("{addr}{path} to answer 200"),
+        Duration::from_secs(60),
+        || async {
+            Ok(match get(addr, path).await {
+                Ok((200, _)) => Check::Done(()),
+                Ok((status, body)) => Check::Waiting(format!("{status}: {body}")),
+                Err(e) => Check::Waiting(e.to_string()),
+            })
+        },
+    )
+    .await
+}
+
+fn canary(weights: &[f64]) -> serde_json::Value {
+    json!({ "canary": { "steps": weights.iter().map(|w| json!({ "weight": w, "hold": "2s" })).collect::<Vec<_>>() } })
+}
+
+/// Load through the proxy until dropped.
+struct Load {
+    tally: Arc<ClientTally>,
+    stop: watch::Sender<bool>,
+}
+
+impl Load {
+    fn start(proxy: SocketAddr) -> Load {
+        let tally = Arc::new(ClientTally::default());
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(load::run(proxy, RATE, 0.0, 7, Arc::clone(&tally), stopped));
+        Load { tally, stop }
+    }
+
+    /// (stable, candidate) answers so far.
+    fn sides(&self) -> (u64, u64) {
+        (
+            self.tally.stable.load(Ordering::Relaxed),
+            self.tally.candidate.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
+    let healthy = Behavior {
+        version: "v2",
+        error_rate: 0.0,
+        latency_ms: 2.0,
+    };
+    let world = World::start("a_healthy_candidate_is_promoted", healthy).await?;
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    world
+        .wait_status("the Rollout to be idle", |s| {
+            s.phase == Phase::Idle && s.message.contains("matches stable")
+        })
+        .await?;
+    eventually("the proxy to serve the route", Duration::from_secs(30), || async {
+        Ok(match world.proxy_weight().await? {
+            Some(0) => Check::Done(()),
+            other => Check::Waiting(format!("weight {other:?}")),
+        })
+    })
+    .await?;
+    let load = Load::start(world.proxy_listen);
+    let pushed = Instant::now();
+    world.push_candidate("registry.invalid/m:2").await?;
+
+    // The split follows the first step: about a fifth of the answers come from the candidate
+    // (sticky users, so not exactly).
+    world
+        .wait_status("step 1 at 20%", |s| {
+            s.phase == Phase::Progressing && s.candidate_weight == 2000
+        })
+        .await?;
+    eventually("the proxy at 20%", Duration::from_secs(30), || async {
+        Ok(match world.proxy_weight().await? {
+            Some(2000) => Check::Done(()),
+            other => Check::Waiting(format!("weight {other:?}")),
+        })
+    })
+    .await?;
+    let before = load.sides();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = load.sides();
+    let (stable, candidate) = (after.0 - before.0, after.1 - before.1);
+    let share = candidate as f64 / (stable + candidate).max(1) as f64;
+    let status = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+    if status.candidate_weight == 2000 {
+        assert!(
+            (0.1..0.3).contains(&share),
+            "at 20% the candidate answered {candidate} of {}",
+            stable + candidate
+        );
+    }
+
+    let done = world
+        .wait_status("the rollout to succeed", |s| s.phase == Phase::Succeeded)
+        .await?;
+    eprintln!(
+        "promoted {:.1}s after the candidate was pushed",
+        pushed.elapsed().as_secs_f64()
+    );
+    drop(load);
+    assert_eq!(done.candidate_weight, 0);
+    let stable = world.deployments().get("m-v1").await?;
+    let image = stable
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers[0].image.clone());
+    assert_eq!(
+        image.flatten().as_deref(),
+        Some("registry.invalid/m:2"),
+        "stable runs the analysed template"
+    );
+    let labels = stable
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone());
+    assert_eq!(
+        labels.unwrap_or_default().get("app").map(String::as_str),
+        Some("m-v1"),
+        "with its own selector labels"
+    );
+    let candidate = world.deployments().get("m-v2").await?;
+    eventually("the candidate at 0 replicas", Duration::from_secs(30), || async {
+        let replicas = world.deployments().get("m-v2").await?.spec.and_then(|s| s.replicas);
+        Ok(if replicas == Some(0) {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{replicas:?}"))
+        })
+    })
+    .await?;
+    drop(candidate);
+    let events = world.events().await?;
+    for reason in ["RolloutStarted", "StepAdvanced", "RolloutPromoting", "RolloutSucceeded"] {
+        assert_eq!(
+            events.iter().filter(|e| e.starts_with(&format!("{reason}:"))).count(),
+            1,
+            "{reason} once in {events:#?}"
+        );
+    }
+    let cm: Api<ConfigMap> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let route = cm.get("weir-rollout-sentiment").await?;
+    let owner = route.metadata.owner_references.unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|o| o.kind.as_str()),
+        Some("Rollout"),
+        "owned by its Rollout"
+    );
+    let _ = (&world.kubeconfig, &world.dir);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_with_a_fifth_of_its_answers_failing_is_aborted() -> Result<()> {
+    let failing = Behavior {
+        version: "v2",
+        error_rate: 0.2,
+        latency_ms: 2.0,
+    };
+    let world = World::start("a_failing_candidate_is_aborted", failing).await?;
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    world
+        .wait_status("the Rollout to be idle", |s| {
+            s.phase == Phase::Idle && s.message.contains("matches stable")
+        })
+        .await?;
+    let _load = Load::start(world.proxy_listen);
+    world.push_candidate("registry.invalid/m:2").await?;
+    world
+        .wait_status("the first step", |s| {
+            s.phase == Phase::Progressing && s.candidate_weight > 0
+        })
+        .await?;
+    let step_started = Instant::now();
+    let aborted = world.wait_status("the abort", |s| s.phase == Phase::Aborted).await?;
+    let to_zero = step_started.elapsed();
+    eprintln!(
+        "weight 0 written {:.1}s after the bad step began",
+        to_zero.as_secs_f64()
+    );
+    assert_eq!(aborted.candidate_weight, 0);
+    eventually("the proxy at weight 0", Duration::from_secs(30), || async {
+        Ok(match world.proxy_weight().await? {
+            Some(0) => Check::Done(()),
+            other => Check::Waiting(format!("weight {other:?}")),
+        })
+    })
+    .await?;
+    eventually("the candidate at 0 replicas", Duration::from_secs(30), || async {
+        let replicas = world.deployments().get("m-v2").await?.spec.and_then(|s| s.replicas);
+        Ok(if replicas == Some(0) {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{replicas:?}"))
+        })
+    })
+    .await?;
+    let events = world.events().await?;
+    let abort = events
+        .iter()
+        .find(|e| e.starts_with("RolloutAborted:"))
+        .with_context(|| format!("no RolloutAborted Event in {events:#?}"))?;
+    assert!(abort.contains("error"), "the Event says why, with numbers: {abort}");
+    assert!(abort.chars().any(|c| c.is_ascii_digit()), "{abort}");
+    let ready = aborted.conditions.iter().find(|c| c.type_ == "Ready");
+    assert!(
+        ready.is_some_and(|c| c.status == "False" && !c.message.is_empty()),
+        "a condition says why: {:?}",
+        aborted.conditions
+    );
+    Ok(())
+}
