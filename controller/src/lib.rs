@@ -9,6 +9,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod cluster;
 pub mod counters;
 pub mod decide;

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use weir::status::Verb;
 
 /// weir: progressive delivery for HTTP and gRPC services.
 #[derive(Parser, Debug)]
@@ -22,6 +23,18 @@ enum Command {
     /// Run the controller: drive every Rollout of the gateway through its steps, against the
     /// cluster of the kubeconfig (or the one it runs in).
     Controller(weir::cluster::controller::ControllerArgs),
+    /// Show Rollouts: a table, or one in detail (-o json|yaml for the status object).
+    Status(weir::cli::StatusArgs),
+    /// Promote now, skipping the remaining steps.
+    Promote(weir::cli::VerbArgs),
+    /// Abort now: all traffic to stable, then the candidate scaled to zero.
+    Abort(weir::cli::VerbArgs),
+    /// Hold the weight where it is until resume.
+    Pause(weir::cli::VerbArgs),
+    /// Go on after a pause.
+    Resume(weir::cli::VerbArgs),
+    /// Start an aborted rollout again.
+    Retry(weir::cli::VerbArgs),
     /// Print the Rollout CustomResourceDefinition as YAML.
     Crd,
 }
@@ -40,6 +53,12 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Status(args) => run_cli(weir::cli::status(args)),
+        Command::Promote(args) => run_cli(weir::cli::act(Verb::Promote, args)),
+        Command::Abort(args) => run_cli(weir::cli::act(Verb::Abort, args)),
+        Command::Pause(args) => run_cli(weir::cli::act(Verb::Pause, args)),
+        Command::Resume(args) => run_cli(weir::cli::act(Verb::Resume, args)),
+        Command::Retry(args) => run_cli(weir::cli::act(Verb::Retry, args)),
         Command::Controller(args) => {
             init_logging("info");
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -53,6 +72,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a CLI command on a small runtime.
+fn run_cli(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging("warn");
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(command),
+        Err(error) => {
+            eprintln!("weir: cannot start the runtime: {error}");
+            ExitCode::FAILURE
         }
     }
 }

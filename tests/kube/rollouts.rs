@@ -536,3 +536,95 @@ async fn a_candidate_with_a_fifth_of_its_answers_failing_is_aborted() -> Result<
     );
     Ok(())
 }
+
+/// Runs `weir ARGS -n NS --kubeconfig K`: (exit code, stdout, stderr).
+fn weir_cli(world: &World, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = std::process::Command::new(workspace_binary("weir")?)
+        .args(args)
+        .args(["-n", &world.ns.name, "--kubeconfig"])
+        .arg(&world.kubeconfig)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_and_drives_a_rollout() -> Result<()> {
+    let healthy = Behavior {
+        version: "v2",
+        error_rate: 0.0,
+        latency_ms: 2.0,
+    };
+    let world = World::start("the_cli_shows_and_drives_a_rollout", healthy).await?;
+    // Long holds: the rollout stays in its first step while the CLI drives it.
+    world
+        .create_rollout(
+            json!({ "canary": { "steps": [ { "weight": 20, "hold": "10m" }, { "weight": 50, "hold": "10m" } ] } }),
+        )
+        .await?;
+    let _load = Load::start(world.proxy_listen);
+    world.push_candidate("registry.invalid/m:2").await?;
+    world
+        .wait_status("the first step", |s| s.phase == Phase::Progressing)
+        .await?;
+
+    let (code, table, _) = weir_cli(&world, &["status"])?;
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("NAME") && table.contains("sentiment") && table.contains("Progressing"),
+        "{table}"
+    );
+    let (code, detail, _) = weir_cli(&world, &["status", "sentiment"])?;
+    assert_eq!(code, 0);
+    assert!(
+        detail.contains(&format!("Rollout {}/sentiment", world.ns.name)) && detail.contains("Events:"),
+        "{detail}"
+    );
+    let (code, json_text, _) = weir_cli(&world, &["status", "sentiment", "-o", "json"])?;
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&json_text)?;
+    assert_eq!(status["phase"], "Progressing", "{json_text}");
+    let (code, list, _) = weir_cli(&world, &["status", "-o", "json"])?;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&list)?["items"][0]["name"],
+        "sentiment"
+    );
+
+    let (code, said, _) = weir_cli(&world, &["pause", "sentiment"])?;
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("pause requested"), "{said}");
+    world.wait_status("paused", |s| s.phase == Phase::Paused).await?;
+    let (code, _, why) = weir_cli(&world, &["pause", "sentiment"])?;
+    assert_eq!(code, 1, "pause does not apply to a paused rollout");
+    assert!(why.contains("Paused"), "{why}");
+    let (code, _, _) = weir_cli(&world, &["resume", "sentiment"])?;
+    assert_eq!(code, 0);
+    world.wait_status("resumed", |s| s.phase == Phase::Progressing).await?;
+    let (code, _, _) = weir_cli(&world, &["abort", "sentiment"])?;
+    assert_eq!(code, 0);
+    world
+        .wait_status("aborted", |s| s.phase == Phase::Aborted && s.candidate_weight == 0)
+        .await?;
+    let (code, _, _) = weir_cli(&world, &["retry", "sentiment"])?;
+    assert_eq!(code, 0);
+    world
+        .wait_status("started again", |s| s.phase == Phase::Progressing)
+        .await?;
+    let (code, _, _) = weir_cli(&world, &["promote", "sentiment"])?;
+    assert_eq!(code, 0);
+    world.wait_status("promoted", |s| s.phase == Phase::Succeeded).await?;
+
+    for verb in ["status", "promote", "abort", "pause", "resume", "retry"] {
+        let (code, _, why) = weir_cli(&world, &[verb, "no-such-rollout"])?;
+        assert_eq!(code, 1, "{verb} on a missing Rollout");
+        assert!(
+            why.contains("no-such-rollout") && why.contains("not found"),
+            "{verb}: {why}"
+        );
+    }
+    Ok(())
+}
