@@ -628,3 +628,83 @@ async fn the_cli_shows_and_drives_a_rollout() -> Result<()> {
     }
     Ok(())
 }
+
+/// The Lease's holder, if any.
+async fn lease_holder(world: &World) -> Result<Option<String>> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    Ok(leases
+        .get_opt("weir-controller")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_controllers_only_the_lease_holder_acts_and_the_other_takes_over() -> Result<()> {
+    let healthy = Behavior {
+        version: "v2",
+        error_rate: 0.0,
+        latency_ms: 2.0,
+    };
+    let mut world = World::start("two_controllers_one_leader", healthy).await?;
+    let first = world.controller.id();
+    let holder = eventually("a Lease holder", Duration::from_secs(30), || async {
+        Ok(match lease_holder(&world).await? {
+            Some(h) => Check::Done(h),
+            None => Check::Waiting("no Lease yet".into()),
+        })
+    })
+    .await?;
+    assert!(
+        holder.ends_with(&format!("-{first}")),
+        "the first controller leads: {holder}"
+    );
+    let mut second = start_controller(
+        &world.ns.name,
+        &world.kubeconfig,
+        world.proxy_admin,
+        world.dir.path(),
+        "second-controller",
+    )?;
+    world
+        .create_rollout(json!({ "canary": { "steps": [ { "weight": 20, "hold": "10m" } ] } }))
+        .await?;
+    let _load = Load::start(world.proxy_listen);
+    world.push_candidate("registry.invalid/m:2").await?;
+    world
+        .wait_status("the first step", |s| s.phase == Phase::Progressing)
+        .await?;
+    assert_eq!(lease_holder(&world).await?, Some(holder.clone()), "still the first");
+    let second_log = std::fs::read_to_string(&second.log)?;
+    assert!(
+        !second_log.contains("leading"),
+        "the second controller never led while the first renewed:\n{second_log}"
+    );
+
+    world.controller.kill();
+    let killed = Instant::now();
+    let taken = eventually(
+        "the second controller to take the Lease",
+        Duration::from_secs(60),
+        || async {
+            Ok(match lease_holder(&world).await? {
+                Some(h) if h.ends_with(&format!("-{}", second.id())) => Check::Done(h),
+                other => Check::Waiting(format!("holder {other:?}")),
+            })
+        },
+    )
+    .await?;
+    eprintln!(
+        "{taken} took over {:.1}s after the leader was killed (lease 3s)",
+        killed.elapsed().as_secs_f64()
+    );
+    // The new leader acts: it obeys a request.
+    let (code, said, why) = weir_cli(&world, &["pause", "sentiment"])?;
+    assert_eq!(code, 0, "{said}{why}");
+    world
+        .wait_status("paused by the new leader", |s| s.phase == Phase::Paused)
+        .await?;
+    assert!(second.running());
+    Ok(())
+}

@@ -81,6 +81,11 @@ impl Process {
         Ok(Process { child, log })
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it at once (SIGKILL), as a crash would, and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
@@ -32,7 +31,7 @@ use crate::rollout::validate::validate;
 use crate::source::Source;
 use crate::source::prometheus::PrometheusSource as PrometheusClient;
 use crate::source::proxies::ProxyScrape;
-use crate::status::{Phase, RolloutStatus, system_time};
+use crate::status::{Phase, RolloutStatus, set_condition, system_time};
 
 /// `weir controller`'s flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -334,35 +333,4 @@ async fn failed(
         tracing::warn!(error = %chain(&e), "cannot record a failed reconcile");
     }
     Err(Failed(why))
-}
-
-/// Sets condition `type_`, keeping its transition time when its status is unchanged.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-            }
-            c.status = status.to_owned();
-            c.reason = reason.to_owned();
-            c.message = message.to_owned();
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            observed_generation: generation,
-            last_transition_time: now,
-        }),
-    }
 }

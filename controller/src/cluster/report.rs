@@ -63,7 +63,7 @@ impl KubeReport {
 impl Report for KubeReport {
     async fn report(&self, decision: &Decision) -> Result<(), ReportError> {
         let mut status = decision.status.clone();
-        super::controller::set_condition(
+        crate::status::set_condition(
             &mut status.conditions,
             "Reconciled",
             "True",
