@@ -323,33 +323,21 @@ pub fn system_time(t: &MicroTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos)
 }
 
-/// Sets condition `type_`, keeping its transition time when its status is unchanged.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-            }
-            c.status = status.to_owned();
-            c.reason = reason.to_owned();
-            c.message = message.to_owned();
-            c.observed_generation = generation;
+/// Sets `condition` in `conditions`, replacing the one of its type but keeping that one's
+/// transition time when the status is unchanged.
+pub fn set_condition(conditions: &mut Vec<Condition>, condition: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(old) => {
+            let since = if old.status == condition.status {
+                old.last_transition_time.clone()
+            } else {
+                condition.last_transition_time.clone()
+            };
+            *old = Condition {
+                last_transition_time: since,
+                ..condition
+            };
         }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            observed_generation: generation,
-            last_transition_time: now,
-        }),
+        None => conditions.push(condition),
     }
 }

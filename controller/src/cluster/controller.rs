@@ -31,7 +31,7 @@ use crate::rollout::validate::validate;
 use crate::source::Source;
 use crate::source::prometheus::PrometheusSource as PrometheusClient;
 use crate::source::proxies::ProxyScrape;
-use crate::status::{Phase, RolloutStatus, set_condition, system_time};
+use crate::status::{Phase, RolloutStatus, system_time};
 
 /// `weir controller`'s flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -318,14 +318,7 @@ async fn failed(
     why: String,
 ) -> Result<Action, Failed> {
     let mut next = status.clone();
-    set_condition(
-        &mut next.conditions,
-        "Reconciled",
-        "False",
-        "ActFailed",
-        &why,
-        generation,
-    );
+    super::reconciled_condition(&mut next.conditions, false, &why, generation);
     if next != *status
         && let Ok(value) = serde_json::to_value(&next)
         && let Err(e) = report.write_status(value).await

@@ -68,19 +68,6 @@ pub fn api_error(error: kube::Error, verb: &'static str, resource: &'static str)
     })
 }
 
-/// `text` cut to at most `max` bytes on a character boundary, with an ellipsis if cut: an
-/// Event's note is limited to 1 kB.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
 /// An error and all its causes on one line.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -91,4 +78,26 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Sets the condition `Reconciled`: whether the last reconcile carried out its decision, and if
+/// not, why.
+pub fn reconciled_condition(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    acted: bool,
+    why: &str,
+    generation: Option<i64>,
+) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    crate::status::set_condition(
+        conditions,
+        Condition {
+            type_: "Reconciled".into(),
+            status: if acted { "True" } else { "False" }.into(),
+            reason: if acted { "Acted" } else { "ActFailed" }.into(),
+            message: why.into(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+            observed_generation: generation,
+        },
+    );
 }

@@ -10,7 +10,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use serde_json::json;
 
-use super::{FIELD_MANAGER, api_error, truncate};
+use weir_proxy::source::kube::truncate;
+
+use super::{FIELD_MANAGER, api_error};
 use crate::decide::Decision;
 use crate::ports::{Report, ReportError};
 use crate::rollout::Rollout;
@@ -63,14 +65,8 @@ impl KubeReport {
 impl Report for KubeReport {
     async fn report(&self, decision: &Decision) -> Result<(), ReportError> {
         let mut status = decision.status.clone();
-        crate::status::set_condition(
-            &mut status.conditions,
-            "Reconciled",
-            "True",
-            "Acted",
-            "",
-            status.observed_generation,
-        );
+        let generation = status.observed_generation;
+        super::reconciled_condition(&mut status.conditions, true, "", generation);
         let status = serde_json::to_value(&status).map_err(|e| ReportError(Box::new(e)))?;
         self.write_status(status).await?;
         for event in &decision.events {

@@ -11,14 +11,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use weir_proxy::config::{Layer, LayerId, Outcome, PartialConfig, ProxyConfig, merge, parse_partial};
+use weir_proxy::source::kube::text_of;
+use weir_proxy::source::layers::DATA_KEY;
 
 use super::{FIELD_MANAGER, GATEWAY_LABEL, api_error};
 use crate::decide::TrafficIntent;
 use crate::ports::{Traffic, TrafficError};
 use crate::route_layer::route_layer;
-
-/// The data key the proxies read.
-pub const DATA_KEY: &str = "config.yaml";
 
 /// The name of a Rollout's route ConfigMap.
 pub fn config_map_name(rollout: &str) -> String {
@@ -70,29 +69,14 @@ impl KubeTraffic {
             name: self.name.clone(),
         };
         for cm in listed.items {
-            let id = LayerId {
-                created: cm
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map_or(i64::MAX, |t| t.0.as_second()),
-                namespace: cm.metadata.namespace.clone().unwrap_or_default(),
-                name: cm.metadata.name.clone().unwrap_or_default(),
-            };
+            let (id, text) = text_of(&cm);
             if id.namespace == ours.namespace && id.name == ours.name {
                 ours.created = id.created;
                 continue;
             }
-            let text = cm
-                .data
-                .as_ref()
-                .and_then(|d| d.get(DATA_KEY))
-                .cloned()
-                .unwrap_or_default();
-            let current = parse_partial(&text);
             layers.push(Layer {
                 id,
-                current,
+                current: parse_partial(&text.unwrap_or_default()),
                 previous: None,
             });
         }

@@ -23,7 +23,9 @@ use crate::counters::Counters;
 use crate::judge::{self, PromqlValue};
 use crate::rollout::RolloutSpec;
 use crate::rollout::validate::{ValidSpec, describe, validate};
-use crate::status::{AnalysisRecord, Phase, RolloutStatus, UserRequest, Verb, WindowMark, micro_time, system_time};
+use crate::status::{
+    AnalysisRecord, Phase, RolloutStatus, UserRequest, Verb, WindowMark, micro_time, set_condition, system_time,
+};
 pub use traffic::{Preview, TrafficIntent, candidate_replicas};
 
 /// One Deployment as observed.
@@ -531,27 +533,17 @@ impl Ctx<'_> {
     }
 
     fn condition(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
-        let now = Time(micro_time(self.now).0);
-        let generation = self.obs.generation;
-        match self.next.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) => {
-                if c.status != status {
-                    c.last_transition_time = now;
-                }
-                c.status = status.into();
-                c.reason = reason.into();
-                c.message = message.into();
-                c.observed_generation = generation;
-            }
-            None => self.next.conditions.push(Condition {
+        set_condition(
+            &mut self.next.conditions,
+            Condition {
                 type_: type_.into(),
                 status: status.into(),
                 reason: reason.into(),
                 message: message.into(),
-                last_transition_time: now,
-                observed_generation: generation,
-            }),
-        }
+                last_transition_time: Time(micro_time(self.now).0),
+                observed_generation: self.obs.generation,
+            },
+        );
     }
 }
 

@@ -123,8 +123,9 @@ pub async fn watch(
     }
 }
 
-/// A ConfigMap's identity (its age first) and its `config.yaml`, if it has one.
-fn text_of(cm: &ConfigMap) -> (LayerId, Option<String>) {
+/// A route ConfigMap's identity (its age first) and its `config.yaml`, if it has one: how the
+/// proxies (and the controller, checking its own route against them) read one.
+pub fn text_of(cm: &ConfigMap) -> (LayerId, Option<String>) {
     let id = LayerId {
         created: cm
             .metadata
@@ -191,7 +192,7 @@ async fn report(
 
 /// `text` cut to at most `max` bytes on a character boundary, with an ellipsis if cut: an
 /// Event's note is limited to 1 kB.
-fn truncate(text: &str, max: usize) -> String {
+pub fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

@@ -287,26 +287,10 @@ mod sides_and_route {
         }
         assert!(found.iter().any(|p| p.starts_with("spec.route.sticky")), "{found:?}");
     }
-}
-
-mod not_yet_built {
-    use super::super::*;
-    use crate::rollout::{Analysis, Canary, Step, Strategy};
 
     #[test]
     fn max_surge_and_services_are_refused_by_name_not_ignored() {
-        let mut spec = crate::rollout::example(
-            Strategy {
-                canary: Some(Canary {
-                    steps: vec![Step {
-                        weight: 50.0,
-                        hold: "1s".into(),
-                    }],
-                }),
-                blue_green: None,
-            },
-            Analysis::default(),
-        );
+        let mut spec = spec();
         spec.scaling.max_surge = Some(1);
         spec.candidate.endpoints.clear();
         spec.candidate.service = Some("m-v2".into());
