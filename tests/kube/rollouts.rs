@@ -79,6 +79,15 @@ fn deployment(name: &str, image: &str, replicas: i32) -> Result<Deployment> {
     }))?)
 }
 
+/// A model server answering every request in about 2 ms; `error_rate` of them fail.
+fn model(version: &'static str, error_rate: f64) -> Behavior {
+    Behavior {
+        version,
+        error_rate,
+        latency_ms: 2.0,
+    }
+}
+
 /// One test's world: its namespace (whose name is also its gateway), the two Deployments, two
 /// model servers, a proxy and a controller.
 struct World {
@@ -109,12 +118,7 @@ impl World {
             .await?;
 
         let (stop_backends, stopped) = watch::channel(false);
-        let healthy = Behavior {
-            version: "v1",
-            error_rate: 0.0,
-            latency_ms: 2.0,
-        };
-        let stable = DemoBackend::start(healthy, 1, stopped.clone()).await?;
+        let stable = DemoBackend::start(model("v1", 0.0), 1, stopped.clone()).await?;
         let candidate = DemoBackend::start(candidate, 2, stopped).await?;
 
         let dir = tempfile::tempdir()?;
@@ -234,6 +238,49 @@ impl World {
             .as_array()
             .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
             .and_then(|r| r["candidateWeight"].as_u64()))
+    }
+
+    /// Waits until the proxy serves the route at `weight` basis points.
+    async fn wait_proxy_weight(&self, weight: u64) -> Result<()> {
+        eventually(
+            &format!("the proxy at weight {weight}"),
+            Duration::from_secs(30),
+            || async {
+                Ok(match self.proxy_weight().await? {
+                    Some(w) if w == weight => Check::Done(()),
+                    other => Check::Waiting(format!("weight {other:?}")),
+                })
+            },
+        )
+        .await
+    }
+
+    /// Waits until the candidate Deployment asks for `replicas`.
+    async fn wait_candidate_replicas(&self, replicas: i32) -> Result<()> {
+        eventually(
+            &format!("the candidate at {replicas} replicas"),
+            Duration::from_secs(30),
+            || async {
+                let now = self.deployments().get("m-v2").await?.spec.and_then(|s| s.replicas);
+                Ok(if now == Some(replicas) {
+                    Check::Done(())
+                } else {
+                    Check::Waiting(format!("{now:?}"))
+                })
+            },
+        )
+        .await
+    }
+
+    /// Pushes the candidate's new image under load and waits for the rollout's first step.
+    async fn start_rollout_under_load(&self) -> Result<Load> {
+        let load = Load::start(self.proxy_listen);
+        self.push_candidate("registry.invalid/m:2").await?;
+        self.wait_status("the first step", |s| {
+            s.phase == Phase::Progressing && s.candidate_weight > 0
+        })
+        .await?;
+        Ok(load)
     }
 
     /// Events on the Rollout, as `reason: note` lines in time order.
@@ -364,11 +411,7 @@ impl Drop for Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
-    let healthy = Behavior {
-        version: "v2",
-        error_rate: 0.0,
-        latency_ms: 2.0,
-    };
+    let healthy = model("v2", 0.0);
     let world = World::start("a_healthy_candidate_is_promoted", healthy).await?;
     world.create_rollout(canary(&[20.0, 50.0])).await?;
     world
@@ -376,13 +419,7 @@ async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
             s.phase == Phase::Idle && s.message.contains("matches stable")
         })
         .await?;
-    eventually("the proxy to serve the route", Duration::from_secs(30), || async {
-        Ok(match world.proxy_weight().await? {
-            Some(0) => Check::Done(()),
-            other => Check::Waiting(format!("weight {other:?}")),
-        })
-    })
-    .await?;
+    world.wait_proxy_weight(0).await?;
     let load = Load::start(world.proxy_listen);
     let pushed = Instant::now();
     world.push_candidate("registry.invalid/m:2").await?;
@@ -394,13 +431,7 @@ async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
             s.phase == Phase::Progressing && s.candidate_weight == 2000
         })
         .await?;
-    eventually("the proxy at 20%", Duration::from_secs(30), || async {
-        Ok(match world.proxy_weight().await? {
-            Some(2000) => Check::Done(()),
-            other => Check::Waiting(format!("weight {other:?}")),
-        })
-    })
-    .await?;
+    world.wait_proxy_weight(2000).await?;
     let before = load.sides();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = load.sides();
@@ -445,15 +476,7 @@ async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
         Some("m-v1"),
         "with its own selector labels"
     );
-    eventually("the candidate at 0 replicas", Duration::from_secs(30), || async {
-        let replicas = world.deployments().get("m-v2").await?.spec.and_then(|s| s.replicas);
-        Ok(if replicas == Some(0) {
-            Check::Done(())
-        } else {
-            Check::Waiting(format!("{replicas:?}"))
-        })
-    })
-    .await?;
+    world.wait_candidate_replicas(0).await?;
     let events = world.events().await?;
     for reason in ["RolloutStarted", "StepAdvanced", "RolloutPromoting", "RolloutSucceeded"] {
         assert_eq!(
@@ -475,11 +498,7 @@ async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_with_a_fifth_of_its_answers_failing_is_aborted() -> Result<()> {
-    let failing = Behavior {
-        version: "v2",
-        error_rate: 0.2,
-        latency_ms: 2.0,
-    };
+    let failing = model("v2", 0.2);
     let world = World::start("a_failing_candidate_is_aborted", failing).await?;
     world.create_rollout(canary(&[20.0, 50.0])).await?;
     world
@@ -487,13 +506,7 @@ async fn a_candidate_with_a_fifth_of_its_answers_failing_is_aborted() -> Result<
             s.phase == Phase::Idle && s.message.contains("matches stable")
         })
         .await?;
-    let _load = Load::start(world.proxy_listen);
-    world.push_candidate("registry.invalid/m:2").await?;
-    world
-        .wait_status("the first step", |s| {
-            s.phase == Phase::Progressing && s.candidate_weight > 0
-        })
-        .await?;
+    let _load = world.start_rollout_under_load().await?;
     let step_started = Instant::now();
     let aborted = world.wait_status("the abort", |s| s.phase == Phase::Aborted).await?;
     let to_zero = step_started.elapsed();
@@ -502,22 +515,8 @@ async fn a_candidate_with_a_fifth_of_its_answers_failing_is_aborted() -> Result<
         to_zero.as_secs_f64()
     );
     assert_eq!(aborted.candidate_weight, 0);
-    eventually("the proxy at weight 0", Duration::from_secs(30), || async {
-        Ok(match world.proxy_weight().await? {
-            Some(0) => Check::Done(()),
-            other => Check::Waiting(format!("weight {other:?}")),
-        })
-    })
-    .await?;
-    eventually("the candidate at 0 replicas", Duration::from_secs(30), || async {
-        let replicas = world.deployments().get("m-v2").await?.spec.and_then(|s| s.replicas);
-        Ok(if replicas == Some(0) {
-            Check::Done(())
-        } else {
-            Check::Waiting(format!("{replicas:?}"))
-        })
-    })
-    .await?;
+    world.wait_proxy_weight(0).await?;
+    world.wait_candidate_replicas(0).await?;
     let events = world.events().await?;
     let abort = events
         .iter()
@@ -550,11 +549,7 @@ fn weir_cli(world: &World, args: &[&str]) -> Result<(i32, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_shows_and_drives_a_rollout() -> Result<()> {
-    let healthy = Behavior {
-        version: "v2",
-        error_rate: 0.0,
-        latency_ms: 2.0,
-    };
+    let healthy = model("v2", 0.0);
     let world = World::start("the_cli_shows_and_drives_a_rollout", healthy).await?;
     // Long holds: the rollout stays in its first step while the CLI drives it.
     world
@@ -562,11 +557,7 @@ async fn the_cli_shows_and_drives_a_rollout() -> Result<()> {
             json!({ "canary": { "steps": [ { "weight": 20, "hold": "10m" }, { "weight": 50, "hold": "10m" } ] } }),
         )
         .await?;
-    let _load = Load::start(world.proxy_listen);
-    world.push_candidate("registry.invalid/m:2").await?;
-    world
-        .wait_status("the first step", |s| s.phase == Phase::Progressing)
-        .await?;
+    let _load = world.start_rollout_under_load().await?;
 
     let (code, table, _) = weir_cli(&world, &["status"])?;
     assert_eq!(code, 0);
@@ -639,11 +630,7 @@ async fn lease_holder(world: &World) -> Result<Option<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_controllers_only_the_lease_holder_acts_and_the_other_takes_over() -> Result<()> {
-    let healthy = Behavior {
-        version: "v2",
-        error_rate: 0.0,
-        latency_ms: 2.0,
-    };
+    let healthy = model("v2", 0.0);
     let mut world = World::start("two_controllers_one_leader", healthy).await?;
     let first = world.controller.id();
     let holder = eventually("a Lease holder", Duration::from_secs(30), || async {
@@ -667,11 +654,7 @@ async fn of_two_controllers_only_the_lease_holder_acts_and_the_other_takes_over(
     world
         .create_rollout(json!({ "canary": { "steps": [ { "weight": 20, "hold": "10m" } ] } }))
         .await?;
-    let _load = Load::start(world.proxy_listen);
-    world.push_candidate("registry.invalid/m:2").await?;
-    world
-        .wait_status("the first step", |s| s.phase == Phase::Progressing)
-        .await?;
+    let _load = world.start_rollout_under_load().await?;
     assert_eq!(lease_holder(&world).await?, Some(holder.clone()), "still the first");
     let second_log = std::fs::read_to_string(&second.log)?;
     assert!(

@@ -6,7 +6,6 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 
@@ -23,35 +22,53 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let built = fs::metadata(&path)
         .and_then(|m| m.modified())
         .with_context(|| format!("{} is missing: {build}", path.display()))?;
-    let package = if name == "weir-proxy" { "proxy" } else { "controller" };
-    let sources = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(package)
-        .join("src");
-    let newest = newest_file(&sources)?;
-    if newest > built {
-        bail!(
-            "{} is older than its sources in {}: {build}",
-            path.display(),
-            sources.display()
-        );
+    // Cargo's dep-info beside the binary lists every source file it was built from.
+    let dep_info = profile_dir.join(format!("{name}.d"));
+    let listed =
+        fs::read_to_string(&dep_info).with_context(|| format!("{} is missing: {build}", dep_info.display()))?;
+    for source in dep_info_sources(&listed) {
+        let changed = fs::metadata(&source).and_then(|m| m.modified());
+        // A source that is gone, or newer than the binary, means it is out of date.
+        if changed.map_or(true, |t| t > built) {
+            bail!(
+                "{} is older than its source {}: {build}",
+                path.display(),
+                source.display()
+            );
+        }
     }
     Ok(path)
 }
 
-fn newest_file(dir: &Path) -> Result<SystemTime> {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let time = if kind.is_dir() {
-            newest_file(&entry.path())?
-        } else {
-            entry.metadata()?.modified()?
-        };
-        newest = newest.max(time);
+/// The source files a cargo dep-info file (`target: a.rs b\\ c.rs ...`) lists.
+fn dep_info_sources(text: &str) -> Vec<PathBuf> {
+    let Some(first) = text.lines().next() else {
+        return Vec::new();
+    };
+    let Some((_, deps)) = first.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in deps.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ' ' if !escaped => {
+                if !current.is_empty() {
+                    sources.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => {
+                escaped = false;
+                current.push(c);
+            }
+        }
     }
-    Ok(newest)
+    if !current.is_empty() {
+        sources.push(PathBuf::from(current));
+    }
+    sources
 }
 
 /// A free loopback port (bound and released: good enough for a child to bind next).
@@ -106,5 +123,23 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dep_info_lists_each_source_with_escaped_spaces() {
+        let text = "/t/debug/weir: /src/a.rs /src/my\\ file.rs /src/b.rs\n\n/src/a.rs:\n";
+        assert_eq!(
+            dep_info_sources(text),
+            [
+                PathBuf::from("/src/a.rs"),
+                PathBuf::from("/src/my file.rs"),
+                PathBuf::from("/src/b.rs")
+            ]
+        );
     }
 }
