@@ -106,13 +106,7 @@ pub enum MetricsError {
 impl MetricsError {
     /// The plain summary `decide` records: the kind, and the whole chain of causes.
     pub fn summary(&self) -> MetricsUnavailable {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let text = chain(self);
         match self {
             MetricsError::SourceDown { trips, .. } => MetricsUnavailable::SourceDown {
                 why: text,
@@ -121,6 +115,18 @@ impl MetricsError {
             MetricsError::NoData { .. } => MetricsUnavailable::NoData(text),
         }
     }
+}
+
+/// An error and all its causes on one line.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A decision could not be recorded.

@@ -15,6 +15,7 @@ pub mod traffic;
 pub mod workloads;
 
 use crate::ports::BoxError;
+pub use crate::ports::chain;
 
 /// The field manager of everything the controller writes.
 pub const FIELD_MANAGER: &str = "weir";
@@ -66,18 +67,6 @@ pub fn api_error(error: kube::Error, verb: &'static str, resource: &'static str)
         kube::Error::Api(status) if status.code == 409 => ApiError::Conflict { resource },
         source => ApiError::Other { verb, resource, source },
     })
-}
-
-/// An error and all its causes on one line.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Sets the condition `Reconciled`: whether the last reconcile carried out its decision, and if
