@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod counters;
+pub mod crash;
 pub mod decide;
 pub mod demo;
 pub mod judge;

@@ -91,6 +91,9 @@ impl<W: Workloads, T: Traffic, M: Metrics, R: Report> Reconciler<W, T, M, R> {
         };
         let decision = decide(input.spec, input.status, &observation, input.now);
         act(&decision.actions, &self.workloads, &self.traffic).await?;
+        if decision.status.step != input.status.step {
+            crate::crash::point(&format!("before-status-step={}", decision.status.step + 1));
+        }
         self.report.report(&decision).await.map_err(ReconcileError::Report)?;
         Ok(decision)
     }
@@ -105,15 +108,21 @@ pub async fn act<W: Workloads, T: Traffic>(
 ) -> Result<(), ReconcileError> {
     for action in actions {
         match action {
-            Action::SetTraffic(intent) => traffic.set_traffic(intent).await.map_err(ReconcileError::Traffic)?,
+            Action::SetTraffic(intent) => {
+                traffic.set_traffic(intent).await.map_err(ReconcileError::Traffic)?;
+                crate::crash::point(&format!("weight={}", intent.weight));
+            }
             Action::ScaleCandidate(replicas) => workloads
                 .scale_candidate(*replicas)
                 .await
                 .map_err(ReconcileError::Workloads)?,
-            Action::PromoteTemplate { revision } => workloads
-                .promote_template(revision)
-                .await
-                .map_err(ReconcileError::Workloads)?,
+            Action::PromoteTemplate { revision } => {
+                workloads
+                    .promote_template(revision)
+                    .await
+                    .map_err(ReconcileError::Workloads)?;
+                crate::crash::point("promote");
+            }
         }
     }
     Ok(())

@@ -105,6 +105,11 @@ struct World {
 
 impl World {
     async fn start(test: &str, candidate: Behavior) -> Result<World> {
+        World::start_crashing(test, candidate, None).await
+    }
+
+    /// As [`World::start`], with a controller that stops dead at `crash_after`.
+    async fn start_crashing(test: &str, candidate: Behavior, crash_after: Option<&str>) -> Result<World> {
         let ns = TestNamespace::create(test).await?;
         let kubeconfig = weir_tests::shared()?.cluster.kubeconfig.clone();
         apply_crd(&ns.client).await?;
@@ -146,7 +151,14 @@ impl World {
         wait_http(proxy_admin, "/readyz")
             .await
             .with_context(|| proxy.tail(30))?;
-        let controller = start_controller(&ns.name, &kubeconfig, proxy_admin, dir.path(), "controller")?;
+        let controller = start_controller(
+            &ns.name,
+            &kubeconfig,
+            proxy_admin,
+            dir.path(),
+            "controller",
+            crash_after,
+        )?;
         Ok(World {
             ns,
             kubeconfig,
@@ -308,7 +320,12 @@ fn start_controller(
     proxy_admin: SocketAddr,
     dir: &std::path::Path,
     name: &str,
+    crash_after: Option<&str>,
 ) -> Result<Process> {
+    let mut envs = vec![("WEIR_LOG", "info,kube=warn")];
+    if let Some(point) = crash_after {
+        envs.push(("WEIR_CRASH_AFTER", point));
+    }
     Process::start(
         &workspace_binary("weir")?,
         &[
@@ -328,7 +345,7 @@ fn start_controller(
             "--admin".into(),
             "127.0.0.1:0".into(),
         ],
-        &[("WEIR_LOG", "info,kube=warn")],
+        &envs,
         dir.join(format!("{name}.log")),
     )
 }
@@ -479,11 +496,7 @@ async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
     world.wait_candidate_replicas(0).await?;
     let events = world.events().await?;
     for reason in ["RolloutStarted", "StepAdvanced", "RolloutPromoting", "RolloutSucceeded"] {
-        assert_eq!(
-            events.iter().filter(|e| e.starts_with(&format!("{reason}:"))).count(),
-            1,
-            "{reason} once in {events:#?}"
-        );
+        assert_eq!(count(&events, reason), 1, "{reason} once in {events:#?}");
     }
     let cm: Api<ConfigMap> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
     let route = cm.get("weir-rollout-sentiment").await?;
@@ -650,6 +663,7 @@ async fn of_two_controllers_only_the_lease_holder_acts_and_the_other_takes_over(
         world.proxy_admin,
         world.dir.path(),
         "second-controller",
+        None,
     )?;
     world
         .create_rollout(json!({ "canary": { "steps": [ { "weight": 20, "hold": "10m" } ] } }))
@@ -686,5 +700,78 @@ async fn of_two_controllers_only_the_lease_holder_acts_and_the_other_takes_over(
         .wait_status("paused by the new leader", |s| s.phase == Phase::Paused)
         .await?;
     assert!(second.running());
+    Ok(())
+}
+
+/// Counts of each Event reason on the Rollout.
+fn count(events: &[String], reason: &str) -> usize {
+    events.iter().filter(|e| e.starts_with(&format!("{reason}:"))).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_between_two_acts_is_finished_by_a_fresh_one_with_no_step_repeated() -> Result<()> {
+    // After the first step's weight is written, before the status write that advances to the
+    // second step, and after the template is copied into stable during promotion.
+    for point in ["weight=2000", "before-status-step=2", "promote"] {
+        let test = format!("crash_{}", point.replace(['=', '-'], "_"));
+        let mut world = World::start_crashing(&test, model("v2", 0.0), Some(point)).await?;
+        world.create_rollout(canary(&[20.0, 50.0])).await?;
+        let load = Load::start(world.proxy_listen);
+        world.push_candidate("registry.invalid/m:2").await?;
+        let log = world.controller.log.clone();
+        eventually(&format!("the controller to reach {point}"), ROLLOUT_TIMEOUT, || async {
+            let text = std::fs::read_to_string(&log)?;
+            if text.contains("WEIR_CRASH_AFTER is ignored") {
+                bail!("the weir binary was built without the fault-injection feature: run cargo test --workspace");
+            }
+            Ok(if text.contains("stopped at crash point") {
+                Check::Done(())
+            } else {
+                Check::Waiting(text.lines().last().unwrap_or_default().to_owned())
+            })
+        })
+        .await?;
+        world.controller.kill();
+        let at_crash = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+        world.controller = start_controller(
+            &world.ns.name,
+            &world.kubeconfig,
+            world.proxy_admin,
+            world.dir.path(),
+            "fresh-controller",
+            None,
+        )?;
+        let done = world
+            .wait_status(&format!("the rollout to succeed after a crash at {point}"), |s| {
+                s.phase == Phase::Succeeded
+            })
+            .await?;
+        drop(load);
+        eprintln!(
+            "{point}: killed at {:?} step {} weight {}; the fresh controller finished it",
+            at_crash.phase, at_crash.step, at_crash.candidate_weight
+        );
+        assert_eq!(done.candidate_weight, 0, "{point}");
+        let stable = world.deployments().get("m-v1").await?;
+        let image = stable
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers[0].image.clone());
+        assert_eq!(
+            image.as_deref(),
+            Some("registry.invalid/m:2"),
+            "{point}: stable runs the analysed template"
+        );
+        world.wait_candidate_replicas(0).await?;
+        let events = world.events().await?;
+        for (reason, times) in [
+            ("RolloutStarted", 1),
+            ("StepAdvanced", 1),
+            ("RolloutPromoting", 1),
+            ("RolloutSucceeded", 1),
+        ] {
+            assert_eq!(count(&events, reason), times, "{point}: {reason} in {events:#?}");
+        }
+    }
     Ok(())
 }

@@ -100,6 +100,7 @@ struct Failed(String);
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    crate::crash::warn_if_ignored();
     let client = client(args.kubeconfig.as_ref(), args.context.as_deref()).await?;
     let lease_namespace = args
         .lease_namespace
