@@ -183,6 +183,15 @@ impl World {
 
     /// A canary Rollout of m-v1 to m-v2 over the two model servers.
     async fn create_rollout(&self, strategy: serde_json::Value) -> Result<()> {
+        let checks = json!([
+            { "metric": "error-ratio", "max": 0.1 },
+            { "metric": "latency-p99", "maxMs": 2000 }
+        ]);
+        self.create_rollout_checking(strategy, checks).await
+    }
+
+    /// As [`World::create_rollout`], with these analysis checks.
+    async fn create_rollout_checking(&self, strategy: serde_json::Value, checks: serde_json::Value) -> Result<()> {
         let rollout: Rollout = serde_json::from_value(json!({
             "apiVersion": "weir.dev/v1alpha1",
             "kind": "Rollout",
@@ -200,10 +209,7 @@ impl World {
                     "failureLimit": 2,
                     "detect": { "errorRatio": 5.0, "errorRateFloor": 0.02 },
                     "progressDeadline": "2m",
-                    "checks": [
-                        { "metric": "error-ratio", "max": 0.1 },
-                        { "metric": "latency-p99", "maxMs": 2000 }
-                    ]
+                    "checks": checks
                 }
             }
         }))?;
@@ -351,10 +357,16 @@ fn start_controller(
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let (status, _, body) = get_with(addr, path, "").await?;
+    Ok((status, body))
+}
+
+/// GET `path` with extra header lines (`"name: value\r\n"...`): status, head and body.
+async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Result<(u16, String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}connection: close\r\n\r\n").as_bytes())
         .await?;
     let mut text = String::new();
     stream.read_to_string(&mut text).await?;
@@ -363,11 +375,8 @@ async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("an HTTP status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
@@ -405,9 +414,14 @@ struct Load {
 
 impl Load {
     fn start(proxy: SocketAddr) -> Load {
+        Load::with_preview(proxy, 0.0)
+    }
+
+    /// Load of which `preview` (a share) carries the blue-green preview header.
+    fn with_preview(proxy: SocketAddr, preview: f64) -> Load {
         let tally = Arc::new(ClientTally::default());
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(load::run(proxy, RATE, 0.0, 7, Arc::clone(&tally), stopped));
+        tokio::spawn(load::run(proxy, RATE, preview, 7, Arc::clone(&tally), stopped));
         Load { tally, stop }
     }
 
@@ -773,5 +787,119 @@ async fn a_controller_killed_between_two_acts_is_finished_by_a_fresh_one_with_no
             assert_eq!(count(&events, reason), times, "{point}: {reason} in {events:#?}");
         }
     }
+    Ok(())
+}
+
+/// The side that answered a request through the proxy with these header lines.
+async fn side_for(world: &World, headers: &str) -> Result<String> {
+    let (status, head, _) = get_with(world.proxy_listen, "/v1/generate", headers).await?;
+    if status != 200 {
+        bail!("the proxy answered {status}: {head}");
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("x-weir-side: ").map(str::to_owned))
+        .with_context(|| format!("no x-weir-side in {head}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_previews_by_header_switches_after_its_hold_and_is_judged_after_the_switch() -> Result<()> {
+    let world = World::start("blue_green_previews_then_switches", model("v2", 0.0)).await?;
+    world
+        .create_rollout(
+            json!({ "blueGreen": { "previewHeader": "x-weir-preview", "holdBeforeSwitch": "3s", "keepOldFor": "4s" } }),
+        )
+        .await?;
+    world
+        .wait_status("the Rollout to be idle", |s| {
+            s.phase == Phase::Idle && s.message.contains("matches stable")
+        })
+        .await?;
+    let _load = Load::with_preview(world.proxy_listen, 0.1);
+    world.push_candidate("registry.invalid/m:2").await?;
+    world
+        .wait_status("the preview", |s| {
+            s.phase == Phase::Progressing && s.step == 0 && s.preview
+        })
+        .await?;
+    eventually(
+        "the proxy to route previews to the candidate",
+        Duration::from_secs(30),
+        || async {
+            let preview = side_for(&world, "x-weir-preview: candidate\r\n").await?;
+            Ok(if preview == "candidate" {
+                Check::Done(())
+            } else {
+                Check::Waiting(preview)
+            })
+        },
+    )
+    .await?;
+    // Weight 0 during the preview: everyone else, with the header or a user id of their own,
+    // stays on stable.
+    for user in 0..20 {
+        assert_eq!(side_for(&world, &format!("x-user-id: u{user}\r\n")).await?, "stable");
+    }
+    let switched = world
+        .wait_status("the switch, judged against stable's numbers from before", |s| {
+            s.step == 1
+                && s.candidate_weight == 10_000
+                && s.last_analysis
+                    .as_ref()
+                    .is_some_and(|a| a.judged && a.values.against_reference)
+        })
+        .await?;
+    assert_eq!(switched.phase, Phase::Progressing);
+    world.wait_proxy_weight(10_000).await?;
+    world
+        .wait_status("the rollout to succeed", |s| s.phase == Phase::Succeeded)
+        .await?;
+    world.wait_proxy_weight(0).await?;
+    world.wait_candidate_replicas(0).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_stable_is_scaled_mid_rollout_as_an_hpa_would_the_candidate_follows() -> Result<()> {
+    let world = World::start("stable_scaled_candidate_follows", model("v2", 0.0)).await?;
+    world
+        .create_rollout(json!({ "canary": { "steps": [ { "weight": 20, "hold": "10m" } ] } }))
+        .await?;
+    let _load = world.start_rollout_under_load().await?;
+    // Stable 2 at 20%: ceil(2 x 0.2 / 0.8) = 1 candidate replica.
+    world.wait_candidate_replicas(1).await?;
+    // The test cluster runs no HPA controller: scale stable as one would.
+    let scale = json!({ "spec": { "replicas": 8 } });
+    world
+        .deployments()
+        .patch("m-v1", &PatchParams::default(), &Patch::Merge(&scale))
+        .await?;
+    // Stable 8 at 20%: ceil(8 x 0.2 / 0.8) = 2.
+    world.wait_candidate_replicas(2).await?;
+    let status = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+    assert_eq!(status.phase, Phase::Progressing, "{}", status.message);
+    assert_eq!(
+        world.deployments().get("m-v1").await?.spec.and_then(|s| s.replicas),
+        Some(8),
+        "the controller never writes stable's replicas outside a maxSurge rollout"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_source_judges_a_rollout_from_a_real_prometheus_scraping_the_proxy() -> Result<()> {
+    let world = World::start("prometheus_source_judges", model("v2", 0.0)).await?;
+    let prometheus = weir::demo::prometheus::LocalPrometheus::start(&[world.proxy_admin]).await?;
+    let rollouts = world.rollouts();
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    let source = json!({ "spec": { "analysis": { "source": { "prometheus": { "url": prometheus.url } } } } });
+    rollouts
+        .patch("sentiment", &PatchParams::default(), &Patch::Merge(&source))
+        .await?;
+    let _load = world.start_rollout_under_load().await?;
+    let done = world
+        .wait_status("the rollout to succeed", |s| s.phase == Phase::Succeeded)
+        .await?;
+    let analysed = done.last_analysis.context("an analysis")?;
+    assert!(analysed.values.candidate.requests > 0, "{analysed:?}");
     Ok(())
 }
