@@ -609,10 +609,15 @@ async fn the_cli_shows_and_drives_a_rollout() -> Result<()> {
         "sentiment"
     );
 
+    let asked = Instant::now();
     let (code, said, _) = weir_cli(&world, &["pause", "sentiment"])?;
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("pause requested"), "{said}");
     world.wait_status("paused", |s| s.phase == Phase::Paused).await?;
+    eprintln!(
+        "reconcile latency: `weir pause` to status Paused in {} ms",
+        asked.elapsed().as_millis()
+    );
     let (code, _, why) = weir_cli(&world, &["pause", "sentiment"])?;
     assert_eq!(code, 1, "pause does not apply to a paused rollout");
     assert!(why.contains("Paused"), "{why}");
@@ -901,5 +906,75 @@ async fn the_prometheus_source_judges_a_rollout_from_a_real_prometheus_scraping_
         .await?;
     let analysed = done.last_analysis.context("an analysis")?;
     assert!(analysed.values.candidate.requests > 0, "{analysed:?}");
+    Ok(())
+}
+
+/// The resident memory of a process, in KiB, from /proc.
+fn resident_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_rollouts_are_each_reconciled_and_each_gets_its_route() -> Result<()> {
+    const ROLLOUTS: usize = 100;
+    let world = World::start("a_hundred_rollouts", model("v2", 0.0)).await?;
+    eventually("the controller to lead", Duration::from_secs(30), || async {
+        Ok(match lease_holder(&world).await? {
+            Some(_) => Check::Done(()),
+            None => Check::Waiting("no Lease yet".into()),
+        })
+    })
+    .await?;
+    let idle_kib = resident_kib(world.controller.id())?;
+    let rollouts = world.rollouts();
+    for i in 0..ROLLOUTS {
+        let rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": { "name": format!("model-{i}") },
+            "spec": {
+                "gateway": world.ns.name,
+                "route": { "match": { "host": format!("model-{i}.test") } },
+                "stable": { "deployment": "m-v1", "endpoints": [world.stable.addr.to_string()] },
+                "candidate": { "deployment": "m-v2", "endpoints": [world.candidate.addr.to_string()] },
+                "strategy": canary(&[50.0]),
+            }
+        }))?;
+        rollouts.create(&PostParams::default(), &rollout).await?;
+    }
+    eventually("every Rollout reconciled", ROLLOUT_TIMEOUT, || async {
+        let list = rollouts.list(&ListParams::default()).await?.items;
+        let idle = list
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.message.contains("matches stable")))
+            .count();
+        Ok(if idle == ROLLOUTS {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{idle} of {ROLLOUTS} idle"))
+        })
+    })
+    .await?;
+    eventually("the proxy serving every route", Duration::from_secs(60), || async {
+        let config = get_json(world.proxy_admin, "/config").await?;
+        let routes = config["config"]["routes"].as_array().map_or(0, Vec::len);
+        Ok(if routes == ROLLOUTS {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{routes} routes"))
+        })
+    })
+    .await?;
+    let busy_kib = resident_kib(world.controller.id())?;
+    eprintln!(
+        "controller resident memory: {:.1} MiB with no Rollouts, {:.1} MiB with {ROLLOUTS} (debug build)",
+        idle_kib as f64 / 1024.0,
+        busy_kib as f64 / 1024.0
+    );
     Ok(())
 }
