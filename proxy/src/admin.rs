@@ -88,6 +88,9 @@ impl AdminService {
             #[serde(skip_serializing_if = "Vec::is_empty")]
             kubernetes: Vec<LayerStatus>,
             fail_fast: BTreeMap<&'a str, FailFastView<'a>>,
+            /// Each followed Service port (`namespace/name:port`) with its ready endpoints.
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            discovered: BTreeMap<String, Vec<String>>,
         }
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -108,6 +111,7 @@ impl AdminService {
                         .collect()
                 })
                 .unwrap_or_default(),
+            discovered: self.state.discovery().snapshot(),
         };
         match serde_json::to_vec_pretty(&view) {
             Ok(body) => respond(StatusCode::OK, "application/json", Bytes::from(body)),

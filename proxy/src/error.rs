@@ -62,6 +62,16 @@ pub enum ProxyError {
         #[source]
         source: crate::upstream::failure::BoxError,
     },
+    /// The side's backend has no ready endpoint (a Service with none ready).
+    #[error("backend {backend} has no ready endpoint (route {route}, {side})")]
+    NoEndpoint {
+        /// Route name.
+        route: String,
+        /// Side the request was for.
+        side: Side,
+        /// The backend.
+        backend: String,
+    },
     /// The upstream connection could not be made.
     #[error("connecting to {endpoint} (route {route}, {side})")]
     UpstreamConnect {
@@ -119,7 +129,7 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NotReady | ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MissingHost | ProxyError::BadRequest(_) | ProxyError::BadRequestBody { .. } => {
                 StatusCode::BAD_REQUEST
@@ -141,6 +151,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::BadRequestBody { .. } => "bad-request-body",
+            ProxyError::NoEndpoint { .. } => "no-endpoint",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
             ProxyError::UpstreamTls { .. } => "upstream-tls",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
@@ -157,7 +168,8 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::BadRequestBody { .. } => Fault::Client,
-            ProxyError::UpstreamConnect { .. }
+            ProxyError::NoEndpoint { .. }
+            | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamReset { .. }
             | ProxyError::UpstreamTls { .. } => Fault::Upstream,
@@ -174,6 +186,7 @@ impl ProxyError {
             | ProxyError::BadRequestBody { .. } => grpc::code::INVALID_ARGUMENT,
             ProxyError::UpstreamTimeout { .. } => grpc::code::DEADLINE_EXCEEDED,
             ProxyError::NotReady
+            | ProxyError::NoEndpoint { .. }
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamReset { .. }
             | ProxyError::UpstreamTls { .. } => grpc::code::UNAVAILABLE,

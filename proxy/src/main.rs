@@ -163,6 +163,12 @@ async fn run(
     let sink: Arc<dyn source::Sink> = match (kube, client) {
         (Some(selection), Some(client)) => {
             let layers = Arc::new(source::layers::Layers::new(state.clone(), base));
+            tokio::spawn(source::endpoints::watch(
+                client.clone(),
+                selection.namespace.clone(),
+                state.discovery().clone(),
+                proxy.shutdown_signal(),
+            ));
             tokio::spawn(source::kube::watch(
                 client,
                 selection,

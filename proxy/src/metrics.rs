@@ -202,14 +202,17 @@ pub enum SkipReason {
     mirror_slow,
     /// The client's body failed, so the copy is incomplete.
     client_error,
+    /// The candidate has no ready endpoint to send the copy to.
+    no_endpoint,
 }
 
 impl SkipReason {
     /// Every reason, in label order.
-    pub const ALL: [SkipReason; 3] = [
+    pub const ALL: [SkipReason; 4] = [
         SkipReason::body_too_large,
         SkipReason::mirror_slow,
         SkipReason::client_error,
+        SkipReason::no_endpoint,
     ];
 }
 
@@ -487,7 +490,7 @@ pub struct RouteMetrics {
     stable: SideMetrics,
     candidate: SideMetrics,
     mirror: SideMetrics,
-    mirror_skipped: [Counter; 3],
+    mirror_skipped: [Counter; SkipReason::ALL.len()],
     weight: Gauge,
     fail_fast_trips: Counter,
 }

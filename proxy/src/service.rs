@@ -135,7 +135,15 @@ impl ProxyService {
             .ok_or(ProxyError::NoRoute)?;
         let (decided, _, diverted) = route.decide(req.headers());
         let (backend, side) = route.backend(decided);
-        let endpoint = backend.pick();
+        let Some(endpoint) = backend.pick() else {
+            // A Service with no ready endpoint: the side failed to serve, as if none answered.
+            Pending::new(Arc::clone(route), side, start).failed(UpstreamErrorKind::connect);
+            return Err(ProxyError::NoEndpoint {
+                route: route.name.clone(),
+                side,
+                backend: backend.name.clone(),
+            });
+        };
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
         // Only the proxy marks a mirrored copy: a client's own mark would let it pass as
@@ -262,6 +270,10 @@ impl ProxyService {
         let Some((mirror, backend)) = target else {
             return Request::from_parts(parts, UpstreamBody::Client(body));
         };
+        let Some(endpoint) = backend.pick() else {
+            route.metrics.mirror_skipped(crate::metrics::SkipReason::no_endpoint);
+            return Request::from_parts(parts, UpstreamBody::Client(body));
+        };
         let (tee, copy, skipped) = mirror::tee(body, mirror.max_body_bytes(), Arc::clone(&route.metrics));
         let mut copy_req = Request::new(UpstreamBody::Copy(copy));
         *copy_req.method_mut() = parts.method.clone();
@@ -271,7 +283,6 @@ impl ProxyService {
             .headers_mut()
             .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
         let backend = Arc::clone(backend);
-        let endpoint = backend.pick();
         if backend.address(&endpoint, &mut copy_req).is_ok() {
             let upstreams = self.shared.upstreams.clone();
             let response = async move { backend.send(&upstreams, &endpoint, copy_req).await };

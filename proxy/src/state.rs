@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::config::{self, ConfigError, ConfigErrors, ProxyConfig};
 use crate::metrics::{ProxyMetrics, ReloadResult};
 use crate::table::Table;
+use crate::upstream::discovery::Discovery;
 use crate::upstream_tls::TlsSettings;
 
 /// The outcome of the most recent config load.
@@ -85,9 +86,16 @@ pub struct ConfigState {
     waiting_for: Mutex<Option<String>>,
     /// Startup values given by flag.
     overrides: Overrides,
+    /// The endpoints of the Services that backends follow.
+    discovery: Arc<Discovery>,
 }
 
 impl ConfigState {
+    /// The endpoints of the Services that backends follow, for the watcher that keeps them.
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
+    }
+
     /// A state with no table yet: the proxy answers 503 `not-ready` until a config is applied.
     pub fn new(metrics: ProxyMetrics) -> Self {
         ConfigState::with_overrides(metrics, Overrides::default())
@@ -97,6 +105,7 @@ impl ConfigState {
     pub fn with_overrides(metrics: ProxyMetrics, overrides: Overrides) -> Self {
         ConfigState {
             overrides,
+            discovery: Arc::default(),
             table: ArcSwapOption::empty(),
             metrics,
             last: Mutex::new(None),
@@ -231,7 +240,14 @@ impl ConfigState {
             tracing::warn!(source, "{warning}");
         }
         let version = previous.as_ref().map_or(1, |t| t.version + 1);
-        let table = Table::compile(Arc::new(cfg), version, &self.metrics, previous.as_deref(), &tls);
+        let table = Table::compile(
+            Arc::new(cfg),
+            version,
+            &self.metrics,
+            previous.as_deref(),
+            &tls,
+            &self.discovery,
+        );
         let routes = table.config.routes.len();
         self.table.store(Some(Arc::new(table)));
         self.metrics.record_reload(source, ReloadResult::ok);

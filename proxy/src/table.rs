@@ -15,7 +15,8 @@ use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::mirror::Mirror;
 use crate::route::RouteIndex;
 use crate::split::{Reason, Side, SplitPolicy};
-use crate::upstream::Backend;
+use crate::upstream::discovery::Discovery;
+use crate::upstream::{self, Backend};
 use crate::upstream_tls::TlsSettings;
 
 /// A compiled config, ready to serve.
@@ -111,6 +112,7 @@ impl Table {
         metrics: &ProxyMetrics,
         previous: Option<&Table>,
         tls: &BTreeMap<String, TlsSettings>,
+        discovery: &Discovery,
     ) -> Table {
         let backends: BTreeMap<&str, Arc<Backend>> = config
             .backends
@@ -121,12 +123,11 @@ impl Table {
                     .filter(|p| p.config.backends.get(name) == Some(b))
                     .and_then(|p| p.backends.get(name).cloned());
                 let backend = same.unwrap_or_else(|| {
-                    Arc::new(Backend::new(
-                        name.clone(),
-                        b.endpoints.clone(),
-                        b.protocol,
-                        tls.get(name),
-                    ))
+                    let endpoints = match &b.service {
+                        Some(service) => discovery.cell(service),
+                        None => upstream::fixed(b.endpoints.clone()),
+                    };
+                    Arc::new(Backend::new(name.clone(), endpoints, b.protocol, tls.get(name)))
                 });
                 (name.as_str(), backend)
             })

@@ -103,12 +103,33 @@ pub struct FailFastConfig {
 /// A set of interchangeable endpoints of one version of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// `host:port` of each endpoint; requests are balanced over them.
+    /// `host:port` of each endpoint; requests are balanced over them. Empty when `service` is
+    /// set.
     pub endpoints: Vec<Authority>,
+    /// A Kubernetes Service whose ready endpoints the backend follows instead (route
+    /// ConfigMaps only).
+    pub service: Option<ServiceRef>,
     /// How the proxy talks to the endpoints.
     pub protocol: Protocol,
     /// TLS to the endpoints (`h2` always has it; `h1` may).
     pub tls: Option<UpstreamTls>,
+}
+
+/// A Service port, whose EndpointSlices give a backend its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceRef {
+    /// The Service's namespace: its route ConfigMap's (empty until the ConfigMap is merged).
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// The Service port (mapped to the EndpointSlice port of the same name).
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
+    }
 }
 
 /// The protocol spoken to a backend.
@@ -198,7 +219,25 @@ impl ConfigErrors {
 
 /// Parses and validates a config written in YAML or JSON (JSON is detected by a leading `{`).
 pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
-    validate_document(read_document(text)?)
+    let config = validate_document(read_document(text)?)?;
+    // A Service is named relative to its route ConfigMap's namespace; a whole config has none.
+    let errors: Vec<ConfigError> = config
+        .backends
+        .iter()
+        .filter(|(_, b)| b.service.is_some())
+        .map(|(name, _)| ConfigError {
+            path: format!("backends.{name}.service"),
+            message:
+                "is only for route ConfigMaps (--kube-routes), where the Service is in the ConfigMap's namespace; \
+                      name endpoints here"
+                    .into(),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// The text as a JSON value: YAML, or JSON when it starts with `{`. Empty text is an error.
@@ -374,6 +413,8 @@ fn raw_backends(backends: &BTreeMap<String, BackendConfig>) -> BTreeMap<String, 
         .map(|(name, b)| {
             let backend = raw::RawBackend {
                 endpoints: b.endpoints.iter().map(ToString::to_string).collect(),
+                service: b.service.as_ref().map(|s| s.name.clone()),
+                port: b.service.as_ref().map(|s| i64::from(s.port)),
                 protocol: b.protocol.as_str().to_owned(),
                 tls: b.tls.as_ref().map(|t| raw::RawUpstreamTls {
                     ca: t.ca.display().to_string(),

@@ -159,7 +159,7 @@ pub fn merge(base: &ProxyConfig, layers: &[Layer]) -> Merged {
             Ok(current) => match owners.clashes(current) {
                 None => {
                     owners.claim(&owner, current);
-                    add(&mut config, current);
+                    add(&mut config, current, &layer.id.namespace);
                     outcomes.push((layer.id.clone(), Outcome::Accepted));
                     continue;
                 }
@@ -170,7 +170,7 @@ pub fn merge(base: &ProxyConfig, layers: &[Layer]) -> Merged {
         let outcome = match &layer.previous {
             Some(previous) if owners.clashes(previous).is_none() => {
                 owners.claim(&owner, previous);
-                add(&mut config, previous);
+                add(&mut config, previous, &layer.id.namespace);
                 Outcome::KeptPrevious(rejected)
             }
             _ => Outcome::Rejected(rejected),
@@ -180,11 +180,16 @@ pub fn merge(base: &ProxyConfig, layers: &[Layer]) -> Merged {
     Merged { config, outcomes }
 }
 
-fn add(config: &mut ProxyConfig, partial: &PartialConfig) {
+/// Adds a layer's routes and backends; its Services are in its ConfigMap's `namespace`.
+fn add(config: &mut ProxyConfig, partial: &PartialConfig, namespace: &str) {
     config.routes.extend(partial.routes.iter().cloned());
-    config
-        .backends
-        .extend(partial.backends.iter().map(|(name, b)| (name.clone(), b.clone())));
+    config.backends.extend(partial.backends.iter().map(|(name, b)| {
+        let mut backend = b.clone();
+        if let Some(service) = backend.service.as_mut() {
+            service.namespace = namespace.to_owned();
+        }
+        (name.clone(), backend)
+    }));
 }
 
 /// Who defined a name first.

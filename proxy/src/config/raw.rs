@@ -118,7 +118,14 @@ pub(super) struct RawKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct RawBackend {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
+    /// A Kubernetes Service in the route ConfigMap's namespace, instead of `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The Service port, with `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
     #[serde(default = "default_protocol")]
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,7 @@ use http::uri::Authority;
 use super::raw::{RawConfig, RawKey, RawRoute};
 use super::{
     BackendConfig, ConfigError, ConfigErrors, FailFastConfig, ListenTls, MirrorConfig, Protocol, ProxyConfig,
-    RouteConfig, UpstreamTls,
+    RouteConfig, ServiceRef, UpstreamTls,
 };
 use crate::route::HostMatch;
 use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
@@ -62,9 +62,44 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
         if let Err(message) = plain_name(name) {
             errors.add(&path, message);
         }
-        if backend.endpoints.is_empty() {
-            errors.add(format!("{path}.endpoints"), "needs at least one endpoint");
-        }
+        let service = match (&backend.service, backend.port, backend.endpoints.is_empty()) {
+            (None, None, true) => {
+                errors.add(
+                    format!("{path}.endpoints"),
+                    "needs at least one endpoint, or service and port",
+                );
+                None
+            }
+            (None, None, false) => None,
+            (None, Some(_), _) => {
+                errors.add(format!("{path}.port"), "is set without service");
+                None
+            }
+            (Some(_), _, false) => {
+                errors.add(path.clone(), "sets both service and endpoints; name one");
+                None
+            }
+            (Some(_), None, true) => {
+                errors.add(format!("{path}.port"), "is needed with service");
+                None
+            }
+            (Some(service), Some(port), true) => {
+                if let Err(message) = dns_label(service) {
+                    errors.add(format!("{path}.service"), message);
+                }
+                match u16::try_from(port) {
+                    Ok(port) if port > 0 => Some(ServiceRef {
+                        namespace: String::new(),
+                        name: service.clone(),
+                        port,
+                    }),
+                    _ => {
+                        errors.add(format!("{path}.port"), format!("{port} is not a port (1 to 65535)"));
+                        None
+                    }
+                }
+            }
+        };
         let endpoints: Vec<_> = backend
             .endpoints
             .iter()
@@ -108,6 +143,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
             name.clone(),
             BackendConfig {
                 endpoints,
+                service,
                 protocol: protocol.unwrap_or_default(),
                 tls,
             },
@@ -346,6 +382,23 @@ fn plain_name(name: &str) -> Result<(), String> {
         Err(format!("{name:?} is longer than {MAX_NAME_LEN} characters"))
     } else if !name.bytes().all(plain) {
         Err(format!("{name:?} may only hold letters, digits, '-', '_' and '.'"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A Kubernetes Service name: a DNS label (RFC 1123), at most 63 characters.
+fn dns_label(name: &str) -> Result<(), String> {
+    let inner = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+    let ends = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(1..=63).contains(&name.len())
+        || !name.bytes().all(inner)
+        || !ends(name.as_bytes().first())
+        || !ends(name.as_bytes().last())
+    {
+        Err(format!(
+            "{name:?} is not a Service name (1 to 63 lowercase letters, digits and '-', alphanumeric at both ends)"
+        ))
     } else {
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! in-process handle (`Proxy::apply`) needs no source. Each source only reads; what a text
 //! means is decided by `config`, and what serves by `state`.
 
+pub mod endpoints;
 pub mod file;
 pub mod kube;
 pub mod layers;

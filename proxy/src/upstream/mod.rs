@@ -6,14 +6,19 @@
 //! endpoint's address.
 
 pub mod body;
+pub mod discovery;
 pub mod failure;
 pub mod h2;
 
 pub use body::UpstreamBody;
 pub use failure::{BoxError, UpstreamFailure};
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use http::Version;
 use http::uri::Authority;
@@ -86,6 +91,17 @@ impl Default for Upstreams {
     }
 }
 
+/// The endpoints a backend balances over now. The route table is immutable and swapped whole;
+/// this is the one leaf that changes in place, so that discovered endpoints coming and going
+/// neither rebuild the table nor reset its split sequences and fail-fast windows. Fixed for a
+/// backend of static endpoints; kept current by [`discovery`] for a Service's.
+pub type EndpointCell = Arc<ArcSwap<Vec<Authority>>>;
+
+/// A cell holding `endpoints` for good.
+pub fn fixed(endpoints: Vec<Authority>) -> EndpointCell {
+    Arc::new(ArcSwap::from_pointee(endpoints))
+}
+
 /// How a backend's requests travel.
 #[derive(Debug)]
 enum Transport {
@@ -93,8 +109,11 @@ enum Transport {
     Http1,
     /// HTTP/1.1 over TLS, through the backend's own pool.
     Http1Tls(Box<TlsClient>),
-    /// HTTP/2, one connection per endpoint (h2c, or h2 over TLS), in endpoint order.
-    Http2(Vec<h2::Endpoint>),
+    /// HTTP/2, one connection per endpoint (h2c, or h2 over TLS), made on first use.
+    Http2 {
+        dial: h2::Dial,
+        connections: Mutex<HashMap<Authority, Arc<h2::Endpoint>>>,
+    },
 }
 
 /// One backend: interchangeable endpoints, balanced round-robin per request.
@@ -106,34 +125,27 @@ pub struct Backend {
     pub protocol: Protocol,
     scheme: Scheme,
     transport: Transport,
-    endpoints: Vec<Authority>,
+    endpoints: EndpointCell,
     next: AtomicUsize,
 }
 
 /// One endpoint of a backend, chosen for a request.
 #[derive(Clone, Debug)]
 pub struct Pick {
-    index: usize,
     /// The endpoint's address.
     pub authority: Authority,
 }
 
 impl Backend {
-    /// A backend over `endpoints`, which validation guarantees is not empty. `tls` holds the
-    /// loaded settings of a backend that speaks TLS.
-    pub fn new(name: String, endpoints: Vec<Authority>, protocol: Protocol, tls: Option<&TlsSettings>) -> Self {
-        assert!(!endpoints.is_empty(), "validation rejects backends without endpoints");
+    /// A backend over the endpoints in `endpoints`. `tls` holds the loaded settings of a
+    /// backend that speaks TLS.
+    pub fn new(name: String, endpoints: EndpointCell, protocol: Protocol, tls: Option<&TlsSettings>) -> Self {
         let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
         let transport = match (protocol, tls) {
-            (Protocol::H2 | Protocol::H2c, tls) => {
-                let dial = h2::Dial::new(http_connector(), tls);
-                Transport::Http2(
-                    endpoints
-                        .iter()
-                        .map(|e| h2::Endpoint::new(e.clone(), dial.clone()))
-                        .collect(),
-                )
-            }
+            (Protocol::H2 | Protocol::H2c, tls) => Transport::Http2 {
+                dial: h2::Dial::new(http_connector(), tls),
+                connections: Mutex::new(HashMap::new()),
+            },
             (Protocol::H1, Some(tls)) => Transport::Http1Tls(Box::new(tls_client(tls))),
             (Protocol::H1, None) => Transport::Http1,
         };
@@ -147,17 +159,42 @@ impl Backend {
         }
     }
 
-    /// The endpoint for the next request.
-    pub fn pick(&self) -> Pick {
-        let index = if self.endpoints.len() == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()
+    /// The endpoint for the next request, or `None` while the backend has none (a Service
+    /// with no ready endpoints).
+    pub fn pick(&self) -> Option<Pick> {
+        let endpoints = self.endpoints.load();
+        let index = match endpoints.len() {
+            0 => return None,
+            1 => 0,
+            n => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
-        Pick {
-            index,
-            authority: self.endpoints[index].clone(),
+        Some(Pick {
+            authority: endpoints[index].clone(),
+        })
+    }
+
+    /// The endpoints now.
+    pub fn endpoints(&self) -> Arc<Vec<Authority>> {
+        self.endpoints.load_full()
+    }
+
+    /// The HTTP/2 connection to `authority`, made on first use. Connections to endpoints that
+    /// are gone are dropped when a new one is made.
+    fn connection(
+        &self,
+        dial: &h2::Dial,
+        connections: &Mutex<HashMap<Authority, Arc<h2::Endpoint>>>,
+        authority: &Authority,
+    ) -> Arc<h2::Endpoint> {
+        let mut connections = connections.lock().expect("no panics while holding the connections");
+        if let Some(connection) = connections.get(authority) {
+            return Arc::clone(connection);
         }
+        let current = self.endpoints.load();
+        connections.retain(|a, _| current.contains(a));
+        let connection = Arc::new(h2::Endpoint::new(authority.clone(), dial.clone()));
+        connections.insert(authority.clone(), Arc::clone(&connection));
+        connection
     }
 
     /// Addresses `req` (whose URI holds the path, and whose `Host` the client's host) to
@@ -175,7 +212,7 @@ impl Backend {
         parts.scheme = Some(self.scheme.clone());
         parts.path_and_query = Some(path);
         match self.transport {
-            Transport::Http2(_) => {
+            Transport::Http2 { .. } => {
                 let host = req
                     .headers_mut()
                     .remove(http::header::HOST)
@@ -202,7 +239,9 @@ impl Backend {
         match &self.transport {
             Transport::Http1 => upstreams.http1.request(req).await.map_err(UpstreamFailure::of_legacy),
             Transport::Http1Tls(client) => client.request(req).await.map_err(UpstreamFailure::of_legacy),
-            Transport::Http2(connections) => connections[endpoint.index].send(req).await,
+            Transport::Http2 { dial, connections } => {
+                self.connection(dial, connections, &endpoint.authority).send(req).await
+            }
         }
     }
 }
@@ -213,14 +252,17 @@ mod tests {
 
     #[test]
     fn endpoints_take_turns() {
-        let b = Backend::new(
-            "b".into(),
-            vec!["a:1".parse().expect("valid"), "b:2".parse().expect("valid")],
-            Protocol::H1,
-            None,
-        );
-        let picks: Vec<_> = (0..4).map(|_| b.pick().authority.as_str().to_owned()).collect();
+        let cell = fixed(vec!["a:1".parse().expect("valid"), "b:2".parse().expect("valid")]);
+        let b = Backend::new("b".into(), Arc::clone(&cell), Protocol::H1, None);
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.pick().expect("an endpoint").authority.as_str().to_owned())
+            .collect();
         assert_eq!(picks, ["a:1", "b:2", "a:1", "b:2"]);
+        // The cell changes in place: the same backend balances over what it holds now.
+        cell.store(Arc::new(vec!["c:3".parse().expect("valid")]));
+        assert_eq!(b.pick().expect("an endpoint").authority.as_str(), "c:3");
+        cell.store(Arc::new(Vec::new()));
+        assert!(b.pick().is_none(), "no endpoint, no pick");
     }
 }
 
@@ -239,12 +281,12 @@ mod address_tests {
     fn http1_keeps_host_and_connects_to_the_endpoint() {
         let b = Backend::new(
             "b".into(),
-            vec!["10.0.0.7:9001".parse().expect("valid")],
+            fixed(vec!["10.0.0.7:9001".parse().expect("valid")]),
             Protocol::H1,
             None,
         );
         let mut req = request("model.example");
-        b.address(&b.pick(), &mut req).expect("addressed");
+        b.address(&b.pick().expect("an endpoint"), &mut req).expect("addressed");
         assert_eq!(req.uri(), "http://10.0.0.7:9001/v1/generate?x=1");
         assert_eq!(req.headers()[http::header::HOST], "model.example");
         assert_eq!(req.version(), Version::HTTP_11);
@@ -254,19 +296,19 @@ mod address_tests {
     async fn http2_sends_the_clients_host_as_authority_and_no_host_header() {
         let b = Backend::new(
             "b".into(),
-            vec!["10.0.0.7:9001".parse().expect("valid")],
+            fixed(vec!["10.0.0.7:9001".parse().expect("valid")]),
             Protocol::H2c,
             None,
         );
         let mut req = request("model.example:8080");
-        b.address(&b.pick(), &mut req).expect("addressed");
+        b.address(&b.pick().expect("an endpoint"), &mut req).expect("addressed");
         assert_eq!(req.uri(), "http://model.example:8080/v1/generate?x=1");
         assert!(!req.headers().contains_key(http::header::HOST));
         assert_eq!(req.version(), Version::HTTP_2);
 
         // Without a usable host, the endpoint's address stands in.
         let mut req = http::Request::get("/").body(()).expect("valid");
-        b.address(&b.pick(), &mut req).expect("addressed");
+        b.address(&b.pick().expect("an endpoint"), &mut req).expect("addressed");
         assert_eq!(req.uri(), "http://10.0.0.7:9001/");
     }
 }

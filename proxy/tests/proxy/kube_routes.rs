@@ -222,3 +222,142 @@ async fn route_config_maps_serve_beside_the_file_and_a_bad_one_is_rejected_alone
     let (exit, log) = proxy.exited().await;
     assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));
 }
+
+/// The ready endpoints the proxy follows for `service` (`namespace/name:port`), from `/config`.
+async fn discovered(admin: std::net::SocketAddr, service: &str) -> Option<Vec<String>> {
+    let config = config_json(admin).await;
+    config["discovered"][service]
+        .as_array()
+        .map(|list| list.iter().map(|e| e.as_str().unwrap_or_default().to_owned()).collect())
+}
+
+/// An EndpointSlice of `m-v2` on port `http` 9000: `(address, ready, terminating)` each. The
+/// addresses are never sent a request: the test reads them back from `/config` only.
+fn slice(endpoints: &[(&str, bool, bool)]) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": { "name": "m-v2-a", "labels": { "kubernetes.io/service-name": "m-v2" } },
+        "addressType": "IPv4",
+        "ports": [ { "name": "http", "port": 9000, "protocol": "TCP" } ],
+        "endpoints": endpoints.iter().map(|(address, ready, terminating)| serde_json::json!({
+            "addresses": [address],
+            "conditions": { "ready": ready, "terminating": terminating }
+        })).collect::<Vec<_>>()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_backend_follows_its_ready_endpoints_without_rebuilding_the_table() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    let ns = TestNamespace::create("a_service_backend_follows_its_ready_endpoints")
+        .await
+        .expect("a namespace on the test cluster");
+    let kubeconfig = weir_tests::shared()
+        .expect("the test cluster")
+        .cluster
+        .kubeconfig
+        .clone();
+    let gateway = ns.name.clone();
+    let post = PostParams::default();
+    let services: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "m-v2" },
+        "spec": { "ports": [ { "name": "http", "port": 8000, "targetPort": 9000 } ] }
+    }))
+    .expect("a Service");
+    within(services.create(&post, &service)).await.expect("create Service");
+    let yaml = "routes:\n  - name: disc\n    match: { host: disc.test }\n    stable: { backend: disc.stable }\n\
+                backends:\n  disc.stable: { service: m-v2, port: 8000 }\n";
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("weir-rollout-disc".into()),
+            labels: Some([("weir.dev/gateway".to_owned(), gateway.clone())].into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("config.yaml".to_owned(), yaml.to_owned())].into()),
+        ..ConfigMap::default()
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
+    within(config_maps.create(&post, &cm)).await.expect("create ConfigMap");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 1s\n").expect("write config");
+    let selector = format!("weir.dev/gateway={gateway}");
+    let proxy = start_binary(
+        &path,
+        &["--kube-routes", &selector, "--namespace", &ns.name],
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+    );
+    eventually("the proxy to be ready", || async {
+        let (parts, _, _) = send(&h1_client(), get(proxy.admin, "/readyz")).await;
+        parts.status == StatusCode::OK
+    })
+    .await;
+    let key = format!("{}/m-v2:8000", ns.name);
+
+    // No EndpointSlice yet: no endpoint, so the proxy answers 503 itself and sends nothing.
+    let no_endpoint = || async {
+        let mut req = get(proxy.listen, "/");
+        req.headers_mut()
+            .insert("host", http::HeaderValue::from_static("disc.test"));
+        let (parts, _, _) = send(&h1_client(), req).await;
+        (parts.status, parts.headers.get("x-weir-error").cloned())
+    };
+    eventually("the Service followed with no endpoint", || async {
+        discovered(proxy.admin, &key).await == Some(Vec::new())
+    })
+    .await;
+    let (status, reason) = no_endpoint().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reason.as_ref().map(|r| r.as_bytes()), Some(&b"no-endpoint"[..]));
+
+    // Ready endpoints only; a terminating one gets nothing new.
+    let slices: Api<EndpointSlice> = Api::namespaced(ns.client.clone(), &ns.name);
+    let apply = PatchParams::apply("weir-tests").force();
+    let one = slice(&[
+        ("10.0.0.1", true, false),
+        ("10.0.0.2", false, false),
+        ("10.0.0.3", true, true),
+    ]);
+    within(slices.patch("m-v2-a", &apply, &Patch::Apply(&one)))
+        .await
+        .expect("apply EndpointSlice");
+    eventually("the ready endpoint discovered", || async {
+        discovered(proxy.admin, &key).await == Some(vec!["10.0.0.1:9000".to_owned()])
+    })
+    .await;
+    let version = config_json(proxy.admin).await["version"].clone();
+
+    // Another endpoint becomes ready: followed in place, the table is the same version.
+    let two = slice(&[
+        ("10.0.0.1", true, false),
+        ("10.0.0.2", true, false),
+        ("10.0.0.3", true, true),
+    ]);
+    within(slices.patch("m-v2-a", &apply, &Patch::Apply(&two)))
+        .await
+        .expect("apply EndpointSlice");
+    eventually("both ready endpoints discovered", || async {
+        discovered(proxy.admin, &key).await == Some(vec!["10.0.0.1:9000".to_owned(), "10.0.0.2:9000".to_owned()])
+    })
+    .await;
+    assert_eq!(
+        config_json(proxy.admin).await["version"],
+        version,
+        "an endpoint change does not rebuild the route table"
+    );
+
+    // All gone: 503 again.
+    within(slices.delete("m-v2-a", &DeleteParams::default()))
+        .await
+        .expect("delete EndpointSlice");
+    eventually("no endpoint left", || async {
+        discovered(proxy.admin, &key).await == Some(Vec::new())
+    })
+    .await;
+    assert_eq!(no_endpoint().await.0, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -243,23 +243,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             "is not supported yet: the controller does not scale stable down to make room",
         );
     }
-    let discovered = spec.stable.service.is_some() || spec.candidate.service.is_some();
     let route_config = match proxy_route::template(spec, &route) {
-        // The proxy has no EndpointSlice discovery yet: say so rather than "unknown field".
-        Err(_) if discovered => {
-            for (path, side) in [
-                ("spec.stable.service", &spec.stable),
-                ("spec.candidate.service", &spec.candidate),
-            ] {
-                if side.service.is_some() {
-                    errors.add(
-                        path,
-                        "is not supported yet: weir-proxy cannot follow a Service's EndpointSlices; name static endpoints",
-                    );
-                }
-            }
-            PartialConfig::default()
-        }
         Ok(config) => config,
         Err(weir_proxy::config::ConfigErrors(bad)) => {
             for error in bad {

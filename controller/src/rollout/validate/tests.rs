@@ -289,7 +289,7 @@ mod sides_and_route {
     }
 
     #[test]
-    fn max_surge_and_services_are_refused_by_name_not_ignored() {
+    fn max_surge_is_refused_by_name_not_ignored_and_a_service_side_is_the_proxys_service_backend() {
         let mut spec = spec();
         spec.scaling.max_surge = Some(1);
         spec.candidate.endpoints.clear();
@@ -298,6 +298,13 @@ mod sides_and_route {
         let errors = validate(&spec).expect_err("refused");
         let text = describe(&errors);
         assert!(text.contains("spec.scaling.maxSurge: is not supported yet"), "{text}");
-        assert!(text.contains("spec.candidate.service: is not supported yet"), "{text}");
+        assert_eq!(errors.len(), 1, "{text}");
+        spec.scaling.max_surge = None;
+        let valid = validate(&spec).expect("a Service and port are a side");
+        let service = valid.route_config.backends["r.candidate"]
+            .service
+            .clone()
+            .expect("a service");
+        assert_eq!((service.name.as_str(), service.port), ("m-v2", 8000));
     }
 }

@@ -264,3 +264,30 @@ fn a_partial_config_written_as_yaml_reads_back_equal() {
     assert!(!written.contains("listen"), "only routes and backends: {written}");
     assert_eq!(parse_partial(&written).expect("reads back"), partial, "{written}");
 }
+
+#[test]
+fn a_service_backend_is_in_its_config_maps_namespace_and_only_in_a_config_map() {
+    let text = "routes:\n  - name: r\n    match: { host: r.test }\n    stable: { backend: r.stable }\n\
+                backends:\n  r.stable: { service: m-v1, port: 8000 }\n";
+    let partial = parse_partial(text).expect("valid");
+    let merged = merge(&parse(FILE).expect("valid"), &[layer(1, "cm", text)]);
+    let service = merged.config.backends["r.stable"].service.clone().expect("a service");
+    assert_eq!(service.to_string(), "models/m-v1:8000");
+    assert_eq!(parse_partial(&partial.to_yaml()).expect("reads back"), partial);
+    let errors = parse(text).expect_err("a whole config has no namespace");
+    assert_eq!(errors.0[0].path, "backends.r.stable.service", "{errors}");
+    for (bad, path) in [
+        (
+            "{ service: m-v1, port: 8000, endpoints: ['127.0.0.1:1'] }",
+            "backends.r.stable",
+        ),
+        ("{ service: m-v1 }", "backends.r.stable.port"),
+        ("{ port: 8000, endpoints: ['127.0.0.1:1'] }", "backends.r.stable.port"),
+        ("{ service: M_V1, port: 8000 }", "backends.r.stable.service"),
+        ("{ service: m-v1, port: 70000 }", "backends.r.stable.port"),
+    ] {
+        let text = format!("routes:\n  - name: r\n    stable: {{ backend: r.stable }}\nbackends:\n  r.stable: {bad}\n");
+        let errors = parse_partial(&text).expect_err(bad);
+        assert!(errors.0.iter().any(|e| e.path == path), "{bad}: {errors}");
+    }
+}
