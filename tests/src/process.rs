@@ -22,11 +22,13 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let built = fs::metadata(&path)
         .and_then(|m| m.modified())
         .with_context(|| format!("{} is missing: {build}", path.display()))?;
-    // Cargo's dep-info beside the binary lists every source file it was built from.
-    let dep_info = profile_dir.join(format!("{name}.d"));
-    let listed =
-        fs::read_to_string(&dep_info).with_context(|| format!("{} is missing: {build}", dep_info.display()))?;
+    let dep_info = dep_info_of(&path, profile_dir)
+        .with_context(|| format!("no cargo dep-info for {}: {build}", path.display()))?;
+    let listed = fs::read_to_string(&dep_info).with_context(|| format!("read {}", dep_info.display()))?;
+    // rustc runs from the workspace root, so relative paths are relative to it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for source in dep_info_sources(&listed) {
+        let source = root.join(source);
         let changed = fs::metadata(&source).and_then(|m| m.modified());
         // A source that is gone, or newer than the binary, means it is out of date.
         if changed.map_or(true, |t| t > built) {
@@ -38,6 +40,35 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         }
     }
     Ok(path)
+}
+
+/// Cargo's dep-info for `binary`, which lists every source file it was built from. Cargo
+/// builds into `deps/<crate>-<hash>` and hard-links the result to `<profile>/<name>`; the
+/// dep-info beside the linked file is written by `cargo build` only, so it is looked up by the
+/// file's inode in `deps/`, where `cargo test` leaves it too.
+fn dep_info_of(binary: &Path, profile_dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = fs::metadata(binary)?.ino();
+    let deps = profile_dir.join("deps");
+    for entry in fs::read_dir(&deps).with_context(|| format!("list {}", deps.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_none() && entry.metadata()?.ino() == inode {
+            let dep_info = path.with_extension("d");
+            if dep_info.is_file() {
+                return Ok(dep_info);
+            }
+        }
+    }
+    let beside = binary.with_extension("d");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    bail!(
+        "neither {}/<crate>-<hash>.d nor {} exists",
+        deps.display(),
+        beside.display()
+    )
 }
 
 /// The source files a cargo dep-info file (`target: a.rs b\\ c.rs ...`) lists.
