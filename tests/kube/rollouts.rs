@@ -978,3 +978,69 @@ async fn a_hundred_rollouts_are_each_reconciled_and_each_gets_its_route() -> Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_naming_a_missing_service_or_deployment_says_so_and_nothing_is_written() -> Result<()> {
+    let world = World::start("a_rollout_naming_what_is_missing", model("v2", 0.0)).await?;
+    let rollouts = world.rollouts();
+    for (name, candidate) in [
+        (
+            "no-service",
+            json!({ "deployment": "m-v2", "service": "nope", "port": 8000 }),
+        ),
+        (
+            "no-deployment",
+            json!({ "deployment": "m-v9", "endpoints": [world.candidate.addr.to_string()] }),
+        ),
+    ] {
+        let rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": { "name": name },
+            "spec": {
+                "gateway": world.ns.name,
+                "route": { "match": { "host": format!("{name}.test") } },
+                "stable": { "deployment": "m-v1", "endpoints": [world.stable.addr.to_string()] },
+                "candidate": candidate,
+                "strategy": canary(&[50.0]),
+            }
+        }))?;
+        rollouts.create(&PostParams::default(), &rollout).await?;
+    }
+    let condition = |name: &'static str, type_: &'static str| {
+        let rollouts = rollouts.clone();
+        async move {
+            eventually(&format!("{name}: condition {type_}=False"), ROLLOUT_TIMEOUT, || async {
+                let status = rollouts.get(name).await?.status.unwrap_or_default();
+                Ok(
+                    match status
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == type_ && c.status == "False")
+                    {
+                        Some(c) => Check::Done(c.message.clone()),
+                        None => Check::Waiting(format!("{:?}", status.conditions)),
+                    },
+                )
+            })
+            .await
+        }
+    };
+    let why = condition("no-service", "Reconciled").await?;
+    assert!(
+        why.contains("Service nope (spec.candidate.service) does not exist"),
+        "{why}"
+    );
+    let cm: Api<ConfigMap> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    assert!(
+        cm.get_opt("weir-rollout-no-service").await?.is_none(),
+        "no route written for a missing Service"
+    );
+    let why = condition("no-deployment", "Workloads").await?;
+    assert!(why.contains("m-v9 (spec.candidate.deployment) does not exist"), "{why}");
+    assert!(
+        world.deployments().get_opt("m-v9").await?.is_none(),
+        "nothing created or scaled"
+    );
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
@@ -247,6 +247,26 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
         resource_version: rollout.resource_version(),
         reference: rollout.object_ref(&()),
     };
+    // A side following a Service that does not exist would send its traffic nowhere: nothing
+    // is acted on until it does.
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    for (field, side) in [
+        ("spec.stable.service", &spec.stable),
+        ("spec.candidate.service", &spec.candidate),
+    ] {
+        let Some(service) = &side.service else { continue };
+        match services.get_opt(service).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let why = format!("Service {service} ({field}) does not exist in namespace {namespace}");
+                return failed(&report, &status, rollout.metadata.generation, why).await;
+            }
+            Err(e) => {
+                let why = chain(&*super::api_error(e, "get", "services"));
+                return failed(&report, &status, rollout.metadata.generation, why).await;
+            }
+        }
+    }
     let metrics = match &spec.analysis.source.prometheus {
         Some(p) => match PrometheusClient::new(&p.url) {
             Ok(source) => Source::Prometheus(source),

@@ -335,14 +335,19 @@ impl Ctx<'_> {
         self.requeue_after = Duration::from_secs(2);
         self.set_traffic(TrafficIntent::none(self.candidate_revision()));
         if !candidate.exists || !stable.exists {
-            let missing = if candidate.exists {
-                &spec.stable
+            let (missing, field) = if candidate.exists {
+                (&spec.stable, "spec.stable.deployment")
             } else {
-                &spec.candidate
+                (&spec.candidate, "spec.candidate.deployment")
             };
-            self.next.message = format!("waiting for Deployment {missing}");
+            let why = format!("Deployment {missing} ({field}) does not exist");
+            self.condition("Workloads", "False", reasons::DEPLOYMENT_MISSING, &why);
+            self.next.message = format!("waiting: {why}");
             self.requeue_after = Duration::from_secs(10);
             return;
+        }
+        if self.old.conditions.iter().any(|c| c.type_ == "Workloads") {
+            self.condition("Workloads", "True", reasons::DEPLOYMENTS_FOUND, "");
         }
         if candidate.template_hash == stable.template_hash {
             self.next.message = "candidate matches stable: nothing to roll out".into();

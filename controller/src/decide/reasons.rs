@@ -27,3 +27,7 @@ pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 /// A promotion moved all traffic to stable before stable finished: a fail-fast trip, or
 /// stable not rolled out within `progressDeadline`.
 pub const PROMOTION_STALLED: &str = "PromotionStalled";
+/// A Deployment the spec names does not exist.
+pub const DEPLOYMENT_MISSING: &str = "DeploymentMissing";
+/// Both Deployments the spec names exist (again).
+pub const DEPLOYMENTS_FOUND: &str = "DeploymentsFound";

@@ -1260,3 +1260,39 @@ fn a_trip_seen_while_the_metrics_are_partly_down_still_aborts() {
         d.status.message
     );
 }
+
+#[test]
+fn a_missing_deployment_is_a_condition_naming_the_field_until_it_exists() {
+    let spec = spec();
+    let mut world = World::new();
+    world.candidate = WorkloadState::default();
+    let d = tick(&spec, &RolloutStatus::default(), &mut world, 0.0);
+    let workloads = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Workloads")
+        .expect("a Workloads condition");
+    assert_eq!(workloads.status, "False");
+    assert!(
+        workloads.message.contains("v2") && workloads.message.contains("spec.candidate.deployment"),
+        "{}",
+        workloads.message
+    );
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleCandidate(n) if *n > 0)),
+        "nothing scaled: {:?}",
+        d.actions
+    );
+    world.candidate = workload("v2-hash", 0);
+    let found = tick(&spec, &d.status, &mut world, 1.0);
+    let workloads = found
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Workloads")
+        .expect("still there");
+    assert_eq!(workloads.status, "True");
+}
