@@ -1044,3 +1044,73 @@ async fn a_rollout_naming_a_missing_service_or_deployment_says_so_and_nothing_is
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_proxy_targets_outside_scrape_allow_are_refused_and_the_rollout_holds() -> Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let mut world = World::start("discovered_targets_outside_scrape_allow", model("v2", 0.0)).await?;
+    world.controller.kill();
+    // The proxies' admin Service, with one endpoint at an address no test may send to: it must
+    // be listed and refused, never fetched.
+    let services: Api<Service> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "weir-proxy-admin" },
+        "spec": { "ports": [ { "name": "admin", "port": 9901 } ] }
+    }))?;
+    services.create(&PostParams::default(), &service).await?;
+    let slices: Api<EndpointSlice> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": { "name": "weir-proxy-admin-a", "labels": { "kubernetes.io/service-name": "weir-proxy-admin" } },
+        "addressType": "IPv4",
+        "ports": [ { "name": "admin", "port": 9901 } ],
+        "endpoints": [ { "addresses": ["10.0.0.9"], "conditions": { "ready": true } } ]
+    }))?;
+    slices.create(&PostParams::default(), &slice).await?;
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    world.controller = Process::start(
+        &workspace_binary("weir")?,
+        &[
+            "controller".into(),
+            "--kubeconfig".into(),
+            world.kubeconfig.display().to_string(),
+            "--namespace".into(),
+            world.ns.name.clone(),
+            "--gateway".into(),
+            world.ns.name.clone(),
+            "--lease-namespace".into(),
+            world.ns.name.clone(),
+            "--lease-duration".into(),
+            "3s".into(),
+            "--proxy-admin-service".into(),
+            format!("{}/weir-proxy-admin", world.ns.name),
+            "--admin".into(),
+            admin.to_string(),
+        ],
+        &[("WEIR_LOG", "info,kube=warn")],
+        world.dir.path().join("scrape-allow-controller.log"),
+    )?;
+    let targets = eventually("the refused target listed", Duration::from_secs(60), || async {
+        Ok(match get_json(admin, "/targets").await {
+            Ok(t) if t.as_array().is_some_and(|a| !a.is_empty()) => Check::Done(t),
+            Ok(t) => Check::Waiting(t.to_string()),
+            Err(e) => Check::Waiting(e.to_string()),
+        })
+    })
+    .await?;
+    assert_eq!(targets[0]["url"], "http://10.0.0.9:9901", "{targets}");
+    assert_eq!(targets[0]["refused"], "10.0.0.9 is outside --scrape-allow", "{targets}");
+
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    let _load = world.start_rollout_under_load().await?;
+    let held = world
+        .wait_status("the analysis to say why it holds", |s| {
+            s.last_analysis
+                .as_ref()
+                .is_some_and(|a| a.reason.contains("outside --scrape-allow"))
+        })
+        .await?;
+    assert_eq!(held.phase, Phase::Progressing, "{}", held.message);
+    assert_eq!(held.step, 0, "inconclusive never advances: {}", held.message);
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! The controller's admin listener: `/metrics` (OpenMetrics text) and `/healthz`.
+//! The controller's admin listener: `/metrics` (OpenMetrics text), `/healthz`, and `/targets`
+//! (the proxy admin endpoints scraped, and those refused with why).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,9 +14,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 use super::metrics::ControllerMetrics;
+use super::targets::SharedTargets;
 
 /// Binds `addr` and serves until the process ends; returns the bound address.
-pub async fn serve(addr: SocketAddr, metrics: Arc<ControllerMetrics>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<ControllerMetrics>,
+    targets: SharedTargets,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -23,11 +29,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<ControllerMetrics>) -> std::io
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let metrics = Arc::clone(&metrics);
+            let (metrics, targets) = (Arc::clone(&metrics), Arc::clone(&targets));
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let metrics = Arc::clone(&metrics);
-                    async move { Ok::<_, Infallible>(handle(&req, &metrics)) }
+                    let (metrics, targets) = (Arc::clone(&metrics), Arc::clone(&targets));
+                    async move { Ok::<_, Infallible>(handle(&req, &metrics, &targets)) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -38,9 +44,14 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<ControllerMetrics>) -> std::io
     Ok(bound)
 }
 
-fn handle(req: &Request<Incoming>, metrics: &ControllerMetrics) -> Response<Full<Bytes>> {
+fn handle(req: &Request<Incoming>, metrics: &ControllerMetrics, targets: &SharedTargets) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        "/targets" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&**targets.load()).unwrap_or_default(),
+        ),
         "/metrics" => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, &metrics.registry) {
@@ -59,7 +70,7 @@ fn handle(req: &Request<Incoming>, metrics: &ControllerMetrics) -> Response<Full
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: try /metrics or /healthz\n".to_owned(),
+            "not found: try /metrics, /healthz or /targets\n".to_owned(),
         ),
     };
     Response::builder()

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -22,6 +23,7 @@ use kube::{Resource, ResourceExt};
 use super::lease::{Election, Leadership};
 use super::metrics::ControllerMetrics;
 use super::report::KubeReport;
+use super::targets::{Cidr, SharedTargets, Target, default_allow};
 use super::traffic::{KubeTraffic, config_map_name};
 use super::workloads::KubeWorkloads;
 use super::{GATEWAY_LABEL, chain, request};
@@ -35,6 +37,7 @@ use crate::status::{Phase, RolloutStatus, system_time};
 
 /// `weir controller`'s flags.
 #[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("proxies").required(true).args(["proxy_admin_urls", "proxy_admin_service"])))]
 pub struct ControllerArgs {
     /// Watch Rollouts in this namespace only (default: all namespaces).
     #[arg(long, short = 'n')]
@@ -44,8 +47,16 @@ pub struct ControllerArgs {
     pub gateway: String,
     /// Scrape this proxy admin URL for the `proxy` metrics source, like http://10.0.0.7:9901
     /// (repeatable; every proxy replica of the gateway must be listed).
-    #[arg(long = "proxy-admin-url", required = true)]
+    #[arg(long = "proxy-admin-url")]
     pub proxy_admin_urls: Vec<String>,
+    /// Scrape the ready endpoints of this Service (NS/NAME, its first port): the proxies'
+    /// admin Service.
+    #[arg(long, value_parser = parse_namespaced)]
+    pub proxy_admin_service: Option<(String, String)>,
+    /// Scrape discovered targets only inside this range (repeatable; default: loopback and the
+    /// /16 of $POD_IP).
+    #[arg(long)]
+    pub scrape_allow: Vec<Cidr>,
     /// Serve /metrics and /healthz here.
     #[arg(long, default_value = "127.0.0.1:9902")]
     pub admin: SocketAddr,
@@ -62,6 +73,14 @@ pub struct ControllerArgs {
     /// Kubeconfig context (default: the current one).
     #[arg(long)]
     pub context: Option<String>,
+}
+
+/// `NS/NAME`.
+fn parse_namespaced(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.to_owned(), name.to_owned())),
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
 }
 
 /// A client as kubectl would build it: `--kubeconfig`, then `$KUBECONFIG` or `~/.kube/config`,
@@ -91,6 +110,7 @@ struct Context {
     leadership: Leadership,
     metrics: Arc<ControllerMetrics>,
     reporter: Reporter,
+    targets: SharedTargets,
 }
 
 /// A reconcile that failed; its condition is on the Rollout.
@@ -120,11 +140,35 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(election.run());
     let metrics = Arc::new(ControllerMetrics::default());
-    let admin = super::admin::serve(args.admin, Arc::clone(&metrics)).await?;
+    let targets: SharedTargets = Arc::new(ArcSwap::from_pointee(
+        args.proxy_admin_urls
+            .iter()
+            .map(|url| Target {
+                url: url.trim_end_matches('/').to_owned(),
+                refused: None,
+            })
+            .collect(),
+    ));
+    if let Some((namespace, name)) = args.proxy_admin_service.clone() {
+        let allow = if args.scrape_allow.is_empty() {
+            default_allow(std::env::var("POD_IP").ok().as_deref())
+        } else {
+            args.scrape_allow.clone()
+        };
+        tokio::spawn(super::targets::follow(
+            client.clone(),
+            namespace,
+            name,
+            allow,
+            Arc::clone(&targets),
+        ));
+    }
+    let admin = super::admin::serve(args.admin, Arc::clone(&metrics), Arc::clone(&targets)).await?;
     let context = Arc::new(Context {
         client: client.clone(),
         leadership,
         metrics,
+        targets,
         reporter: Reporter {
             controller: "weir-controller".into(),
             instance: Some(identity),
@@ -275,7 +319,17 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
                 return failed(&report, &status, rollout.metadata.generation, why).await;
             }
         },
-        None => Source::Proxies(ProxyScrape::new(ctx.args.proxy_admin_urls.clone())),
+        None => {
+            let targets = ctx.targets.load();
+            let (scraped, refused): (Vec<&Target>, Vec<&Target>) = targets.iter().partition(|t| t.refused.is_none());
+            Source::Proxies(ProxyScrape::with_refused(
+                scraped.iter().map(|t| t.url.clone()).collect(),
+                refused
+                    .iter()
+                    .map(|t| (t.url.clone(), t.refused.clone().unwrap_or_default()))
+                    .collect(),
+            ))
+        }
     };
     let reconciler = Reconciler {
         workloads: KubeWorkloads::new(

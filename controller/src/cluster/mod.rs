@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod report;
 pub mod request;
 pub mod revision;
+pub mod targets;
 pub mod traffic;
 pub mod workloads;
 

@@ -28,6 +28,8 @@ pub struct ProxyScrape {
     client: Client<HttpConnector, Empty<Bytes>>,
     /// Admin base URLs, like `http://127.0.0.1:9901`; each names an instance.
     targets: Vec<String>,
+    /// Instances known but not to be scraped, with why: the source is down while there are any.
+    refused: Vec<(String, String)>,
 }
 
 /// A scrape failed.
@@ -41,14 +43,23 @@ enum ScrapeFailure {
     NotUtf8,
     #[error(transparent)]
     Parse(#[from] text::ParseError),
+    #[error("not scraped: {0}")]
+    Refused(String),
 }
 
 impl ProxyScrape {
     /// Scrapes `targets`, admin base URLs like `http://127.0.0.1:9901`.
     pub fn new(targets: Vec<String>) -> Self {
+        ProxyScrape::with_refused(targets, Vec::new())
+    }
+
+    /// Scrapes `targets`; each of `refused` (URL, why) is an instance that cannot be read, so
+    /// that a window is never judged on part of the fleet.
+    pub fn with_refused(targets: Vec<String>, refused: Vec<(String, String)>) -> Self {
         ProxyScrape {
             client: Client::builder(TokioExecutor::new()).build_http(),
             targets,
+            refused,
         }
     }
 
@@ -78,7 +89,10 @@ impl ProxyScrape {
             taken_at: unix_seconds(query.now),
             instances: Default::default(),
         };
-        let mut first_failure: Option<(String, BoxError)> = None;
+        let mut first_failure: Option<(String, BoxError)> = self
+            .refused
+            .first()
+            .map(|(url, why)| (url.clone(), Box::new(ScrapeFailure::Refused(why.clone())) as BoxError));
         for (target, text) in scrapes {
             let counters = text.and_then(|text| {
                 text::route_counters(&text, query.route).map_err(|e| Box::new(ScrapeFailure::from(e)) as BoxError)
