@@ -13,21 +13,19 @@ pub mod error;
 pub mod failfast;
 pub mod grpc;
 pub mod headers;
+pub mod listener;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
 pub mod recent;
 pub mod route;
-pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod source;
 pub mod split;
 pub mod state;
 pub mod table;
-pub mod tls;
 pub mod upstream;
-pub mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +64,7 @@ pub enum StartError {
     Bind(#[from] BindError),
     /// The listener's certificate or key cannot be used.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] listener::tls::TlsError),
     /// A file the config names (an upstream CA) cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigErrors),
@@ -108,7 +106,7 @@ impl Proxy {
         overrides.apply(&mut config);
         // Two small files read once at startup, before anything is served: not worth a
         // blocking-pool hop. Rotation reads them off the runtime threads.
-        let listener_tls = config.tls.as_ref().map(tls::ListenerTls::load).transpose()?;
+        let listener_tls = config.tls.as_ref().map(listener::tls::ListenerTls::load).transpose()?;
         let bind = |listener: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -142,11 +140,11 @@ impl Proxy {
             shutdown: signal.clone(),
         });
         let proto = if listener_tls.is_some() { "https" } else { "http" };
-        let transport = server::Transport::Data {
+        let transport = listener::Transport::Data {
             tls: listener_tls.as_ref().map(|t| t.acceptor.clone()),
-            errors: Arc::new(server::ListenerErrors::new(metrics.clone())),
+            errors: Arc::new(listener::ListenerErrors::new(metrics.clone())),
         };
-        let data = tokio::spawn(server::serve(
+        let data = tokio::spawn(listener::serve(
             listener,
             transport,
             move |peer| service::ProxyService::new(Arc::clone(&shared), peer, proto),
@@ -155,9 +153,9 @@ impl Proxy {
             "listen",
         ));
         let admin_service = admin::AdminService::new(Arc::clone(&state), Arc::new(registry));
-        let admin = tokio::spawn(server::serve(
+        let admin = tokio::spawn(listener::serve(
             admin,
-            server::Transport::Plain,
+            listener::Transport::Plain,
             move |_| admin_service.clone(),
             signal.clone(),
             ADMIN_DRAIN,

@@ -51,7 +51,7 @@ pub struct Shared {
     /// Upstream endpoints whose TLS handshake failure has been logged.
     pub tls_failures_logged: std::sync::Mutex<crate::recent::Recent<http::uri::Authority>>,
     /// Fires when the proxy shuts down; ends mirror tasks.
-    pub shutdown: crate::server::ShutdownSignal,
+    pub shutdown: crate::listener::ShutdownSignal,
 }
 
 impl Shared {

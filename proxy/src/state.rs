@@ -15,7 +15,7 @@ use crate::config::{self, ConfigError, ConfigErrors, ProxyConfig};
 use crate::metrics::{ProxyMetrics, ReloadResult};
 use crate::table::Table;
 use crate::upstream::discovery::Discovery;
-use crate::upstream_tls::TlsSettings;
+use crate::upstream::tls::TlsSettings;
 
 /// The outcome of the most recent config load.
 #[derive(Clone, Debug, Serialize)]

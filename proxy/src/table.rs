@@ -17,7 +17,7 @@ use crate::route::RouteIndex;
 use crate::split::{Reason, Side, SplitPolicy};
 use crate::upstream::discovery::Discovery;
 use crate::upstream::{self, Backend};
-use crate::upstream_tls::TlsSettings;
+use crate::upstream::tls::TlsSettings;
 
 /// A compiled config, ready to serve.
 #[derive(Debug)]

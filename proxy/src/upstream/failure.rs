@@ -28,7 +28,7 @@ fn describe(kind: UpstreamErrorKind) -> &'static str {
 
 impl UpstreamFailure {
     pub(super) fn of_legacy(error: hyper_util::client::legacy::Error) -> Self {
-        let kind = if crate::upstream_tls::is_handshake_failure(&error) {
+        let kind = if crate::upstream::tls::is_handshake_failure(&error) {
             UpstreamErrorKind::tls
         } else if error.is_connect() {
             UpstreamErrorKind::connect

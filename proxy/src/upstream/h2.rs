@@ -20,7 +20,7 @@ use tower_service::Service;
 use super::body::{ClientBodyError, UpstreamBody};
 use super::failure::UpstreamFailure;
 use crate::metrics::UpstreamErrorKind;
-use crate::upstream_tls::{HandshakeFailed, TlsConnector, TlsSettings};
+use crate::upstream::tls::{HandshakeFailed, TlsConnector, TlsSettings};
 
 /// How a connection to an endpoint is opened.
 #[derive(Clone, Debug)]
@@ -130,7 +130,7 @@ impl Endpoint {
             }
             Dial::Tls(tls) => {
                 let io = tls.clone().call(uri).await.map_err(|e| {
-                    let kind = if crate::upstream_tls::is_handshake_failure(&*e) {
+                    let kind = if crate::upstream::tls::is_handshake_failure(&*e) {
                         UpstreamErrorKind::tls
                     } else {
                         UpstreamErrorKind::connect

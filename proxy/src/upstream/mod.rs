@@ -9,6 +9,7 @@ pub mod body;
 pub mod discovery;
 pub mod failure;
 pub mod h2;
+pub mod tls;
 
 pub use body::UpstreamBody;
 pub use failure::{BoxError, UpstreamFailure};
@@ -29,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Protocol;
-use crate::upstream_tls::{TlsConnector, TlsSettings};
+use crate::upstream::tls::{TlsConnector, TlsSettings};
 
 /// The client that carries requests upstream. Its pool is keyed by endpoint, so it outlives
 /// config reloads: a new table reuses the warm connections of the old one.

@@ -3,6 +3,8 @@
 //! in-flight requests on shutdown. Clients that speak TLS to a plain port, or anything else to
 //! a TLS port, are counted and closed; the listener carries on.
 
+pub mod tls;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! TLS on the data-plane listener: loads the certificate and key (file I/O, an edge), serves
 //! whichever pair was last loaded well, and watches the files to rotate it. No HTTP here: the
-//! listener (`server`) does the handshake with the [`TlsAcceptor`] made here.
+//! listener ([`super`]) does the handshake with the [`TlsAcceptor`] made here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
