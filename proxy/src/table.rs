@@ -16,8 +16,8 @@ use crate::mirror::Mirror;
 use crate::route::RouteIndex;
 use crate::split::{Reason, Side, SplitPolicy};
 use crate::upstream::discovery::Discovery;
-use crate::upstream::{self, Backend};
 use crate::upstream::tls::TlsSettings;
+use crate::upstream::{self, Backend};
 
 /// A compiled config, ready to serve.
 #[derive(Debug)]

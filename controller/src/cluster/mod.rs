@@ -91,3 +91,30 @@ pub fn reconciled_condition(
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> kube::Error {
+        let status: kube::core::Status =
+            serde_json::from_value(serde_json::json!({ "code": code, "message": message })).expect("a Status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_denial_names_the_verb_and_resource_and_a_conflict_says_to_read_again() {
+        let denied = api_error(status(403, "configmaps is forbidden"), "patch", "configmaps");
+        let text = chain(&*denied);
+        assert!(
+            text.contains("may not patch configmaps") && text.contains("configmaps is forbidden"),
+            "{text}"
+        );
+        let conflict = api_error(status(409, "the object has been modified"), "patch", "rollouts/status");
+        assert!(
+            chain(&*conflict).contains("changed since it was read"),
+            "{}",
+            chain(&*conflict)
+        );
+    }
+}
