@@ -1114,3 +1114,33 @@ async fn discovered_proxy_targets_outside_scrape_allow_are_refused_and_the_rollo
     assert_eq!(held.step, 0, "inconclusive never advances: {}", held.message);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_whose_service_vanishes_mid_rollout_is_still_aborted() -> Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    let world = World::start("a_candidate_whose_service_vanishes", model("v2", 0.0)).await?;
+    // The candidate follows a Service with no endpoints: every request it gets is a 503
+    // `no-endpoint` from the proxy itself, so no address outside loopback is ever contacted.
+    let services: Api<Service> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "m-v2" },
+        "spec": { "ports": [ { "name": "http", "port": 8000 } ] }
+    }))?;
+    services.create(&PostParams::default(), &service).await?;
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    // A warm-up long enough that the Service is gone before anything is judged.
+    let patch = json!({ "spec": {
+        "candidate": { "deployment": "m-v2", "service": "m-v2", "port": 8000, "endpoints": null },
+        "analysis": { "warmup": "4s" }
+    } });
+    world
+        .rollouts()
+        .patch("sentiment", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let _load = world.start_rollout_under_load().await?;
+    services.delete("m-v2", &Default::default()).await?;
+    let aborted = world.wait_status("the abort", |s| s.phase == Phase::Aborted).await?;
+    assert_eq!(aborted.candidate_weight, 0, "{}", aborted.message);
+    world.wait_proxy_weight(0).await?;
+    Ok(())
+}

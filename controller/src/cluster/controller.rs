@@ -291,13 +291,16 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
         resource_version: rollout.resource_version(),
         reference: rollout.object_ref(&()),
     };
-    // A side following a Service that does not exist would send its traffic nowhere: nothing
-    // is acted on until it does.
+    // A side following a Service that does not exist would send its traffic nowhere: no
+    // rollout starts until it does. One already under way goes on being decided, so that the
+    // candidate's failures (503 no-endpoint) still abort it.
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    for (field, side) in [
+    let starting = matches!(status.phase, Phase::Idle | Phase::Succeeded | Phase::Aborted);
+    let sides = [
         ("spec.stable.service", &spec.stable),
         ("spec.candidate.service", &spec.candidate),
-    ] {
+    ];
+    for (field, side) in sides.into_iter().filter(|_| starting) {
         let Some(service) = &side.service else { continue };
         match services.get_opt(service).await {
             Ok(Some(_)) => {}
