@@ -1144,3 +1144,48 @@ async fn a_candidate_whose_service_vanishes_mid_rollout_is_still_aborted() -> Re
     world.wait_proxy_weight(0).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_whose_route_another_config_map_owns_says_so_and_writes_nothing() -> Result<()> {
+    let world = World::start("a_rollout_whose_route_is_owned", model("v2", 0.0)).await?;
+    let yaml = format!(
+        "routes:\n  - name: {ROUTE}\n    match: {{ host: owned.test }}\n    stable: {{ backend: owned }}\n\
+         backends:\n  owned: {{ endpoints: [\"{}\"] }}\n",
+        world.stable.addr
+    );
+    let owned: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "team-routes", "labels": { "weir.dev/gateway": world.ns.name } },
+        "data": { "config.yaml": yaml }
+    }))?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    config_maps.create(&PostParams::default(), &owned).await?;
+    world.create_rollout(canary(&[20.0])).await?;
+    let why = eventually("the clash in a condition", ROLLOUT_TIMEOUT, || async {
+        let status = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+        Ok(
+            match status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Reconciled" && c.status == "False")
+            {
+                Some(c) => Check::Done(c.message.clone()),
+                None => Check::Waiting(format!("{:?}", status.conditions)),
+            },
+        )
+    })
+    .await?;
+    assert!(
+        why.contains(&format!(
+            "route \"{ROUTE}\" is already defined by ConfigMap {}/team-routes",
+            world.ns.name
+        )),
+        "{why}"
+    );
+    assert!(
+        config_maps.get_opt("weir-rollout-sentiment").await?.is_none(),
+        "nothing written"
+    );
+    let candidate = world.deployments().get("m-v2").await?;
+    assert_eq!(candidate.spec.and_then(|s| s.replicas), Some(0), "nothing scaled");
+    Ok(())
+}
