@@ -23,10 +23,10 @@ pub enum WorkloadError {
         #[source]
         source: BoxError,
     },
-    /// Scaling the candidate failed.
+    /// Scaling a Deployment failed.
     #[error("scaling Deployment {name} to {replicas}")]
     Scale {
-        /// The candidate Deployment.
+        /// The Deployment.
         name: String,
         /// The replicas asked for.
         replicas: u32,
@@ -140,6 +140,8 @@ pub trait Workloads {
     fn observe(&self) -> impl Future<Output = Result<(WorkloadState, WorkloadState), WorkloadError>> + Send;
     /// Sets the candidate's replicas.
     fn scale_candidate(&self, replicas: u32) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// Sets stable's replicas: only under `maxSurge`, and to restore them after it.
+    fn scale_stable(&self, replicas: u32) -> impl Future<Output = Result<(), WorkloadError>> + Send;
     /// Copies the candidate's pod template into stable, keeping stable's selector labels. It
     /// refuses with [`WorkloadError::RevisionMismatch`] unless the candidate still runs
     /// `revision`, the analysed one. Idempotent.

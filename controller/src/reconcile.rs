@@ -116,6 +116,10 @@ pub async fn act<W: Workloads, T: Traffic>(
                 .scale_candidate(*replicas)
                 .await
                 .map_err(ReconcileError::Workloads)?,
+            Action::ScaleStable(replicas) => workloads
+                .scale_stable(*replicas)
+                .await
+                .map_err(ReconcileError::Workloads)?,
             Action::PromoteTemplate { revision } => {
                 workloads
                     .promote_template(revision)

@@ -51,6 +51,9 @@ pub enum PromotionStage {
     /// As `RollingStable`, with all traffic moved to stable: the candidate tripped the proxy's
     /// fail-fast, or stable did not roll out within the progress deadline.
     StableOnly,
+    /// Stable runs the analysed template but was scaled down under `maxSurge`: it grows back
+    /// as the candidate gives up pods, and traffic moves to it as its pods become ready.
+    GrowingStable,
 }
 
 /// Analysis verdict.
@@ -127,6 +130,11 @@ pub struct RolloutStatus {
     /// Stable's replicas when the rollout began: the candidate is sized from at least these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_replicas: Option<u32>,
+    /// The `maxSurge` this rollout runs under, set before stable is first scaled down: while
+    /// set, stable's replicas are weir's to set, and every way out of the rollout (abort,
+    /// promotion, a new candidate) restores them to `stableReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<u32>,
     /// Revision (template hash) of stable when the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,

@@ -336,7 +336,8 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
     };
     let reconciler = Reconciler {
         workloads: KubeWorkloads::new(
-            Api::namespaced(client.clone(), &namespace),
+            client.clone(),
+            &namespace,
             &spec.stable.deployment,
             &spec.candidate.deployment,
         ),

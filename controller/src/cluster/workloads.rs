@@ -1,11 +1,13 @@
 //! The two Deployments of a Rollout, through the API server: observed fresh on every
-//! reconcile, the candidate scaled with server-side apply (field manager `weir`), and the
-//! analysed template copied into stable.
+//! reconcile (with the HorizontalPodAutoscaler that scales stable, if any), the candidate
+//! scaled with server-side apply (field manager `weir`), stable scaled under `maxSurge`
+//! through its scale subresource, and the analysed template copied into stable.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::revision::{for_stable, revision};
@@ -16,18 +18,40 @@ use crate::ports::{WorkloadError, Workloads};
 /// The Deployments of one Rollout, in its namespace.
 pub struct KubeWorkloads {
     api: Api<Deployment>,
+    autoscalers: Api<HorizontalPodAutoscaler>,
     stable: String,
     candidate: String,
 }
 
 impl KubeWorkloads {
-    /// The Deployments `stable` and `candidate` of `api`'s namespace.
-    pub fn new(api: Api<Deployment>, stable: &str, candidate: &str) -> Self {
+    /// The Deployments `stable` and `candidate` of `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, stable: &str, candidate: &str) -> Self {
         KubeWorkloads {
-            api,
+            api: Api::namespaced(client.clone(), namespace),
+            autoscalers: Api::namespaced(client, namespace),
             stable: stable.to_owned(),
             candidate: candidate.to_owned(),
         }
+    }
+
+    /// The HorizontalPodAutoscaler whose target is the Deployment `name`, if any.
+    async fn autoscaler(&self, name: &str) -> Result<Option<String>, WorkloadError> {
+        let list = self
+            .autoscalers
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| WorkloadError::Observe {
+                name: name.to_owned(),
+                source: api_error(e, "list", "horizontalpodautoscalers"),
+            })?;
+        Ok(list
+            .items
+            .iter()
+            .find(|hpa| {
+                let target = &hpa.spec.scale_target_ref;
+                target.kind == "Deployment" && target.name == name && target.api_version.as_deref() == Some("apps/v1")
+            })
+            .and_then(|hpa| hpa.metadata.name.clone()))
     }
 
     async fn get(&self, name: &str) -> Result<Option<Deployment>, WorkloadError> {
@@ -70,6 +94,7 @@ pub fn state(d: Option<&Deployment>) -> WorkloadState {
             0
         },
         rolled_out,
+        autoscaler: None,
     }
 }
 
@@ -77,7 +102,33 @@ impl Workloads for KubeWorkloads {
     async fn observe(&self) -> Result<(WorkloadState, WorkloadState), WorkloadError> {
         let stable = self.get(&self.stable).await?;
         let candidate = self.get(&self.candidate).await?;
-        Ok((state(stable.as_ref()), state(candidate.as_ref())))
+        let mut stable_state = state(stable.as_ref());
+        if stable_state.exists {
+            stable_state.autoscaler = self.autoscaler(&self.stable).await?;
+        }
+        Ok((stable_state, state(candidate.as_ref())))
+    }
+
+    /// Through the scale subresource, as an autoscaler or `kubectl scale` does: stable's
+    /// manifest stays its owners', and weir takes no lasting ownership of its replicas.
+    async fn scale_stable(&self, replicas: u32) -> Result<(), WorkloadError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        self.api
+            .patch_scale(
+                &self.stable,
+                &params,
+                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+            )
+            .await
+            .map_err(|e| WorkloadError::Scale {
+                name: self.stable.clone(),
+                replicas,
+                source: api_error(e, "patch", "deployments/scale"),
+            })?;
+        Ok(())
     }
 
     async fn scale_candidate(&self, replicas: u32) -> Result<(), WorkloadError> {

@@ -13,6 +13,7 @@
 mod promotion;
 pub mod reasons;
 mod running;
+pub mod surge;
 mod traffic;
 
 use std::time::{Duration, SystemTime};
@@ -41,6 +42,8 @@ pub struct WorkloadState {
     pub ready_replicas: u32,
     /// Its controller has finished rolling out the current template.
     pub rolled_out: bool,
+    /// The HorizontalPodAutoscaler that scales it, if any.
+    pub autoscaler: Option<String>,
 }
 
 impl WorkloadState {
@@ -110,6 +113,8 @@ pub enum Action {
     SetTraffic(TrafficIntent),
     /// Set the candidate Deployment's replicas.
     ScaleCandidate(u32),
+    /// Set the stable Deployment's replicas (only under `maxSurge`, and to restore them after).
+    ScaleStable(u32),
     /// Copy the candidate's pod template into the stable Deployment, if it is still this
     /// revision (the analysed one); the port refuses otherwise.
     PromoteTemplate {
@@ -142,6 +147,22 @@ pub struct Decision {
     pub requeue_after: Duration,
     /// The analysis made this time, if one was due (warm-ups included).
     pub analysis: Option<AnalysisRecord>,
+}
+
+/// One side's pods as the surge walks count them.
+fn pods(w: &WorkloadState) -> surge::Pods {
+    surge::Pods {
+        desired: w.replicas,
+        ready: w.ready_replicas,
+    }
+}
+
+/// Why a GPU budget cannot be kept while an autoscaler also sets stable's replicas.
+fn surge_with_autoscaler(hpa: &str, stable: &str) -> String {
+    format!(
+        "spec.scaling.maxSurge cannot be used while HorizontalPodAutoscaler {hpa} scales Deployment {stable}: \
+         both would set stable's replicas; remove maxSurge or the autoscaler"
+    )
 }
 
 /// Percent for messages: 500 basis points is `5%`, 50 is `0.5%`.
@@ -243,6 +264,7 @@ impl Ctx<'_> {
             Phase::Progressing | Phase::Paused if changed => {
                 let revision = self.obs.candidate.template_hash.clone();
                 self.set_traffic(TrafficIntent::none(Some(revision.clone())));
+                self.restore_stable();
                 self.next.phase = Phase::Idle;
                 self.next.evidence = None;
                 self.next.message = format!("candidate changed to revision {revision}: starting again");
@@ -288,6 +310,7 @@ impl Ctx<'_> {
         } else if changed {
             let revision = self.obs.candidate.template_hash.clone();
             self.set_traffic(TrafficIntent::none(Some(revision.clone())));
+            self.restore_stable();
             self.next.phase = Phase::Idle;
             self.next.evidence = None;
             self.next.message = format!(
@@ -325,6 +348,7 @@ impl Ctx<'_> {
     /// No rollout: all traffic on stable, nothing reaches the candidate, which is scaled down.
     fn park(&mut self) {
         self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+        self.restore_stable();
         self.actions.push(Action::ScaleCandidate(0));
         self.requeue_after = Duration::from_secs(30);
     }
@@ -354,13 +378,24 @@ impl Ctx<'_> {
             self.requeue_after = Duration::from_secs(30);
             return;
         }
+        if let (Some(_), Some(hpa)) = (spec.max_surge, &stable.autoscaler) {
+            let why = surge_with_autoscaler(hpa, &spec.stable);
+            self.condition("Workloads", "False", reasons::SURGE_WITH_AUTOSCALER, &why);
+            self.next.message = format!("waiting: {why}");
+            self.requeue_after = Duration::from_secs(30);
+            return;
+        }
         if !candidate.available() {
-            self.actions.push(Action::ScaleCandidate(candidate.replicas.max(1)));
+            // Within a GPU budget the candidate starts with one pod, whatever its manifest says.
+            let first = if spec.max_surge.is_some() {
+                1
+            } else {
+                candidate.replicas.max(1)
+            };
+            self.actions.push(Action::ScaleCandidate(first));
             self.next.message = format!(
                 "waiting for candidate revision {} to become available ({}/{} ready)",
-                candidate.template_hash,
-                candidate.ready_replicas,
-                candidate.replicas.max(1)
+                candidate.template_hash, candidate.ready_replicas, first
             );
             return;
         }
@@ -384,10 +419,7 @@ impl Ctx<'_> {
         self.condition("Ready", "Unknown", reasons::ROLLOUT_STARTED, "rollout in progress");
         self.condition("Progressing", "True", reasons::ROLLOUT_STARTED, "");
         self.next.message = match self.step_traffic(spec, false) {
-            Some((ready, needed)) => format!(
-                "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
-                self.step_label(spec)
-            ),
+            Some(wait) => format!("{}: {wait}", self.step_label(spec)),
             None => format!("{}: started", self.step_label(spec)),
         };
         self.event(
@@ -410,8 +442,10 @@ impl Ctx<'_> {
     fn abort_at(&mut self, at: String, why: String) {
         self.actions.clear();
         // Weight first, and every way to the candidate closed: traffic leaves it before
-        // anything else happens to it.
+        // anything else happens to it. Then stable gets back any pods maxSurge took, before
+        // the candidate gives up its own.
         self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+        self.restore_stable();
         self.actions.push(Action::ScaleCandidate(0));
         self.next.phase = Phase::Aborted;
         self.next.promotion = None;
@@ -427,23 +461,123 @@ impl Ctx<'_> {
     ///
     /// Capacity before weight: the weight rises only once the candidate has the ready
     /// replicas that carry it at stable's load per pod; until then it stays where it was.
-    /// Returns the replicas still awaited, if any. With `hold` (a paused rollout) the weight
-    /// does not rise at all: a pause holds until resumed, even if the pods arrive meanwhile.
-    fn step_traffic(&mut self, spec: &ValidSpec, hold: bool) -> Option<(u32, u32)> {
+    /// Returns what the step still waits for, if anything. With `hold` (a paused rollout) the
+    /// weight does not rise at all: a pause holds until resumed, even if the pods arrive
+    /// meanwhile. Under `maxSurge` the walk in [`surge`] replaces this.
+    fn step_traffic(&mut self, spec: &ValidSpec, hold: bool) -> Option<String> {
         let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+        self.actions.retain(|a| {
+            !matches!(
+                a,
+                Action::SetTraffic(_) | Action::ScaleCandidate(_) | Action::ScaleStable(_)
+            )
+        });
+        if let Some(budget) = self.budget(spec) {
+            return self.surge_traffic(spec, budget, intent, hold);
+        }
+        // maxSurge removed mid-rollout: stable gets its pods back before anything else.
+        self.restore_stable();
         let replicas = self.replicas_for(spec, intent.weight);
         let needed = if intent.weight == 0 { 1 } else { replicas };
         let ready = self.obs.candidate.ready_replicas;
         let rising = intent.weight > self.old.candidate_weight;
-        let waiting = (rising && ready < needed).then_some((ready, needed));
+        let waiting = (rising && ready < needed)
+            .then(|| format!("waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises"));
         if waiting.is_some() || (rising && hold) {
             intent.weight = self.old.candidate_weight;
         }
-        self.actions
-            .retain(|a| !matches!(a, Action::SetTraffic(_) | Action::ScaleCandidate(_)));
         self.actions.push(Action::ScaleCandidate(replicas));
         self.set_traffic(intent);
         waiting
+    }
+
+    /// The step's traffic under a GPU budget: stable gives up what the weight the proxies
+    /// serve no longer needs, the candidate grows into the room, and the weight rises to what
+    /// its ready pods carry (or, for a step edited down, falls as far as stable carries).
+    /// Stable is scaled down only once status records the surge, so that every way out of the
+    /// rollout knows to restore it.
+    fn surge_traffic(
+        &mut self,
+        spec: &ValidSpec,
+        budget: surge::Budget,
+        mut intent: TrafficIntent,
+        hold: bool,
+    ) -> Option<String> {
+        let applied = self.old.candidate_weight;
+        let target = intent.weight;
+        let served = self.old.max_surge.is_some() && self.served(spec, applied);
+        let (stable, candidate) = (pods(&self.obs.stable), pods(&self.obs.candidate));
+        self.next.max_surge = Some(budget.surge);
+        let plan = if target >= applied {
+            let plan = surge::forward(budget, target, applied, served, stable, candidate, hold);
+            if plan.stable < stable.desired {
+                self.actions.push(Action::ScaleStable(plan.stable));
+            }
+            self.actions.push(Action::ScaleCandidate(plan.candidate));
+            plan
+        } else {
+            let plan = surge::back(budget, applied, target, served, stable, candidate);
+            self.actions.push(Action::ScaleCandidate(plan.candidate));
+            if plan.stable > stable.desired {
+                self.actions.push(Action::ScaleStable(plan.stable));
+            }
+            plan
+        };
+        intent.weight = plan.weight;
+        self.set_traffic(intent);
+        (plan.weight != target).then(|| {
+            format!(
+                "waiting for the candidate to take {} within maxSurge {}: at {} ({}/{} candidate replicas ready, \
+                 stable at {} of {})",
+                percent(target),
+                budget.surge,
+                percent(plan.weight),
+                candidate.ready,
+                plan.candidate,
+                plan.stable,
+                budget.full
+            )
+        })
+    }
+
+    /// The budget of a rollout under `maxSurge` (a canary: validation refuses it with
+    /// blue-green), counted from stable's replicas when the rollout began.
+    fn budget(&self, spec: &ValidSpec) -> Option<surge::Budget> {
+        let surge = spec.max_surge?;
+        Some(surge::Budget {
+            full: self.full_stable(),
+            surge,
+        })
+    }
+
+    /// Stable's replicas when the rollout began.
+    fn full_stable(&self) -> u32 {
+        self.next.stable_replicas.unwrap_or(self.obs.stable.replicas).max(1)
+    }
+
+    /// Stable back to its replicas from the start, if this rollout scaled them (status says
+    /// so before the first scale-down, so a crash never loses it). Idempotent.
+    fn restore_stable(&mut self) {
+        if self.next.max_surge.take().is_some() {
+            let full = self.full_stable();
+            self.actions.push(Action::ScaleStable(full));
+        }
+    }
+
+    /// Whether the proxies are seen serving `weight`: every proxy the metrics source reports
+    /// says so. A source that reports no proxy's weight (Prometheus) is trusted a warm-up, and
+    /// at least 5 s, after the weight was set.
+    fn served(&self, spec: &ValidSpec, weight: u16) -> bool {
+        match &self.obs.metrics {
+            Err(_) => false,
+            Ok(reading) => match &reading.mark.instances {
+                Some(snapshot) => {
+                    let weights = snapshot.weights();
+                    !weights.is_empty() && weights.iter().all(|w| *w == weight)
+                }
+                None => self.now >= self.step_started() + spec.analysis.warmup.max(Duration::from_secs(5)),
+            },
+        }
     }
 
     /// The traffic the rollout already has, as status records it.
@@ -453,8 +587,11 @@ impl Ctx<'_> {
         if !self.next.preview {
             intent.preview = None;
         }
-        let replicas = self.replicas_for(spec, intent.weight);
-        self.actions.push(Action::ScaleCandidate(replicas));
+        // Under maxSurge the candidate keeps its pods: the walks size them.
+        if self.budget(spec).is_none() && self.next.max_surge.is_none() {
+            let replicas = self.replicas_for(spec, intent.weight);
+            self.actions.push(Action::ScaleCandidate(replicas));
+        }
         self.set_traffic(intent);
     }
 
@@ -554,5 +691,7 @@ impl Ctx<'_> {
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod surge_tests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Action, Ctx, TrafficIntent, reasons};
+use super::{Action, Ctx, TrafficIntent, reasons, surge};
 use crate::rollout::validate::ValidSpec;
 use crate::status::{Phase, PromotionStage, Verb};
 
@@ -12,8 +12,14 @@ impl Ctx<'_> {
         let target = self.old.candidate_revision.clone().unwrap_or_default();
         let stable = &self.obs.stable;
         let copied = stable.template_hash == target;
-        if copied && stable.rolled_out {
+        let growing = self.old.promotion == Some(PromotionStage::GrowingStable);
+        // Under maxSurge stable may have too few pods for all traffic: it grows back first.
+        let short = self.old.max_surge.is_some()
+            && (stable.ready_replicas < self.full_stable() || self.old.candidate_weight > 0);
+        let tripped = self.tripped().is_some();
+        if copied && (stable.rolled_out || growing) && !short {
             self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+            self.restore_stable();
             self.actions.push(Action::ScaleCandidate(0));
             self.next.phase = Phase::Succeeded;
             self.next.promotion = None;
@@ -35,6 +41,7 @@ impl Ctx<'_> {
             // gets no traffic, now.
             let new = self.obs.candidate.template_hash.clone();
             self.set_traffic(TrafficIntent::none(Some(new.clone())));
+            self.restore_stable();
             if copied {
                 self.next.message = format!(
                     "promoting: stable rolling to the analysed revision {target} ({}/{} ready); the candidate changed \
@@ -62,14 +69,18 @@ impl Ctx<'_> {
                 stable.ready_replicas, stable.replicas
             )
         };
-        let tripped = self.tripped().is_some();
         let started = self.step_started();
         let stalled = self.now >= started + spec.analysis.progress_deadline;
         if self.old.promotion == Some(PromotionStage::StableOnly) || tripped || stalled {
             // The candidate takes no more traffic while stable finishes: it tripped the proxy's
             // fail-fast, or stable has not rolled out within the deadline and the candidate
-            // would otherwise keep its share for as long as that takes.
+            // would otherwise keep its share for as long as that takes. Under maxSurge stable
+            // gets its pods back at once, and the candidate, out of traffic, gives up its own.
             self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+            if self.next.max_surge.is_some() {
+                self.restore_stable();
+                self.actions.push(Action::ScaleCandidate(0));
+            }
             if self.old.promotion != Some(PromotionStage::StableOnly) {
                 self.next.promotion = Some(PromotionStage::StableOnly);
                 let why = if tripped {
@@ -84,6 +95,8 @@ impl Ctx<'_> {
                 self.condition("Progressing", "False", reasons::PROMOTION_STALLED, &message);
                 self.event(reasons::PROMOTION_STALLED, message, true);
             }
+        } else if copied && (stable.rolled_out || growing) {
+            self.grow_stable(spec);
         } else {
             // Keep the candidate serving its share until stable has the new template.
             self.keep_traffic(spec);
@@ -91,6 +104,43 @@ impl Ctx<'_> {
         if !copied {
             self.actions.push(Action::PromoteTemplate { revision: target });
         }
+    }
+
+    /// Stable runs the analysed template with the pods maxSurge left it: traffic moves back to
+    /// it as it grows into the room the candidate gives up (see [`surge::back`]).
+    fn grow_stable(&mut self, spec: &ValidSpec) {
+        let applied = self.old.candidate_weight;
+        let budget = surge::Budget {
+            full: self.full_stable(),
+            surge: self.old.max_surge.unwrap_or(1),
+        };
+        let served = self.served(spec, applied);
+        let (stable, candidate) = (super::pods(&self.obs.stable), super::pods(&self.obs.candidate));
+        let plan = surge::back(budget, applied, 0, served, stable, candidate);
+        self.next.promotion = Some(PromotionStage::GrowingStable);
+        self.actions.push(Action::ScaleCandidate(plan.candidate));
+        if plan.stable > stable.desired {
+            self.actions.push(Action::ScaleStable(plan.stable));
+        }
+        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+        intent.weight = plan.weight;
+        intent.preview = None;
+        self.set_traffic(intent);
+        if plan.weight != applied {
+            // Progress: the deadline for stable's rollout counts from here, and so does the
+            // time a source without per-proxy weights needs before the weight counts as served.
+            self.next.step_started_at = Some(crate::status::micro_time(self.now));
+        }
+        self.next.message = format!(
+            "promoting: stable runs revision {} and grows back within maxSurge {} ({}/{} ready of {}); \
+             the candidate keeps {} until stable carries it",
+            self.old.candidate_revision.as_deref().unwrap_or_default(),
+            budget.surge,
+            stable.ready,
+            plan.stable,
+            budget.full,
+            super::percent(plan.weight)
+        );
     }
 
     pub(super) fn start_promotion(&mut self, spec: &ValidSpec, why: &str) {

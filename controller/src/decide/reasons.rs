@@ -31,3 +31,6 @@ pub const PROMOTION_STALLED: &str = "PromotionStalled";
 pub const DEPLOYMENT_MISSING: &str = "DeploymentMissing";
 /// Both Deployments the spec names exist (again).
 pub const DEPLOYMENTS_FOUND: &str = "DeploymentsFound";
+/// `maxSurge` is set while a HorizontalPodAutoscaler scales stable: the two would fight over
+/// stable's replicas.
+pub const SURGE_WITH_AUTOSCALER: &str = "SurgeWithAutoscaler";

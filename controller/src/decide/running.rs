@@ -44,6 +44,13 @@ impl Ctx<'_> {
             _ => {}
         }
 
+        // Under maxSurge weir sets stable's replicas; an autoscaler that appeared since the
+        // start would fight it, with the fleet mid-walk.
+        if let (Some(_), Some(hpa)) = (spec.max_surge, &self.obs.stable.autoscaler) {
+            let why = super::surge_with_autoscaler(hpa, &spec.stable);
+            return self.abort(spec, why);
+        }
+
         // A fail-fast trip means the proxy already cut the candidate off; the rollout cannot
         // judge it any more (it gets no traffic), so it aborts now, with the proxy's numbers.
         if let Some(detail) = self.tripped() {
@@ -51,7 +58,13 @@ impl Ctx<'_> {
         }
 
         let waiting = self.step_traffic(spec, paused);
-        if self.next.candidate_weight != self.old.candidate_weight {
+        // Stable giving up pods changes its load per pod: the window starts again, as for a
+        // weight change, so that no window is judged across it.
+        let stable_shrinks = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, super::Action::ScaleStable(n) if *n < self.obs.stable.replicas));
+        if self.next.candidate_weight != self.old.candidate_weight || stable_shrinks {
             self.restart_step(spec);
             self.next.message = format!("{}: started", self.step_label(spec));
         }
@@ -66,11 +79,8 @@ impl Ctx<'_> {
         if waiting.is_some() {
             self.next.last_conclusive_at = conclusive_before;
         }
-        if let Some((ready, needed)) = waiting {
-            self.next.message = format!(
-                "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
-                self.step_label(spec)
-            );
+        if let Some(wait) = &waiting {
+            self.next.message = format!("{}: {wait}", self.step_label(spec));
         }
         let started = self.step_started();
         if !paused {
@@ -97,6 +107,11 @@ impl Ctx<'_> {
             }
         }
         self.requeue_after = self.wake(spec, paused);
+        if waiting.is_some() && spec.max_surge.is_some() {
+            // A walk under maxSurge moves a pod at a time, and the proxies taking a weight
+            // (which lets stable give up a pod) fires no watch event: look again soon.
+            self.requeue_after = self.requeue_after.min(Duration::from_secs(1));
+        }
     }
 
     /// The weight applied has just changed: the step starts again from now, with a new window
@@ -323,10 +338,7 @@ impl Ctx<'_> {
         // has the capacity for it (then it starts again at that moment).
         self.restart_step(spec);
         self.next.message = match waiting {
-            Some((ready, needed)) => format!(
-                "{}: waiting for {needed} ready candidate replicas ({ready} ready) before the weight rises",
-                self.step_label(spec)
-            ),
+            Some(wait) => format!("{}: {wait}", self.step_label(spec)),
             None => format!("{}: started", self.step_label(spec)),
         };
         self.event(

@@ -60,6 +60,7 @@ pub(crate) fn workload(hash: &str, replicas: u32) -> WorkloadState {
         replicas,
         ready_replicas: replicas,
         rolled_out: true,
+        autoscaler: None,
     }
 }
 
@@ -194,6 +195,12 @@ impl World {
                     self.candidate.replicas = *n;
                     if !self.slow_pods {
                         self.candidate.ready_replicas = *n;
+                    }
+                }
+                Action::ScaleStable(n) => {
+                    self.stable.replicas = *n;
+                    if !self.slow_pods || *n < self.stable.ready_replicas {
+                        self.stable.ready_replicas = *n;
                     }
                 }
                 Action::PromoteTemplate { revision } => {

@@ -28,6 +28,8 @@ struct Deployment {
     replicas: u32,
     /// When its pods (or its rolling update) become ready.
     ready_at: Instant,
+    /// Its ready pods until then.
+    ready_before: u32,
 }
 
 /// The demo's two Deployments, each in front of its backend.
@@ -53,11 +55,13 @@ impl DemoWorkloads {
                 template: stable,
                 replicas: stable_replicas,
                 ready_at: now,
+                ready_before: 0,
             }),
             candidate: Mutex::new(Deployment {
                 template: candidate,
                 replicas: 0,
                 ready_at: now,
+                ready_before: 0,
             }),
             stable_backend,
             candidate_backend,
@@ -70,8 +74,13 @@ impl DemoWorkloads {
             exists: true,
             template_hash: d.template.template_hash(),
             replicas: d.replicas,
-            ready_replicas: if rolled_out { d.replicas } else { 0 },
+            ready_replicas: if rolled_out {
+                d.replicas
+            } else {
+                d.ready_before.min(d.replicas)
+            },
             rolled_out,
+            autoscaler: None,
         }
     }
 }
@@ -101,6 +110,18 @@ impl Workloads for DemoWorkloads {
         Ok(())
     }
 
+    async fn scale_stable(&self, replicas: u32) -> Result<(), WorkloadError> {
+        let now = Instant::now();
+        let mut stable = lock(&self.stable);
+        if replicas > stable.replicas && now >= stable.ready_at {
+            // The pods it has stay ready; the new ones load their model first.
+            stable.ready_before = stable.replicas;
+            stable.ready_at = now + POD_STARTUP;
+        }
+        stable.replicas = replicas;
+        Ok(())
+    }
+
     async fn promote_template(&self, revision: &str) -> Result<(), WorkloadError> {
         let template = lock(&self.candidate).template;
         if template.template_hash() != revision {
@@ -113,6 +134,7 @@ impl Workloads for DemoWorkloads {
         if stable.template != template {
             stable.template = template;
             stable.ready_at = Instant::now() + ROLLING_UPDATE;
+            stable.ready_before = 0;
         }
         Ok(())
     }
@@ -124,6 +146,7 @@ impl DemoWorkloads {
         let mut candidate = lock(&self.candidate);
         candidate.template = template;
         candidate.ready_at = Instant::now() + POD_STARTUP;
+        candidate.ready_before = 0;
         self.candidate_backend.set_behavior(template);
     }
 }

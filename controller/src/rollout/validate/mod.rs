@@ -236,12 +236,17 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     }
     side(&mut errors, "spec.stable", &spec.stable);
     side(&mut errors, "spec.candidate", &spec.candidate);
-    if spec.scaling.max_surge.is_some() {
-        // Refused rather than accepted and ignored until the controller scales stable down.
-        errors.add(
+    match (spec.scaling.max_surge, &spec.strategy.blue_green) {
+        (Some(0), _) => errors.add(
             "spec.scaling.maxSurge",
-            "is not supported yet: the controller does not scale stable down to make room",
-        );
+            "must be at least 1: the candidate needs a pod before stable can give one up",
+        ),
+        (Some(_), Some(_)) => errors.add(
+            "spec.scaling.maxSurge",
+            "cannot be used with blueGreen, whose switch needs the candidate at stable's full count \
+             beside stable; use canary steps to roll out within a surge",
+        ),
+        _ => {}
     }
     let route_config = match proxy_route::template(spec, &route) {
         Ok(config) => config,

@@ -289,22 +289,30 @@ mod sides_and_route {
     }
 
     #[test]
-    fn max_surge_is_refused_by_name_not_ignored_and_a_service_side_is_the_proxys_service_backend() {
+    fn max_surge_needs_one_pod_and_a_canary_and_a_service_side_is_the_proxys_service_backend() {
         let mut spec = spec();
-        spec.scaling.max_surge = Some(1);
         spec.candidate.endpoints.clear();
         spec.candidate.service = Some("m-v2".into());
         spec.candidate.port = Some(8000);
-        let errors = validate(&spec).expect_err("refused");
-        let text = describe(&errors);
-        assert!(text.contains("spec.scaling.maxSurge: is not supported yet"), "{text}");
-        assert_eq!(errors.len(), 1, "{text}");
-        spec.scaling.max_surge = None;
-        let valid = validate(&spec).expect("a Service and port are a side");
+        spec.scaling.max_surge = Some(0);
+        let text = describe(&validate(&spec).expect_err("no room for a candidate pod"));
+        assert!(text.contains("spec.scaling.maxSurge: must be at least 1"), "{text}");
+        spec.scaling.max_surge = Some(1);
+        let valid = validate(&spec).expect("a surge of one pod");
+        assert_eq!(valid.max_surge, Some(1));
         let service = valid.route_config.backends["r.candidate"]
             .service
             .clone()
             .expect("a service");
         assert_eq!((service.name.as_str(), service.port), ("m-v2", 8000));
+        spec.strategy.canary = None;
+        spec.strategy.blue_green = Some(serde_json::from_str("{}").expect("every field has a default"));
+        let errors = validate(&spec).expect_err("blue-green needs the full candidate beside stable");
+        let text = describe(&errors);
+        assert!(
+            text.contains("spec.scaling.maxSurge: cannot be used with blueGreen"),
+            "{text}"
+        );
+        assert_eq!(errors.len(), 1, "{text}");
     }
 }

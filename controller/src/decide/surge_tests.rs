@@ -1,0 +1,264 @@
+//! Rollouts under `maxSurge` through `decide`, in the world of [`super::tests`]: the fleet stays
+//! within budget at every write of every look, the weight never passes what the candidate's
+//! ready pods carry, and every way out gives stable its pods back before the candidate loses
+//! its own.
+
+use proptest::prelude::*;
+
+use super::surge::{carried, stable_for};
+use super::tests::{World, spec, tick};
+use super::*;
+use crate::status::PromotionStage;
+
+const FULL: u32 = 10;
+
+fn surge_spec(surge: u32) -> RolloutSpec {
+    let mut s = spec();
+    s.scaling.max_surge = Some(surge);
+    s
+}
+
+/// Carries out one decision a write at a time, as the reconcile loop does, and checks the
+/// budget after each write; an abort (weight to 0 first) may raise stable before the
+/// candidate goes. Returns false if a write was refused.
+fn apply_checked(world: &mut World, d: &Decision, budget: u32) -> bool {
+    let closing = d.actions.first()
+        == Some(&Action::SetTraffic(TrafficIntent::none(
+            world.traffic.candidate_revision.clone(),
+        )))
+        || d.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetTraffic(i) if i.weight == 0));
+    for action in &d.actions {
+        if let Action::SetTraffic(intent) = action
+            && intent.weight > world.traffic.weight
+        {
+            let can_carry = carried(world.candidate.ready_replicas.min(world.candidate.replicas), FULL);
+            assert!(
+                intent.weight <= can_carry,
+                "weight {} set with {} ready candidate pods, which carry {can_carry}",
+                intent.weight,
+                world.candidate.ready_replicas
+            );
+        }
+        if !world.apply(std::slice::from_ref(action)) {
+            return false;
+        }
+        let fleet = world.stable.replicas + world.candidate.replicas;
+        assert!(
+            fleet <= budget || closing,
+            "fleet {fleet} over {budget} after {action:?} in {:?}",
+            d.actions
+        );
+        // Stable always has the pods for the traffic it gets.
+        let weight = world.traffic.weight;
+        assert!(
+            world.stable.replicas >= stable_for(weight, FULL) || closing,
+            "stable at {} for weight {weight}",
+            world.stable.replicas
+        );
+    }
+    true
+}
+
+/// Runs a rollout second by second with maxSurge `surge`; returns every decision, the end
+/// status and world. `errors` is the candidate's error ratio.
+fn drive_surge(spec: &RolloutSpec, surge: u32, errors: f64, slow: bool) -> (Vec<Decision>, RolloutStatus, World) {
+    let mut status = RolloutStatus::default();
+    let mut world = World::new();
+    world.slow_pods = slow;
+    let mut decisions = Vec::new();
+    for sec in 0..3000u32 {
+        world.serve(1000, 0.01, errors);
+        if status.phase == Phase::Promoting {
+            world.stable.rolled_out = true;
+        }
+        if slow && sec % 3 == 0 {
+            // Pods come up every third second.
+            world.candidate.ready_replicas = world.candidate.replicas;
+            world.stable.ready_replicas = world.stable.replicas;
+        }
+        let d = decide(spec, &status, &world.observe(&status, tests_t(sec)), tests_t(sec));
+        if apply_checked(&mut world, &d, FULL + surge) {
+            status = d.status.clone();
+        }
+        decisions.push(d);
+        if status.phase.is_terminal() {
+            break;
+        }
+    }
+    (decisions, status, world)
+}
+
+fn tests_t(sec: u32) -> std::time::SystemTime {
+    super::tests::t(f64::from(sec))
+}
+
+#[test]
+fn a_healthy_candidate_walks_every_step_within_one_extra_pod_and_stable_gets_all_back() {
+    let (decisions, status, world) = drive_surge(&surge_spec(1), 1, 0.01, false);
+    assert_eq!(status.phase, Phase::Succeeded, "{}", status.message);
+    assert_eq!((world.stable.replicas, world.candidate.replicas), (FULL, 0));
+    assert_eq!(status.max_surge, None, "nothing left to restore");
+    let mut weights: Vec<u16> = decisions
+        .iter()
+        .flat_map(|d| &d.actions)
+        .filter_map(|a| match a {
+            Action::SetTraffic(i) => Some(i.weight),
+            _ => None,
+        })
+        .collect();
+    weights.dedup();
+    // 5 % and 25 % fit the surge whole; 50 % needs stable to give up pods one by one, and
+    // the promotion walks back the same way.
+    assert!(weights.starts_with(&[500, 1000, 2000, 2500]), "{weights:?}");
+    assert!(weights.contains(&5000) && weights.ends_with(&[0]), "{weights:?}");
+    let least_stable = decisions
+        .iter()
+        .flat_map(|d| &d.actions)
+        .filter_map(|a| match a {
+            Action::ScaleStable(n) => Some(*n),
+            _ => None,
+        })
+        .min();
+    assert_eq!(least_stable, Some(5), "stable carried 50 % on 5 of its 10 pods");
+    let growing = decisions
+        .iter()
+        .any(|d| d.status.promotion == Some(PromotionStage::GrowingStable));
+    assert!(growing, "the promotion walked traffic back as stable grew");
+}
+
+#[test]
+fn stable_is_scaled_down_only_after_status_records_the_surge() {
+    let mut world = World::new();
+    let d = tick(&surge_spec(1), &RolloutStatus::default(), &mut world, 0.0);
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.max_surge, Some(1));
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::ScaleStable(_))),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn an_abort_mid_walk_closes_the_candidate_then_gives_stable_its_pods_back_first() {
+    // Healthy until stable has given up pods, then failing.
+    let s = surge_spec(1);
+    let mut status = RolloutStatus::default();
+    let mut world = World::new();
+    let mut sec = 0;
+    while world.stable.replicas == FULL || status.candidate_weight < 3000 {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, f64::from(sec)).status;
+        sec += 1;
+        assert!(sec < 2000, "{}", status.message);
+    }
+    let mut abort = None;
+    for _ in 0..600 {
+        world.serve(1000, 0.01, 0.5);
+        let d = tick(&s, &status, &mut world, f64::from(sec));
+        sec += 1;
+        status = d.status.clone();
+        if status.phase == Phase::Aborted {
+            abort = Some(d);
+            break;
+        }
+    }
+    let abort = abort.expect("a failing candidate is aborted");
+    assert_eq!(
+        abort.actions,
+        vec![
+            Action::SetTraffic(TrafficIntent::none(Some("b".into()))),
+            Action::ScaleStable(FULL),
+            Action::ScaleCandidate(0),
+        ]
+    );
+    assert_eq!(abort.status.max_surge, None);
+    // Parked afterwards: stable's replicas are no longer weir's to set.
+    let d = tick(&s, &status, &mut world, f64::from(sec + 40));
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::ScaleStable(_))),
+        "{:?}",
+        d.actions
+    );
+}
+
+#[test]
+fn a_new_candidate_mid_walk_gives_stable_its_pods_back() {
+    let s = surge_spec(1);
+    let mut status = RolloutStatus::default();
+    let mut world = World::new();
+    let mut sec = 0;
+    while world.stable.replicas == FULL {
+        world.serve(1000, 0.01, 0.01);
+        status = tick(&s, &status, &mut world, f64::from(sec)).status;
+        sec += 1;
+        assert!(sec < 2000, "{}", status.message);
+    }
+    world.candidate.template_hash = "c".into();
+    let d = tick(&s, &status, &mut world, f64::from(sec));
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::SetTraffic(TrafficIntent::none(Some("c".into()))),
+            Action::ScaleStable(FULL)
+        ]
+    );
+    assert_eq!(world.stable.replicas, FULL);
+}
+
+#[test]
+fn an_autoscaler_on_stable_refuses_the_surge_and_one_appearing_mid_rollout_aborts() {
+    let s = surge_spec(1);
+    let mut world = World::new();
+    world.stable.autoscaler = Some("model-hpa".into());
+    let d = tick(&s, &RolloutStatus::default(), &mut world, 0.0);
+    assert_eq!(d.status.phase, Phase::Idle);
+    let workloads = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Workloads")
+        .expect("a Workloads condition");
+    assert_eq!(
+        (workloads.status.as_str(), workloads.reason.as_str()),
+        ("False", reasons::SURGE_WITH_AUTOSCALER)
+    );
+    assert!(
+        workloads.message.contains("HorizontalPodAutoscaler model-hpa"),
+        "{}",
+        workloads.message
+    );
+
+    let mut world = World::new();
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    status = tick(&s, &status, &mut world, 1.0).status;
+    world.stable.autoscaler = Some("model-hpa".into());
+    let d = tick(&s, &status, &mut world, 2.0);
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert!(d.status.message.contains("model-hpa"), "{}", d.status.message);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any surge, slow pods or not, a candidate healthy or failing: every write keeps the
+    /// budget (but an abort's, which raises stable first), the weight never passes what the
+    /// candidate's ready pods carry, and the rollout ends with stable at its full count.
+    #[test]
+    fn rollouts_under_any_surge_keep_the_budget_and_end_with_stable_whole(
+        surge in 1u32..5,
+        slow in any::<bool>(),
+        bad in any::<bool>(),
+    ) {
+        let errors = if bad { 0.3 } else { 0.01 };
+        let (_, status, world) = drive_surge(&surge_spec(surge), surge, errors, slow);
+        prop_assert!(status.phase.is_terminal(), "{}", status.message);
+        prop_assert_eq!(status.phase, if bad { Phase::Aborted } else { Phase::Succeeded });
+        prop_assert_eq!(world.stable.replicas, FULL);
+        prop_assert_eq!(world.candidate.replicas, 0);
+        prop_assert_eq!(world.traffic.weight, 0);
+    }
+}
