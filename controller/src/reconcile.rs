@@ -90,6 +90,12 @@ impl<W: Workloads, T: Traffic, M: Metrics, R: Report> Reconciler<W, T, M, R> {
             request: input.request,
         };
         let decision = decide(input.spec, input.status, &observation, input.now);
+        tracing::debug!(
+            stable = ?observation.stable,
+            candidate = ?observation.candidate,
+            actions = ?decision.actions,
+            "decided"
+        );
         act(&decision.actions, &self.workloads, &self.traffic).await?;
         if decision.status.step != input.status.step {
             crate::crash::point(&format!("before-status-step={}", decision.status.step + 1));

@@ -328,7 +328,7 @@ fn start_controller(
     name: &str,
     crash_after: Option<&str>,
 ) -> Result<Process> {
-    let mut envs = vec![("WEIR_LOG", "info,kube=warn")];
+    let mut envs = vec![("WEIR_LOG", "info,weir::reconcile=debug,kube=warn")];
     if let Some(point) = crash_after {
         envs.push(("WEIR_CRASH_AFTER", point));
     }
@@ -1187,5 +1187,196 @@ async fn a_rollout_whose_route_another_config_map_owns_says_so_and_writes_nothin
     );
     let candidate = world.deployments().get("m-v2").await?;
     assert_eq!(candidate.spec.and_then(|s| s.replicas), Some(0), "nothing scaled");
+    Ok(())
+}
+
+/// What a watch of both Deployments saw: the most replicas the fleet asked for and ran at once,
+/// and the fewest stable asked for.
+#[derive(Debug, Default)]
+struct FleetSeen {
+    /// (desired, running) per Deployment, as last seen.
+    now: std::collections::BTreeMap<String, (i32, i32)>,
+    most_desired: i32,
+    most_running: i32,
+    least_stable: Option<i32>,
+    /// Every change, for a failure's message.
+    log: Vec<String>,
+}
+
+impl FleetSeen {
+    fn see(&mut self, d: &Deployment) {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let running = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        if name == "m-v1" {
+            self.least_stable = Some(self.least_stable.map_or(desired, |l| l.min(desired)));
+        }
+        if self.now.get(&name) != Some(&(desired, running)) {
+            self.log.push(format!("{name} desired {desired} running {running}"));
+        }
+        self.now.insert(name, (desired, running));
+        let (desired, running) = self
+            .now
+            .values()
+            .fold((0, 0), |(d, r), (desired, running)| (d + desired, r + running));
+        self.most_desired = self.most_desired.max(desired);
+        self.most_running = self.most_running.max(running);
+    }
+}
+
+/// Follows every change of the namespace's Deployments, in the API server's order, into `seen`.
+fn watch_fleet(world: &World) -> (Arc<std::sync::Mutex<FleetSeen>>, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let seen = Arc::new(std::sync::Mutex::new(FleetSeen::default()));
+    let stream = watcher(world.deployments(), watcher::Config::default());
+    let into = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            if let Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) = event {
+                into.lock().expect("no panics under the lock").see(&d);
+            }
+        }
+    });
+    (seen, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_three_steps_and_promotion() -> Result<()> {
+    let world = World::start("max_surge_keeps_the_fleet_within_budget", model("v2", 0.0)).await?;
+    // Three stable pods; both Deployments replace pods without surging themselves, as a hard
+    // GPU budget needs.
+    let no_surge = json!({ "spec": { "replicas": 3, "strategy": { "type": "RollingUpdate",
+        "rollingUpdate": { "maxSurge": 0, "maxUnavailable": 1 } } } });
+    for name in ["m-v1", "m-v2"] {
+        let mut patch = no_surge.clone();
+        if name == "m-v2" {
+            patch["spec"]["replicas"] = json!(0);
+        }
+        world
+            .deployments()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    eventually("stable at 3 ready replicas", Duration::from_secs(60), || async {
+        let ready = world
+            .deployments()
+            .get("m-v1")
+            .await?
+            .status
+            .and_then(|s| s.ready_replicas);
+        Ok(if ready == Some(3) {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{ready:?} ready"))
+        })
+    })
+    .await?;
+
+    // An autoscaler on stable: maxSurge is refused, with a condition naming it.
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let hpa = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": { "name": "m-v1" },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "m-v1" },
+            "minReplicas": 3, "maxReplicas": 6,
+            "metrics": [{ "type": "Resource", "resource": { "name": "cpu",
+                "target": { "type": "Utilization", "averageUtilization": 80 } } }]
+        }
+    }))?;
+    hpas.create(&PostParams::default(), &hpa).await?;
+    let steps = json!({ "canary": { "steps": [
+        { "weight": 20, "hold": "2s" }, { "weight": 50, "hold": "2s" }, { "weight": 80, "hold": "2s" }
+    ] } });
+    let checks = json!([
+        { "metric": "error-ratio", "max": 0.1 },
+        { "metric": "latency-p99", "maxMs": 2000 }
+    ]);
+    let mut rollout: Rollout = serde_json::from_value(json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": { "name": "sentiment" },
+        "spec": {
+            "gateway": world.ns.name,
+            "route": { "name": ROUTE, "timeout": "5s" },
+            "stable": { "deployment": "m-v1", "endpoints": [world.stable.addr.to_string()] },
+            "candidate": { "deployment": "m-v2", "endpoints": [world.candidate.addr.to_string()] },
+            "scaling": { "maxSurge": 1 },
+            "strategy": steps,
+            "analysis": { "interval": "1s", "warmup": "0s", "minRequests": 20,
+                "detect": { "errorRatio": 5.0, "errorRateFloor": 0.02 }, "progressDeadline": "2m",
+                "checks": checks }
+        }
+    }))?;
+    rollout.metadata.namespace = Some(world.ns.name.clone());
+    world.rollouts().create(&PostParams::default(), &rollout).await?;
+    let (seen, watch) = watch_fleet(&world);
+    let load = Load::start(world.proxy_listen);
+    world.push_candidate("registry.invalid/m:2").await?;
+    let refused = world
+        .wait_status("maxSurge refused beside an autoscaler", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Workloads" && c.status == "False" && c.reason == "SurgeWithAutoscaler")
+        })
+        .await?;
+    assert_eq!(refused.phase, Phase::Idle, "{}", refused.message);
+    assert!(
+        refused.message.contains("HorizontalPodAutoscaler m-v1"),
+        "{}",
+        refused.message
+    );
+
+    // Without it, the rollout walks its three steps inside the budget and is promoted.
+    hpas.delete("m-v1", &Default::default()).await?;
+    let started = Instant::now();
+    let done = world
+        .wait_status("the rollout to succeed", |s| s.phase == Phase::Succeeded)
+        .await?;
+    eprintln!("promoted under maxSurge 1 in {:.1}s", started.elapsed().as_secs_f64());
+    drop(load);
+    assert_eq!(done.max_surge, None, "stable is weir's no more");
+    eventually(
+        "stable back at 3 and the candidate at 0",
+        Duration::from_secs(30),
+        || async {
+            let seen = seen.lock().expect("no panics under the lock");
+            Ok(match (seen.now.get("m-v1"), seen.now.get("m-v2")) {
+                (Some((3, 3)), Some((0, 0))) => Check::Done(()),
+                other => Check::Waiting(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
+    watch.abort();
+    let seen = std::mem::take(&mut *seen.lock().expect("no panics under the lock"));
+    eprintln!(
+        "fleet under maxSurge 1: most asked {}, most running {}, stable down to {:?}",
+        seen.most_desired, seen.most_running, seen.least_stable
+    );
+    let log = seen.log.join("\n");
+    assert!(
+        seen.most_desired <= 4,
+        "the fleet asked for {} replicas:\n{log}",
+        seen.most_desired
+    );
+    assert!(
+        seen.most_running <= 4,
+        "the fleet ran {} replicas:\n{log}\n{}",
+        seen.most_running,
+        world.controller.tail(300)
+    );
+    assert_eq!(seen.most_desired, 4, "the surge was used");
+    assert_eq!(
+        seen.least_stable,
+        Some(1),
+        "stable gave up pods down to the one that carries 20% at 80%"
+    );
+    let events = world.events().await?;
+    assert_eq!(count(&events, "RolloutSucceeded"), 1, "{events:#?}");
     Ok(())
 }

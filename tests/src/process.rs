@@ -27,8 +27,20 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let listed = fs::read_to_string(&dep_info).with_context(|| format!("read {}", dep_info.display()))?;
     // rustc runs from the workspace root, so relative paths are relative to it.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for source in dep_info_sources(&listed) {
-        let source = root.join(source);
+    let own = dep_info_sources(&listed);
+    // The binary's dep-info lists only its own crate root: the libraries it links (its
+    // package's and the workspace crates it depends on) are compiled apart, so their sources
+    // are found through the manifests.
+    let package = own
+        .first()
+        .and_then(|main| main.components().next())
+        .map(|c| root.join(c.as_os_str()))
+        .context("the dep-info names no source")?;
+    let mut sources: Vec<PathBuf> = own.iter().map(|s| root.join(s)).collect();
+    for dir in linked_crates(&root, &package)? {
+        rust_files(&dir.join("src"), &mut sources)?;
+    }
+    for source in sources {
         let changed = fs::metadata(&source).and_then(|m| m.modified());
         // A source that is gone, or newer than the binary, means it is out of date.
         if changed.map_or(true, |t| t > built) {
@@ -40,6 +52,58 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         }
     }
     Ok(path)
+}
+
+/// The directories of `package` and of every workspace crate it depends on (`[dependencies]`,
+/// transitively; not dev- or build-dependencies), from the workspace's `path` entries.
+fn linked_crates(root: &Path, package: &Path) -> Result<Vec<PathBuf>> {
+    let workspace = fs::read_to_string(root.join("Cargo.toml")).context("read the workspace Cargo.toml")?;
+    let paths: Vec<(String, PathBuf)> = section(&workspace, "[workspace.dependencies]")
+        .filter_map(|line| {
+            let (name, rest) = line.split_once('=')?;
+            let path = rest.split("path = \"").nth(1)?.split('"').next()?;
+            Some((name.trim().to_owned(), root.join(path)))
+        })
+        .collect();
+    let mut found = vec![package.to_path_buf()];
+    let mut next = 0;
+    while let Some(dir) = found.get(next).cloned() {
+        next += 1;
+        let manifest = fs::read_to_string(dir.join("Cargo.toml"))
+            .with_context(|| format!("read {}", dir.join("Cargo.toml").display()))?;
+        for line in section(&manifest, "[dependencies]") {
+            let name = line.split(['.', '=', ' ']).next().unwrap_or_default();
+            if let Some((_, path)) = paths.iter().find(|(n, _)| n == name)
+                && !found.contains(path)
+            {
+                found.push(path.clone());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The lines of a TOML `section` (up to the next header).
+fn section<'a>(toml: &'a str, header: &'a str) -> impl Iterator<Item = &'a str> {
+    toml.lines()
+        .skip_while(move |l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Every `.rs` file under `dir`, into `into`.
+fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            rust_files(&path, into)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Cargo's dep-info for `binary`, which lists every source file it was built from. Cargo
@@ -172,5 +236,21 @@ mod tests {
                 PathBuf::from("/src/b.rs")
             ]
         );
+    }
+
+    /// The controller's binary links its own library and the proxy's: a change to either makes
+    /// it stale, though its dep-info names only `main.rs`. The proxy's links only its own.
+    #[test]
+    fn a_binary_is_built_from_its_librarys_and_its_workspace_dependencies_sources() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let names = |package: &str| -> Vec<String> {
+            linked_crates(&root, &root.join(package))
+                .expect("the manifests read")
+                .iter()
+                .map(|p| p.file_name().expect("a name").to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names("controller"), ["controller", "proxy"]);
+        assert_eq!(names("proxy"), ["proxy"]);
     }
 }

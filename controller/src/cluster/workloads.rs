@@ -93,6 +93,7 @@ pub fn state(d: Option<&Deployment>) -> WorkloadState {
         } else {
             0
         },
+        pods: u32::try_from(status.replicas.unwrap_or(0)).unwrap_or(0),
         rolled_out,
         autoscaler: None,
     }

@@ -40,6 +40,8 @@ pub struct WorkloadState {
     pub replicas: u32,
     /// Ready replicas.
     pub ready_replicas: u32,
+    /// Pods it runs, of any template and not terminating (its status' replicas).
+    pub pods: u32,
     /// Its controller has finished rolling out the current template.
     pub rolled_out: bool,
     /// The HorizontalPodAutoscaler that scales it, if any.
@@ -153,6 +155,7 @@ pub struct Decision {
 fn pods(w: &WorkloadState) -> surge::Pods {
     surge::Pods {
         desired: w.replicas,
+        running: w.pods,
         ready: w.ready_replicas,
     }
 }

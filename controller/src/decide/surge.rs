@@ -59,11 +59,13 @@ impl Budget {
     }
 }
 
-/// One side as observed: desired replicas, and how many of them are ready.
+/// One side as observed: desired replicas, the pods it still runs, and how many are ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pods {
     /// Desired replicas.
     pub desired: u32,
+    /// Pods it runs (its status' replicas): more than desired while pods it gave up go.
+    pub running: u32,
     /// Ready replicas.
     pub ready: u32,
 }
@@ -99,7 +101,9 @@ pub fn forward(
     };
     // Never fewer pods than the weight applied needs, whatever the budget says: the weight
     // does not fall on the way up.
-    let room = budget.fleet().saturating_sub(stable_pods);
+    // Room only where stable's pods are gone, not merely asked to go: a pod still running
+    // holds its accelerator.
+    let room = budget.fleet().saturating_sub(stable_pods.max(stable.running));
     let candidate_pods = pods_for(target, full)
         .max(1)
         .min(room)
@@ -130,7 +134,7 @@ pub fn back(budget: Budget, applied: u16, floor: u16, served: bool, stable: Pods
     } else {
         candidate.desired
     };
-    let room = budget.fleet().saturating_sub(candidate_pods);
+    let room = budget.fleet().saturating_sub(candidate_pods.max(candidate.running));
     let stable_pods = full.min(room).max(stable.desired);
     let stable_carries = carried(stable.ready.min(stable_pods), full);
     // The weight falls only as far as stable's ready pods carry the rest, and not below floor.
@@ -180,7 +184,8 @@ mod tests {
     }
 
     impl Fleet {
-        /// Applies a plan in the order its walk names and checks the budget after each write.
+        /// Applies a plan in the order its walk names and checks the budget after each write,
+        /// counting a side's pods as the more of those asked for and those still running.
         fn apply(&mut self, plan: Plan, budget: Budget, forward: bool) {
             let writes: [fn(&mut Fleet, Plan); 2] = if forward {
                 [
@@ -195,16 +200,26 @@ mod tests {
             };
             for write in writes {
                 write(self, plan);
+                let held = |p: Pods| p.desired.max(p.running);
                 assert!(
-                    self.stable.desired + self.candidate.desired <= budget.fleet(),
+                    held(self.stable) + held(self.candidate) <= budget.fleet(),
                     "{self:?} over {budget:?}"
                 );
             }
             self.weight = plan.weight;
         }
 
-        /// The time between looks: pods come up (or go), the proxies take the weight.
+        /// Pods given up are gone, new ones run but are not ready yet.
+        fn pods_move(&mut self) {
+            for side in [&mut self.stable, &mut self.candidate] {
+                side.running = side.desired;
+                side.ready = side.ready.min(side.desired);
+            }
+        }
+
+        /// The time between looks: pods come and go and are ready, the proxies take the weight.
         fn settle(&mut self) {
+            self.pods_move();
             self.stable.ready = self.stable.desired;
             self.candidate.ready = self.candidate.desired;
             self.served = self.weight;
@@ -228,8 +243,8 @@ mod tests {
             steps.sort_unstable();
             steps.dedup();
             let mut f = Fleet {
-                stable: Pods { desired: full, ready: full },
-                candidate: Pods { desired: 1, ready: 1 },
+                stable: Pods { desired: full, running: full, ready: full },
+                candidate: Pods { desired: 1, running: 1, ready: 1 },
                 weight: 0,
                 served: 0,
             };
@@ -248,11 +263,10 @@ mod tests {
                     prop_assert!(plan.stable >= stable_for(f.served, full));
                     f.apply(plan, budget, true);
                     // The proxies may take a look longer than the pods.
-                    if !(served_late && looks % 2 == 0) {
-                        f.settle();
+                    if served_late && looks % 2 == 0 {
+                        f.pods_move();
                     } else {
-                        f.stable.ready = f.stable.desired.min(f.stable.ready);
-                        f.candidate.ready = f.candidate.desired;
+                        f.settle();
                     }
                 }
                 f.settle();

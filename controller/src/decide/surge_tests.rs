@@ -44,7 +44,8 @@ fn apply_checked(world: &mut World, d: &Decision, budget: u32) -> bool {
         if !world.apply(std::slice::from_ref(action)) {
             return false;
         }
-        let fleet = world.stable.replicas + world.candidate.replicas;
+        let held = |w: &WorkloadState| w.replicas.max(w.pods);
+        let fleet = held(&world.stable) + held(&world.candidate);
         assert!(
             fleet <= budget || closing,
             "fleet {fleet} over {budget} after {action:?} in {:?}",
@@ -73,10 +74,15 @@ fn drive_surge(spec: &RolloutSpec, surge: u32, errors: f64, slow: bool) -> (Vec<
         if status.phase == Phase::Promoting {
             world.stable.rolled_out = true;
         }
-        if slow && sec % 3 == 0 {
-            // Pods come up every third second.
-            world.candidate.ready_replicas = world.candidate.replicas;
-            world.stable.ready_replicas = world.stable.replicas;
+        if slow {
+            // Pods given up go within a second; new ones are ready every third second.
+            for side in [&mut world.stable, &mut world.candidate] {
+                side.pods = side.replicas;
+                side.ready_replicas = side.ready_replicas.min(side.replicas);
+                if sec % 3 == 0 {
+                    side.ready_replicas = side.replicas;
+                }
+            }
         }
         let d = decide(spec, &status, &world.observe(&status, tests_t(sec)), tests_t(sec));
         if apply_checked(&mut world, &d, FULL + surge) {
@@ -261,4 +267,45 @@ proptest! {
         prop_assert_eq!(world.candidate.replicas, 0);
         prop_assert_eq!(world.traffic.weight, 0);
     }
+}
+
+/// Pods given up take five looks to go (a model server draining its streams): the candidate
+/// grows only into room stable's running pods have left, never into room merely asked for.
+#[test]
+fn the_candidate_grows_only_where_stable_pods_are_gone_not_merely_asked_to_go() {
+    let s = surge_spec(1);
+    let mut status = RolloutStatus::default();
+    let mut world = World::new();
+    world.stable = super::tests::workload("a", 3);
+    world.slow_pods = true;
+    let mut most = 0;
+    for sec in 0..600u32 {
+        world.serve(1000, 0.01, 0.01);
+        if status.phase == Phase::Promoting {
+            world.stable.rolled_out = true;
+        }
+        if sec % 5 == 0 {
+            for side in [&mut world.stable, &mut world.candidate] {
+                side.pods = side.replicas;
+                side.ready_replicas = side.replicas;
+            }
+        }
+        let d = decide(&s, &status, &world.observe(&status, tests_t(sec)), tests_t(sec));
+        assert!(world.apply(&d.actions));
+        status = d.status.clone();
+        let held = |w: &WorkloadState| w.replicas.max(w.pods);
+        let fleet = held(&world.stable) + held(&world.candidate);
+        assert!(
+            fleet <= 4,
+            "{sec}: {fleet} pods after {:?}: {}",
+            d.actions,
+            status.message
+        );
+        most = most.max(fleet);
+        if status.phase.is_terminal() {
+            break;
+        }
+    }
+    assert_eq!(status.phase, Phase::Succeeded, "{}", status.message);
+    assert_eq!(most, 4, "the surge was used");
 }

@@ -59,6 +59,7 @@ pub(crate) fn workload(hash: &str, replicas: u32) -> WorkloadState {
         template_hash: hash.into(),
         replicas,
         ready_replicas: replicas,
+        pods: replicas,
         rolled_out: true,
         autoscaler: None,
     }
@@ -195,12 +196,14 @@ impl World {
                     self.candidate.replicas = *n;
                     if !self.slow_pods {
                         self.candidate.ready_replicas = *n;
+                        self.candidate.pods = *n;
                     }
                 }
                 Action::ScaleStable(n) => {
                     self.stable.replicas = *n;
-                    if !self.slow_pods || *n < self.stable.ready_replicas {
+                    if !self.slow_pods {
                         self.stable.ready_replicas = *n;
+                        self.stable.pods = *n;
                     }
                 }
                 Action::PromoteTemplate { revision } => {

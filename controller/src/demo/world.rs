@@ -79,6 +79,7 @@ impl DemoWorkloads {
             } else {
                 d.ready_before.min(d.replicas)
             },
+            pods: d.replicas,
             rolled_out,
             autoscaler: None,
         }
