@@ -1,6 +1,7 @@
 //! `weir controller` against the real control plane (tests/cluster), with a real `weir-proxy`
-//! process watching the route ConfigMaps and real model servers over loopback. Traffic goes
-//! only to loopback: the Rollouts name their sides by static endpoints.
+//! process watching the route ConfigMaps and model servers in processes of their own
+//! (`weir-test-model-server`) over loopback. Traffic goes only to loopback: the Rollouts name
+//! their sides by static endpoints.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -18,7 +19,7 @@ use kube::CustomResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::watch;
-use weir::demo::backend::{Behavior, DemoBackend};
+use weir::demo::backend::Behavior;
 use weir::demo::load::{self, ClientTally};
 use weir::rollout::Rollout;
 use weir::status::Phase;
@@ -88,18 +89,59 @@ fn model(version: &'static str, error_rate: f64) -> Behavior {
     }
 }
 
+/// A model server process (the demo's backend behind `weir-test-model-server`).
+struct ModelServer {
+    addr: SocketAddr,
+    _process: Process,
+}
+
+impl ModelServer {
+    /// Starts one behaving as `behavior`, and waits until it answers.
+    async fn start(behavior: Behavior, seed: u64, dir: &std::path::Path) -> Result<ModelServer> {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let process = Process::start(
+            &workspace_binary("weir-test-model-server")?,
+            &[
+                "--listen".into(),
+                addr.to_string(),
+                "--version".into(),
+                behavior.version.into(),
+                "--error-rate".into(),
+                behavior.error_rate.to_string(),
+                "--latency-ms".into(),
+                behavior.latency_ms.to_string(),
+                "--seed".into(),
+                seed.to_string(),
+            ],
+            &[],
+            dir.join(format!("model-{}.log", behavior.version)),
+        )?;
+        eventually("the model server to listen", Duration::from_secs(30), || async {
+            Ok(match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => Check::Done(()),
+                Err(e) => Check::Waiting(e.to_string()),
+            })
+        })
+        .await
+        .with_context(|| process.tail(20))?;
+        Ok(ModelServer {
+            addr,
+            _process: process,
+        })
+    }
+}
+
 /// One test's world: its namespace (whose name is also its gateway), the two Deployments, two
-/// model servers, a proxy and a controller.
+/// model server processes, a proxy and a controller.
 struct World {
     ns: TestNamespace,
     kubeconfig: std::path::PathBuf,
-    stable: DemoBackend,
-    candidate: DemoBackend,
+    stable: ModelServer,
+    candidate: ModelServer,
     proxy_listen: SocketAddr,
     proxy_admin: SocketAddr,
     _proxy: Process,
     controller: Process,
-    _stop_backends: watch::Sender<bool>,
     dir: tempfile::TempDir,
 }
 
@@ -122,11 +164,10 @@ impl World {
             .create(&post, &deployment("m-v2", "registry.invalid/m:1", 0)?)
             .await?;
 
-        let (stop_backends, stopped) = watch::channel(false);
-        let stable = DemoBackend::start(model("v1", 0.0), 1, stopped.clone()).await?;
-        let candidate = DemoBackend::start(candidate, 2, stopped).await?;
-
         let dir = tempfile::tempdir()?;
+        let stable = ModelServer::start(model("v1", 0.0), 1, dir.path()).await?;
+        let candidate = ModelServer::start(candidate, 2, dir.path()).await?;
+
         let (listen, admin) = (free_port()?, free_port()?);
         let config = dir.path().join("proxy.yaml");
         std::fs::write(
@@ -168,7 +209,6 @@ impl World {
             proxy_admin,
             _proxy: proxy,
             controller,
-            _stop_backends: stop_backends,
             dir,
         })
     }

@@ -57,7 +57,17 @@ pub struct DemoBackend {
 impl DemoBackend {
     /// Starts a backend on a free loopback port; it stops when `shutdown` flips.
     pub async fn start(behavior: Behavior, seed: u64, shutdown: watch::Receiver<bool>) -> std::io::Result<DemoBackend> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        DemoBackend::start_on(([127, 0, 0, 1], 0).into(), behavior, seed, shutdown).await
+    }
+
+    /// As [`DemoBackend::start`], listening on `addr`.
+    pub async fn start_on(
+        addr: SocketAddr,
+        behavior: Behavior,
+        seed: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<DemoBackend> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let behavior = Arc::new(Mutex::new(behavior));
         let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(seed)));
