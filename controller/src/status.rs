@@ -51,6 +51,9 @@ pub enum PromotionStage {
     /// As `RollingStable`, with all traffic moved to stable: the candidate tripped the proxy's
     /// fail-fast, or stable did not roll out within the progress deadline.
     StableOnly,
+    /// Under `maxSurge`, before stable's template is replaced: all traffic moves to the
+    /// candidate within the budget, so that stable's pods carry nothing while they roll.
+    FillingCandidate,
     /// Stable runs the analysed template but was scaled down under `maxSurge`: it grows back
     /// as the candidate gives up pods, and traffic moves to it as its pods become ready.
     GrowingStable,

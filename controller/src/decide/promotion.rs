@@ -97,6 +97,14 @@ impl Ctx<'_> {
             }
         } else if copied && (stable.rolled_out || growing) {
             self.grow_stable(spec);
+        } else if !copied && self.old.max_surge.is_some() {
+            // Stable's pods are replaced only once they carry nothing: under a budget there
+            // is no spare pod to keep them serving while they roll.
+            if self.fill_candidate(spec) {
+                self.next.promotion = Some(PromotionStage::RollingStable);
+                self.actions.push(Action::PromoteTemplate { revision: target });
+            }
+            return;
         } else {
             // Keep the candidate serving its share until stable has the new template.
             self.keep_traffic(spec);
@@ -104,6 +112,54 @@ impl Ctx<'_> {
         if !copied {
             self.actions.push(Action::PromoteTemplate { revision: target });
         }
+    }
+
+    /// Under maxSurge, before stable gets the analysed template: all traffic moves to the
+    /// candidate, which runs the same revision, by the forward walk (see [`surge::forward`]),
+    /// so that stable's pods carry nothing while they are replaced. True once the proxies are
+    /// seen serving it all.
+    fn fill_candidate(&mut self, spec: &ValidSpec) -> bool {
+        let applied = self.old.candidate_weight;
+        let budget = surge::Budget {
+            full: self.full_stable(),
+            surge: self.old.max_surge.unwrap_or(1),
+        };
+        let served = self.served(spec, applied);
+        let (stable, candidate) = (super::pods(&self.obs.stable), super::pods(&self.obs.candidate));
+        let all = weir_proxy::split::BASIS_POINTS;
+        let plan = surge::forward(budget, all, applied, served, stable, candidate, false);
+        self.next.promotion = Some(PromotionStage::FillingCandidate);
+        if plan.stable < stable.desired {
+            self.actions.push(Action::ScaleStable(plan.stable));
+        }
+        self.actions.push(Action::ScaleCandidate(plan.candidate));
+        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+        intent.weight = plan.weight;
+        intent.preview = None;
+        self.set_traffic(intent);
+        if plan.weight != applied {
+            // Progress: the deadline counts from here (see `grow_stable`).
+            self.next.step_started_at = Some(crate::status::micro_time(self.now));
+        }
+        let filled = applied == all && served;
+        self.next.message = if filled {
+            format!(
+                "promoting: the candidate carries all traffic; stable's {} pod(s) take revision {} next",
+                stable.desired,
+                self.old.candidate_revision.as_deref().unwrap_or_default()
+            )
+        } else {
+            format!(
+                "promoting: the candidate takes all traffic within maxSurge {} before stable's pods are replaced \
+                 (at {}, {}/{} candidate replicas ready, stable at {})",
+                budget.surge,
+                super::percent(plan.weight),
+                candidate.ready,
+                plan.candidate,
+                plan.stable
+            )
+        };
+        filled
     }
 
     /// Stable runs the analysed template with the pods maxSurge left it: traffic moves back to

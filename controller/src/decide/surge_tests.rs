@@ -119,15 +119,32 @@ fn a_healthy_candidate_walks_every_step_within_one_extra_pod_and_stable_gets_all
     // the promotion walks back the same way.
     assert!(weights.starts_with(&[500, 1000, 2000, 2500]), "{weights:?}");
     assert!(weights.contains(&5000) && weights.ends_with(&[0]), "{weights:?}");
-    let least_stable = decisions
+    let least_stable = |ds: &[Decision]| {
+        ds.iter()
+            .flat_map(|d| &d.actions)
+            .filter_map(|a| match a {
+                Action::ScaleStable(n) => Some(*n),
+                _ => None,
+            })
+            .min()
+    };
+    let promoting = decisions
         .iter()
-        .flat_map(|d| &d.actions)
-        .filter_map(|a| match a {
-            Action::ScaleStable(n) => Some(*n),
-            _ => None,
-        })
-        .min();
-    assert_eq!(least_stable, Some(5), "stable carried 50 % on 5 of its 10 pods");
+        .position(|d| d.events.iter().any(|e| e.reason == reasons::ROLLOUT_PROMOTING))
+        .expect("a promotion");
+    assert_eq!(
+        least_stable(&decisions[..promoting]),
+        Some(5),
+        "stable carried 50 % on 5 of its 10 pods"
+    );
+    // Stable's pods are replaced only once they carry nothing: the candidate first takes all
+    // traffic, within the budget (stable down to its last pod).
+    assert_eq!(least_stable(&decisions[promoting..]), Some(1));
+    for d in &decisions {
+        if d.actions.iter().any(|a| matches!(a, Action::PromoteTemplate { .. })) {
+            assert_eq!(d.status.candidate_weight, 10_000, "{:?}", d.actions);
+        }
+    }
     let growing = decisions
         .iter()
         .any(|d| d.status.promotion == Some(PromotionStage::GrowingStable));
