@@ -368,6 +368,19 @@ fn start_controller(
     name: &str,
     crash_after: Option<&str>,
 ) -> Result<Process> {
+    start_controller_leasing(gateway, kubeconfig, proxy_admin, dir, name, crash_after, "3s")
+}
+
+/// As [`start_controller`], with a Lease of `lease`.
+fn start_controller_leasing(
+    gateway: &str,
+    kubeconfig: &std::path::Path,
+    proxy_admin: SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+    crash_after: Option<&str>,
+    lease: &str,
+) -> Result<Process> {
     let mut envs = vec![("WEIR_LOG", "info,weir::reconcile=debug,kube=warn")];
     if let Some(point) = crash_after {
         envs.push(("WEIR_CRASH_AFTER", point));
@@ -385,7 +398,7 @@ fn start_controller(
             "--lease-namespace".into(),
             gateway.into(),
             "--lease-duration".into(),
-            "3s".into(),
+            lease.into(),
             "--proxy-admin-url".into(),
             format!("http://{proxy_admin}"),
             "--admin".into(),
@@ -759,6 +772,65 @@ async fn of_two_controllers_only_the_lease_holder_acts_and_the_other_takes_over(
         .wait_status("paused by the new leader", |s| s.phase == Phase::Paused)
         .await?;
     assert!(second.running());
+    Ok(())
+}
+
+/// A controller stopped with SIGTERM (a rolling update) releases the Lease: the other replica
+/// takes over at its next try, long before the Lease would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_stopped_with_sigterm_releases_the_lease_and_the_other_takes_over_at_its_next_try() -> Result<()> {
+    let mut world = World::start("sigterm_releases_the_lease", model("v2", 0.0)).await?;
+    let start = |world: &World, name: &str| {
+        start_controller_leasing(
+            &world.ns.name,
+            &world.kubeconfig,
+            world.proxy_admin,
+            world.dir.path(),
+            name,
+            None,
+            "60s",
+        )
+    };
+    // The world's own controller (a 3 s Lease) goes, so that the two here, with 60 s, decide.
+    world.controller.kill();
+    let mut first = start(&world, "first-60s")?;
+    let first_id = format!("-{}", first.id());
+    eventually("the first to lead", Duration::from_secs(60), || async {
+        Ok(match lease_holder(&world).await? {
+            Some(h) if h.ends_with(&first_id) => Check::Done(()),
+            other => Check::Waiting(format!("holder {other:?}")),
+        })
+    })
+    .await?;
+    let second = start(&world, "second-60s")?;
+    let second_id = format!("-{}", second.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()?;
+    assert!(sent.success());
+    let stopped = Instant::now();
+    while first.running() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM:\n{}",
+            first.tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Within 20 s of a 60 s Lease: released, not expired.
+    eventually("the second to take the Lease", Duration::from_secs(20), || async {
+        Ok(match lease_holder(&world).await? {
+            Some(h) if h.ends_with(&second_id) => Check::Done(()),
+            other => Check::Waiting(format!("holder {other:?}")),
+        })
+    })
+    .await?;
+    eprintln!(
+        "taken over {:.1}s after SIGTERM (lease 60s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(first.tail(20).contains("released the Lease"), "{}", first.tail(20));
     Ok(())
 }
 

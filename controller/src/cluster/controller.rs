@@ -132,13 +132,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         format!("{}-{}", host.trim(), std::process::id())
     });
     let leadership = Leadership::default();
-    let election = Election {
+    let election = Arc::new(Election {
         api: Api::<Lease>::namespaced(client.clone(), &lease_namespace),
         identity: identity.clone(),
         duration: args.lease_duration,
         leadership: leadership.clone(),
-    };
-    tokio::spawn(election.run());
+    });
+    let electing = tokio::spawn(Arc::clone(&election).run());
     let metrics = Arc::new(ControllerMetrics::default());
     let targets: SharedTargets = Arc::new(ArcSwap::from_pointee(
         args.proxy_admin_urls
@@ -210,6 +210,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
+    // Every reconcile under way has finished: nothing acts any more, so the Lease can go.
+    electing.abort();
+    if let Err(error) = election.release().await {
+        tracing::warn!(%error, "releasing the Lease failed; another replica takes over once it expires");
+    }
     Ok(())
 }
 

@@ -82,9 +82,40 @@ pub struct Election {
 }
 
 impl Election {
+    /// Gives the Lease up, if this replica holds it, so that another takes over at its next
+    /// try instead of waiting out the lease time (a rolling update of the controller). The
+    /// caller has stopped acting, and stopped [`Election::run`], first.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        self.leadership.set(false);
+        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        lease.metadata.managed_fields = None;
+        let params = PostParams {
+            dry_run: false,
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+        };
+        // Onto the version read: a Lease taken over meanwhile is not given away.
+        match self.api.replace(LEASE_NAME, &params, &lease).await {
+            Ok(_) => {
+                tracing::info!(identity = %self.identity, "released the Lease {LEASE_NAME}");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Takes part until the process ends: renews every fifth of the lease time, and stops
     /// counting itself leader once two thirds of it passed since the last renewal.
-    pub async fn run(self) {
+    pub async fn run(self: Arc<Self>) {
         let period = self.duration / 5;
         let deadline = self.duration * 2 / 3;
         let mut renewed_at: Option<Instant> = None;
