@@ -138,6 +138,10 @@ pub struct RolloutStatus {
     /// promotion, a new candidate) restores them to `stableReplicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<u32>,
+    /// The replicas weir last set on stable under `maxSurge`; another value seen there means
+    /// another manager changed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_scaled_to: Option<u32>,
     /// Revision (template hash) of stable when the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,

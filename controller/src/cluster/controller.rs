@@ -345,6 +345,7 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
             &namespace,
             &spec.stable.deployment,
             &spec.candidate.deployment,
+            spec.scaling.max_surge.is_some(),
         ),
         traffic: KubeTraffic {
             api: Api::namespaced(client.clone(), &namespace),

@@ -18,17 +18,20 @@ use crate::ports::{WorkloadError, Workloads};
 /// The Deployments of one Rollout, in its namespace.
 pub struct KubeWorkloads {
     api: Api<Deployment>,
-    autoscalers: Api<HorizontalPodAutoscaler>,
+    /// HorizontalPodAutoscalers, read only for a Rollout under `maxSurge`: others need no
+    /// permission to list them.
+    autoscalers: Option<Api<HorizontalPodAutoscaler>>,
     stable: String,
     candidate: String,
 }
 
 impl KubeWorkloads {
-    /// The Deployments `stable` and `candidate` of `namespace`.
-    pub fn new(client: kube::Client, namespace: &str, stable: &str, candidate: &str) -> Self {
+    /// The Deployments `stable` and `candidate` of `namespace`; with `autoscalers`, also the
+    /// HorizontalPodAutoscaler that scales stable, if any.
+    pub fn new(client: kube::Client, namespace: &str, stable: &str, candidate: &str, autoscalers: bool) -> Self {
         KubeWorkloads {
             api: Api::namespaced(client.clone(), namespace),
-            autoscalers: Api::namespaced(client, namespace),
+            autoscalers: autoscalers.then(|| Api::namespaced(client, namespace)),
             stable: stable.to_owned(),
             candidate: candidate.to_owned(),
         }
@@ -36,8 +39,10 @@ impl KubeWorkloads {
 
     /// The HorizontalPodAutoscaler whose target is the Deployment `name`, if any.
     async fn autoscaler(&self, name: &str) -> Result<Option<String>, WorkloadError> {
-        let list = self
-            .autoscalers
+        let Some(autoscalers) = &self.autoscalers else {
+            return Ok(None);
+        };
+        let list = autoscalers
             .list(&ListParams::default())
             .await
             .map_err(|e| WorkloadError::Observe {
@@ -48,8 +53,11 @@ impl KubeWorkloads {
             .items
             .iter()
             .find(|hpa| {
+                // apiVersion may be left out of the reference.
                 let target = &hpa.spec.scale_target_ref;
-                target.kind == "Deployment" && target.name == name && target.api_version.as_deref() == Some("apps/v1")
+                target.kind == "Deployment"
+                    && target.name == name
+                    && target.api_version.as_deref().is_none_or(|v| v == "apps/v1")
             })
             .and_then(|hpa| hpa.metadata.name.clone()))
     }

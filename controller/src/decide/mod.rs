@@ -25,7 +25,8 @@ use crate::judge::{self, PromqlValue};
 use crate::rollout::RolloutSpec;
 use crate::rollout::validate::{ValidSpec, describe, validate};
 use crate::status::{
-    AnalysisRecord, Phase, RolloutStatus, UserRequest, Verb, WindowMark, micro_time, set_condition, system_time,
+    AnalysisRecord, Phase, PromotionStage, RolloutStatus, UserRequest, Verb, WindowMark, micro_time, set_condition,
+    system_time,
 };
 pub use traffic::{Preview, TrafficIntent, candidate_replicas};
 
@@ -295,6 +296,9 @@ impl Ctx<'_> {
     /// the rollout starts again once the spec is valid; an abort request and a fail-fast trip
     /// abort as they would on a valid spec.
     fn while_invalid(&mut self, problem: &str) {
+        if self.old.phase == Phase::Promoting {
+            return self.promoting_while_invalid(problem);
+        }
         if !matches!(self.old.phase, Phase::Progressing | Phase::Paused) {
             return;
         }
@@ -322,6 +326,50 @@ impl Ctx<'_> {
             );
             self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), true);
         }
+    }
+
+    /// A promotion whose spec has become invalid: it goes no further, but a new candidate
+    /// template (unanalysed) or a fail-fast trip still takes all traffic off the candidate,
+    /// and stable gets back any pods maxSurge took.
+    fn promoting_while_invalid(&mut self, problem: &str) {
+        let changed = self.old.candidate_revision.as_ref() != Some(&self.obs.candidate.template_hash)
+            && self.obs.candidate.exists;
+        let trip = self.tripped();
+        if !changed && trip.is_none() {
+            return;
+        }
+        let target = self.old.candidate_revision.clone().unwrap_or_default();
+        let copied = self.obs.stable.template_hash == target;
+        self.set_traffic(TrafficIntent::none(self.candidate_revision()));
+        self.restore_stable();
+        self.requeue_after = Duration::from_secs(1);
+        if changed && !copied {
+            // The analysed template is gone from the candidate before it reached stable.
+            self.next.phase = Phase::Idle;
+            self.next.promotion = None;
+            self.next.evidence = None;
+            self.next.message = format!(
+                "candidate changed to revision {} before the analysed {target} reached stable, while the spec is \
+                 invalid: all traffic to stable (invalid spec: {problem})",
+                self.obs.candidate.template_hash
+            );
+            self.event(reasons::CANDIDATE_CHANGED, self.next.message.clone(), true);
+            return;
+        }
+        let why = match trip {
+            Some(trip) => format!("the proxy's fail-fast tripped during the promotion: {trip}"),
+            None => format!(
+                "the candidate changed to revision {} during the promotion",
+                self.obs.candidate.template_hash
+            ),
+        };
+        let message = format!("{why}: all traffic on stable (invalid spec: {problem})");
+        if self.old.promotion != Some(PromotionStage::StableOnly) {
+            self.condition("Progressing", "False", reasons::PROMOTION_STALLED, &message);
+            self.event(reasons::PROMOTION_STALLED, message.clone(), true);
+        }
+        self.next.promotion = Some(PromotionStage::StableOnly);
+        self.next.message = message;
     }
 
     /// The request to obey now, if any: one made after the last one obeyed and after the
@@ -506,26 +554,29 @@ impl Ctx<'_> {
         mut intent: TrafficIntent,
         hold: bool,
     ) -> Option<String> {
-        let applied = self.old.candidate_weight;
         let target = intent.weight;
-        let served = self.old.max_surge.is_some() && self.served(spec, applied);
         let (stable, candidate) = (pods(&self.obs.stable), pods(&self.obs.candidate));
         self.next.max_surge = Some(budget.surge);
-        let plan = if target >= applied {
-            let plan = surge::forward(budget, target, applied, served, stable, candidate, hold);
-            if plan.stable < stable.desired {
-                self.actions.push(Action::ScaleStable(plan.stable));
-            }
-            self.actions.push(Action::ScaleCandidate(plan.candidate));
-            plan
+        let plan = self.surge_plan(spec, budget, target, hold);
+        let scale_stable = Action::ScaleStable(plan.stable);
+        let scale_candidate = Action::ScaleCandidate(plan.candidate);
+        // Forward: stable gives up pods before the candidate takes the room; back (a step
+        // edited down): the candidate gives up pods before stable takes them.
+        let order = if plan.stable <= stable.desired {
+            [scale_stable, scale_candidate]
         } else {
-            let plan = surge::back(budget, applied, target, served, stable, candidate);
-            self.actions.push(Action::ScaleCandidate(plan.candidate));
-            if plan.stable > stable.desired {
-                self.actions.push(Action::ScaleStable(plan.stable));
-            }
-            plan
+            [scale_candidate, scale_stable]
         };
+        for action in order {
+            if action != Action::ScaleStable(stable.desired) {
+                self.actions.push(action);
+            }
+        }
+        // Recorded from the first look that leaves stable off its full count, even when the
+        // write was made by a look whose record a crash lost.
+        if plan.stable != budget.full || self.old.stable_scaled_to.is_some() {
+            self.next.stable_scaled_to = Some(plan.stable);
+        }
         intent.weight = plan.weight;
         self.set_traffic(intent);
         (plan.weight != target).then(|| {
@@ -543,6 +594,42 @@ impl Ctx<'_> {
         })
     }
 
+    /// This look's walk under `budget` towards `target`: forward, or back for a step edited
+    /// down. Stable gives up pods only once status records the surge.
+    fn surge_plan(&self, spec: &ValidSpec, budget: surge::Budget, target: u16, hold: bool) -> surge::Plan {
+        let applied = self.old.candidate_weight;
+        let served = self.old.max_surge.is_some() && self.served(spec, applied);
+        let (stable, candidate) = (pods(&self.obs.stable), pods(&self.obs.candidate));
+        if target >= applied {
+            surge::forward(budget, target, applied, served, stable, candidate, hold)
+        } else {
+            surge::back(budget, applied, target, served, stable, candidate)
+        }
+    }
+
+    /// Under maxSurge, stable's replicas as someone else left them, if anyone did: neither
+    /// what weir last set (status), nor what this look would set (a write whose record a crash
+    /// lost), or fewer than the weight served needs. The budget cannot hold against a second
+    /// manager (GitOps self-heal, an autoscaler the lookup missed, a person).
+    fn stable_changed_by_others(&self, spec: &ValidSpec) -> Option<String> {
+        let budget = self.budget(spec)?;
+        self.old.max_surge?;
+        let expected = self.old.stable_scaled_to.unwrap_or(budget.full);
+        let seen = self.obs.stable.replicas;
+        let target = TrafficIntent::step(spec, self.next.step as usize, None).weight;
+        let planned = self.surge_plan(spec, budget, target, false).stable;
+        let enough = seen >= surge::stable_for(self.old.candidate_weight, budget.full);
+        if seen == expected || (seen == planned && enough) {
+            return None;
+        }
+        Some(format!(
+            "stable {} was scaled to {seen} replicas by someone else during a maxSurge rollout (weir set {expected}): \
+             the budget cannot hold with two managers of stable's replicas; keep GitOps and autoscalers off them \
+             while a rollout runs, or remove maxSurge",
+            spec.stable
+        ))
+    }
+
     /// The budget of a rollout under `maxSurge` (a canary: validation refuses it with
     /// blue-green), counted from stable's replicas when the rollout began.
     fn budget(&self, spec: &ValidSpec) -> Option<surge::Budget> {
@@ -553,7 +640,8 @@ impl Ctx<'_> {
         })
     }
 
-    /// Stable's replicas when the rollout began.
+    /// Stable's replicas when the rollout began (at least one: the walks need a pod to size
+    /// a share by).
     fn full_stable(&self) -> u32 {
         self.next.stable_replicas.unwrap_or(self.obs.stable.replicas).max(1)
     }
@@ -561,8 +649,10 @@ impl Ctx<'_> {
     /// Stable back to its replicas from the start, if this rollout scaled them (status says
     /// so before the first scale-down, so a crash never loses it). Idempotent.
     fn restore_stable(&mut self) {
+        self.next.stable_scaled_to = None;
         if self.next.max_surge.take().is_some() {
-            let full = self.full_stable();
+            // Exactly what it had, even none.
+            let full = self.next.stable_replicas.unwrap_or(self.obs.stable.replicas);
             self.actions.push(Action::ScaleStable(full));
         }
     }

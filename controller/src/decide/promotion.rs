@@ -13,9 +13,10 @@ impl Ctx<'_> {
         let stable = &self.obs.stable;
         let copied = stable.template_hash == target;
         let growing = self.old.promotion == Some(PromotionStage::GrowingStable);
-        // Under maxSurge stable may have too few pods for all traffic: it grows back first.
+        // Under maxSurge stable may have too few pods for all traffic: it grows back first,
+        // and the candidate keeps its last pod until the proxies are seen sending it nothing.
         let short = self.old.max_surge.is_some()
-            && (stable.ready_replicas < self.full_stable() || self.old.candidate_weight > 0);
+            && (stable.ready_replicas < self.full_stable() || self.old.candidate_weight > 0 || !self.served(spec, 0));
         let tripped = self.tripped().is_some();
         if copied && (stable.rolled_out || growing) && !short {
             self.set_traffic(TrafficIntent::none(self.candidate_revision()));
@@ -131,6 +132,7 @@ impl Ctx<'_> {
         self.next.promotion = Some(PromotionStage::FillingCandidate);
         if plan.stable < stable.desired {
             self.actions.push(Action::ScaleStable(plan.stable));
+            self.next.stable_scaled_to = Some(plan.stable);
         }
         self.actions.push(Action::ScaleCandidate(plan.candidate));
         let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
@@ -177,6 +179,7 @@ impl Ctx<'_> {
         self.actions.push(Action::ScaleCandidate(plan.candidate));
         if plan.stable > stable.desired {
             self.actions.push(Action::ScaleStable(plan.stable));
+            self.next.stable_scaled_to = Some(plan.stable);
         }
         let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
         intent.weight = plan.weight;

@@ -45,9 +45,12 @@ impl Ctx<'_> {
         }
 
         // Under maxSurge weir sets stable's replicas; an autoscaler that appeared since the
-        // start would fight it, with the fleet mid-walk.
+        // start, or anyone else changing them, would fight it, with the fleet mid-walk.
         if let (Some(_), Some(hpa)) = (spec.max_surge, &self.obs.stable.autoscaler) {
             let why = super::surge_with_autoscaler(hpa, &spec.stable);
+            return self.abort(spec, why);
+        }
+        if let Some(why) = self.stable_changed_by_others(spec) {
             return self.abort(spec, why);
         }
 
@@ -58,13 +61,11 @@ impl Ctx<'_> {
         }
 
         let waiting = self.step_traffic(spec, paused);
-        // Stable giving up pods changes its load per pod: the window starts again, as for a
-        // weight change, so that no window is judged across it.
-        let stable_shrinks = self
-            .actions
-            .iter()
-            .any(|a| matches!(a, super::Action::ScaleStable(n) if *n < self.obs.stable.replicas));
-        if self.next.candidate_weight != self.old.candidate_weight || stable_shrinks {
+        // Stable's size changing (under maxSurge, or restored when it is removed) changes its
+        // load per pod: the window starts again, as for a weight change, so that no window is
+        // judged across it. Compared with status, so a write whose record a crash lost counts.
+        let stable_resized = self.next.stable_scaled_to != self.old.stable_scaled_to;
+        if self.next.candidate_weight != self.old.candidate_weight || stable_resized {
             self.restart_step(spec);
             self.next.message = format!("{}: started", self.step_label(spec));
         }

@@ -99,16 +99,19 @@ pub fn forward(
     } else {
         stable.desired
     };
-    // Never fewer pods than the weight applied needs, whatever the budget says: the weight
-    // does not fall on the way up.
     // Room only where stable's pods are gone, not merely asked to go: a pod still running
     // holds its accelerator.
     let room = budget.fleet().saturating_sub(stable_pods.max(stable.running));
-    let candidate_pods = pods_for(target, full)
-        .max(1)
-        .min(room)
-        .max(pods_for(applied, full))
-        .max(1);
+    // Never fewer pods than the weight applied needs, whatever the budget says: the weight
+    // does not fall on the way up. Until the proxies are seen serving it, they may still
+    // serve an older, higher weight (a step edited down), so the candidate keeps what it has;
+    // at weight 0 it carries nothing to keep.
+    let keep = if served || applied == 0 {
+        pods_for(applied, full)
+    } else {
+        candidate.desired.max(pods_for(applied, full))
+    };
+    let candidate_pods = pods_for(target, full).max(1).min(room).max(keep).max(1);
     let can_carry = carried(candidate.ready.min(candidate_pods), full);
     let weight = if hold {
         applied
@@ -127,10 +130,12 @@ pub fn forward(
 /// then weight. `served` says the proxies are seen serving `applied`.
 pub fn back(budget: Budget, applied: u16, floor: u16, served: bool, stable: Pods, candidate: Pods) -> Plan {
     let full = budget.full.max(1);
+    // The candidate keeps a pod to the end: requests an override sends it still need one
+    // until the promotion closes it off.
     let candidate_pods = if served {
         candidate
             .desired
-            .min(pods_for(applied, full).max(pods_for(floor, full)))
+            .min(pods_for(applied, full).max(pods_for(floor, full)).max(1))
     } else {
         candidate.desired
     };
@@ -271,7 +276,7 @@ mod tests {
                 }
                 f.settle();
             }
-            while f.weight > 0 || f.candidate.desired > 0 {
+            while f.weight > 0 || f.stable.desired < full {
                 looks += 1;
                 prop_assert!(looks < 20_000, "stuck going back: {f:?}");
                 let served = f.served == f.weight;

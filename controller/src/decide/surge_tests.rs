@@ -326,3 +326,134 @@ fn the_candidate_grows_only_where_stable_pods_are_gone_not_merely_asked_to_go() 
     assert_eq!(status.phase, Phase::Succeeded, "{}", status.message);
     assert_eq!(most, 4, "the surge was used");
 }
+
+/// Runs a healthy rollout under maxSurge 1 until `until` holds; returns its status, world and
+/// the next second.
+fn run_until(s: &RolloutSpec, until: impl Fn(&RolloutStatus, &World) -> bool) -> (RolloutStatus, World, u32) {
+    let mut status = RolloutStatus::default();
+    let mut world = World::new();
+    let mut sec = 0;
+    while !until(&status, &world) {
+        world.serve(1000, 0.01, 0.01);
+        if status.phase == Phase::Promoting {
+            world.stable.rolled_out = true;
+        }
+        status = tick(s, &status, &mut world, f64::from(sec)).status;
+        sec += 1;
+        assert!(sec < 3000, "never got there: {}", status.message);
+    }
+    (status, world, sec)
+}
+
+#[test]
+fn another_manager_scaling_stable_mid_walk_aborts_but_a_write_whose_record_a_crash_lost_does_not() {
+    let s = surge_spec(1);
+    let (status, world, sec) = run_until(&s, |_, w| w.stable.replicas == FULL - 2);
+    assert_eq!(status.stable_scaled_to, Some(FULL - 2));
+
+    // GitOps self-heal puts stable back to its manifest's count.
+    let mut reverted = clone_world(&world);
+    reverted.stable.replicas = FULL;
+    reverted.stable.pods = FULL;
+    let d = tick(&s, &status, &mut reverted, f64::from(sec));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert!(
+        d.status.message.contains("scaled to 10 replicas by someone else"),
+        "{}",
+        d.status.message
+    );
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::SetTraffic(TrafficIntent::none(Some("b".into()))),
+            Action::ScaleStable(FULL),
+            Action::ScaleCandidate(0),
+        ]
+    );
+
+    // weir's own next write landed, but the controller died before recording it: that is no
+    // other manager, and the window starts again (stable's load per pod changed).
+    let mut crashed = clone_world(&world);
+    let mut walked = status.clone();
+    let mut at = sec;
+    loop {
+        world_serve(&mut crashed);
+        let d = decide(&s, &walked, &crashed.observe(&walked, tests_t(at)), tests_t(at));
+        at += 1;
+        let shrinks = d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleStable(n) if *n < crashed.stable.replicas));
+        assert!(crashed.apply(&d.actions));
+        if shrinks {
+            break;
+        }
+        walked = d.status;
+        assert!(at < sec + 600, "no further shrink: {}", walked.message);
+    }
+    let d = decide(&s, &walked, &crashed.observe(&walked, tests_t(at)), tests_t(at));
+    assert_eq!(d.status.phase, Phase::Progressing, "{}", d.status.message);
+    assert_eq!(d.status.stable_scaled_to, Some(crashed.stable.replicas));
+    assert_eq!(
+        d.status.step_started_at,
+        Some(micro_time(tests_t(at))),
+        "the window starts again"
+    );
+}
+
+#[test]
+fn the_candidate_keeps_its_last_pod_until_the_proxies_are_seen_sending_it_nothing() {
+    let s = surge_spec(1);
+    let (status, mut world, sec) = run_until(&s, |st, w| {
+        st.promotion == Some(PromotionStage::GrowingStable) && w.traffic.weight == 0
+    });
+    // A proxy still serves the last weight it had.
+    world.served_weight = Some(1000);
+    let d = tick(&s, &status, &mut world, f64::from(sec));
+    assert_eq!(d.status.phase, Phase::Promoting, "{}", d.status.message);
+    assert!(world.candidate.replicas >= 1, "{:?}", d.actions);
+    world.served_weight = None;
+    let d = tick(&s, &d.status, &mut world, f64::from(sec + 1));
+    assert_eq!(d.status.phase, Phase::Succeeded, "{}", d.status.message);
+    assert_eq!(world.candidate.replicas, 0);
+}
+
+fn world_serve(world: &mut World) {
+    world.serve(1000, 0.01, 0.01);
+}
+
+fn clone_world(world: &World) -> World {
+    let mut copy = World::new();
+    copy.stable = world.stable.clone();
+    copy.candidate = world.candidate.clone();
+    copy.traffic = world.traffic.clone();
+    copy.counters = world.counters.clone();
+    copy
+}
+
+#[test]
+fn a_promotion_whose_spec_turns_invalid_still_closes_a_new_candidate_and_gives_stable_its_pods_back() {
+    let s = surge_spec(1);
+    let (status, mut world, sec) = run_until(&s, |st, _| st.promotion == Some(PromotionStage::GrowingStable));
+    let mut invalid = s.clone();
+    invalid.scaling.max_surge = Some(0);
+    // A GitOps commit with a bad spec and a new candidate image at once.
+    world.candidate.template_hash = "c".into();
+    let d = tick(&invalid, &status, &mut world, f64::from(sec));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::SetTraffic(TrafficIntent::none(Some("c".into()))),
+            Action::ScaleStable(FULL)
+        ]
+    );
+    assert_eq!(d.status.promotion, Some(PromotionStage::StableOnly));
+    assert!(d.status.message.contains("invalid spec"), "{}", d.status.message);
+    // Before the copy, the analysed template is gone: the rollout starts again once valid.
+    let (status, mut world, sec) = run_until(&s, |st, _| st.promotion == Some(PromotionStage::FillingCandidate));
+    world.candidate.template_hash = "c".into();
+    let d = tick(&invalid, &status, &mut world, f64::from(sec));
+    assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+    assert_eq!(world.traffic.weight, 0);
+    assert_eq!(world.stable.replicas, FULL);
+}

@@ -86,6 +86,8 @@ pub(crate) struct World {
     pub refuse_mismatch: bool,
     /// Whether new candidate pods take their time to be ready (the test makes them ready).
     pub slow_pods: bool,
+    /// The weight the proxy reports serving, when it lags behind the route written.
+    pub served_weight: Option<u16>,
     /// Fractions of an error owed to each side, so that a 1 % error ratio over 50 requests a
     /// second is one error every two seconds, not one every second.
     owed: (f64, f64),
@@ -103,6 +105,7 @@ impl World {
             promoted: Vec::new(),
             refuse_mismatch: true,
             slow_pods: false,
+            served_weight: None,
             owed: (0.0, 0.0),
         }
     }
@@ -157,7 +160,7 @@ impl World {
                 InstanceCounters {
                     started_at: Some(1.0),
                     counters: self.counters.clone(),
-                    weight: Some(self.traffic.weight),
+                    weight: Some(self.served_weight.unwrap_or(self.traffic.weight)),
                 },
             )]
             .into(),
