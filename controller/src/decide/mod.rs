@@ -312,6 +312,8 @@ impl Ctx<'_> {
         let at = format!("step {} at {}", self.old.step + 1, percent(self.old.candidate_weight));
         if let Some(trip) = self.tripped() {
             self.abort_at(at, format!("the proxy's fail-fast tripped: {trip}"));
+        } else if let Some(why) = self.closed_without_record() {
+            self.abort_at(at, why);
         } else if abort {
             self.abort_at(at, "aborted on request".into());
         } else if changed {
@@ -728,6 +730,37 @@ impl Ctx<'_> {
             Err(MetricsUnavailable::SourceDown { trips, .. }) if !trips.is_empty() => Some(trips.join("; ")),
             Err(_) => None,
         }
+    }
+
+    /// Whether every proxy now sends the candidate nothing though status gives it a weight
+    /// and the proxies were sending it some at the window's start: the candidate was closed
+    /// by an act this rollout has no record of, an abort whose status a crash lost (or a
+    /// person editing the route). Reopening it would put traffic back on a candidate found
+    /// bad, so the rollout aborts again. Needs per-proxy weights (the proxy source).
+    fn closed_without_record(&self) -> Option<String> {
+        if self.old.candidate_weight == 0 {
+            return None;
+        }
+        let reading = self.obs.metrics.as_ref().ok()?;
+        let now = reading.mark.instances.as_ref()?.weights();
+        let before = self
+            .old
+            .evidence
+            .as_ref()?
+            .window_start
+            .as_ref()?
+            .instances
+            .as_ref()?
+            .weights();
+        let closed = !now.is_empty() && now.iter().all(|w| *w == 0);
+        let was_open = !before.is_empty() && before.iter().all(|w| *w > 0);
+        (closed && was_open).then(|| {
+            format!(
+                "the proxies send the candidate nothing though this rollout gave it {}: an abort whose record a \
+                 controller restart lost, or the route closed by hand; not reopening it",
+                percent(self.old.candidate_weight)
+            )
+        })
     }
 
     /// Where a window starting now begins, if the metrics could be read.

@@ -59,6 +59,9 @@ impl Ctx<'_> {
         if let Some(detail) = self.tripped() {
             return self.abort(spec, format!("the proxy's fail-fast tripped: {detail}"));
         }
+        if let Some(why) = self.closed_without_record() {
+            return self.abort(spec, why);
+        }
 
         let waiting = self.step_traffic(spec, paused);
         // Stable's size changing (under maxSurge, or restored when it is removed) changes its

@@ -1309,3 +1309,53 @@ fn a_missing_deployment_is_a_condition_naming_the_field_until_it_exists() {
         .expect("still there");
     assert_eq!(workloads.status, "True");
 }
+
+/// A controller killed right after an abort closed the candidate, before the abort was
+/// recorded: the next one must not reopen the candidate it finds closed.
+#[test]
+fn an_abort_whose_record_a_crash_lost_is_not_undone() {
+    let s = spec();
+    let mut status = RolloutStatus::default();
+    let mut world = World::new();
+    let mut sec = 0u32;
+    let abort = loop {
+        world.serve(1000, 0.01, 0.3);
+        let d = decide(
+            &s,
+            &status,
+            &world.observe(&status, t(f64::from(sec))),
+            t(f64::from(sec)),
+        );
+        sec += 1;
+        if d.status.phase == Phase::Aborted {
+            break d;
+        }
+        assert!(world.apply(&d.actions));
+        status = d.status;
+        assert!(sec < 600, "never aborted: {}", status.message);
+    };
+    assert!(status.candidate_weight > 0);
+    // Only the first act (weight 0, every way to the candidate closed) landed.
+    assert!(world.apply(&abort.actions[..1]));
+    for _ in 0..5 {
+        world.serve(1000, 0.01, 0.3);
+        let d = decide(
+            &s,
+            &status,
+            &world.observe(&status, t(f64::from(sec))),
+            t(f64::from(sec)),
+        );
+        sec += 1;
+        assert!(world.apply(&d.actions));
+        assert_eq!(
+            world.traffic.weight, 0,
+            "reopened: {:?}: {}",
+            d.actions, d.status.message
+        );
+        status = d.status;
+        if status.phase == Phase::Aborted {
+            break;
+        }
+    }
+    assert_eq!(status.phase, Phase::Aborted, "{}", status.message);
+}
