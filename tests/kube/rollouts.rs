@@ -15,8 +15,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 use weir::demo::backend::Behavior;
@@ -1354,11 +1354,10 @@ fn watch_fleet(world: &World) -> (Arc<std::sync::Mutex<FleetSeen>>, tokio::task:
     (seen, task)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_three_steps_and_promotion() -> Result<()> {
-    let world = World::start("max_surge_keeps_the_fleet_within_budget", model("v2", 0.0)).await?;
-    // Three stable pods; both Deployments replace pods without surging themselves, as a hard
-    // GPU budget needs.
+/// A world whose stable runs 3 pods, and whose Deployments replace pods without surging
+/// themselves, as a hard GPU budget needs.
+async fn surge_world(test: &str) -> Result<World> {
+    let world = World::start(test, model("v2", 0.0)).await?;
     let no_surge = json!({ "spec": { "replicas": 3, "strategy": { "type": "RollingUpdate",
         "rollingUpdate": { "maxSurge": 0, "maxUnavailable": 1 } } } });
     for name in ["m-v1", "m-v2"] {
@@ -1385,6 +1384,83 @@ async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_thre
         })
     })
     .await?;
+    Ok(world)
+}
+
+impl World {
+    /// A Rollout of m-v1 to m-v2 under `maxSurge: 1`.
+    async fn create_surge_rollout(&self, strategy: serde_json::Value) -> Result<()> {
+        let rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": { "name": "sentiment", "namespace": self.ns.name },
+            "spec": {
+                "gateway": self.ns.name,
+                "route": { "name": ROUTE, "timeout": "5s" },
+                "stable": { "deployment": "m-v1", "endpoints": [self.stable.addr.to_string()] },
+                "candidate": { "deployment": "m-v2", "endpoints": [self.candidate.addr.to_string()] },
+                "scaling": { "maxSurge": 1 },
+                "strategy": strategy,
+                "analysis": { "interval": "1s", "warmup": "0s", "minRequests": 20,
+                    "detect": { "errorRatio": 5.0, "errorRateFloor": 0.02 }, "progressDeadline": "2m",
+                    "checks": [
+                        { "metric": "error-ratio", "max": 0.1 },
+                        { "metric": "latency-p99", "maxMs": 2000 }
+                    ] }
+            }
+        }))?;
+        self.rollouts().create(&PostParams::default(), &rollout).await?;
+        Ok(())
+    }
+
+    /// Stable's desired replicas.
+    async fn stable_replicas(&self) -> Result<Option<i32>> {
+        Ok(self.deployments().get("m-v1").await?.spec.and_then(|s| s.replicas))
+    }
+}
+
+/// Deleting a Rollout mid-walk would leave stable short of pods; its finalizer restores them
+/// before the Rollout goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_deleted_mid_walk_under_max_surge_gives_stable_its_pods_back_first() -> Result<()> {
+    let world = surge_world("max_surge_rollout_deleted_mid_walk").await?;
+    world
+        .create_surge_rollout(json!({ "canary": { "steps": [ { "weight": 80, "hold": "10m" } ] } }))
+        .await?;
+    let _load = world.start_rollout_under_load().await?;
+    eventually("stable scaled down", Duration::from_secs(60), || async {
+        Ok(match world.stable_replicas().await? {
+            Some(n) if n < 3 => Check::Done(()),
+            other => Check::Waiting(format!("{other:?}")),
+        })
+    })
+    .await?;
+    let rollout = world.rollouts().get("sentiment").await?;
+    assert!(
+        rollout.finalizers().contains(&"weir.dev/restore-stable".to_owned()),
+        "{:?}",
+        rollout.finalizers()
+    );
+    world.rollouts().delete("sentiment", &Default::default()).await?;
+    eventually("the Rollout gone", Duration::from_secs(30), || async {
+        Ok(match world.rollouts().get_opt("sentiment").await? {
+            None => Check::Done(()),
+            Some(r) => Check::Waiting(format!("finalizers {:?}", r.finalizers())),
+        })
+    })
+    .await
+    .with_context(|| world.controller.tail(30))?;
+    assert_eq!(
+        world.stable_replicas().await?,
+        Some(3),
+        "stable restored before the Rollout went"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_three_steps_and_promotion() -> Result<()> {
+    let world = surge_world("max_surge_keeps_the_fleet_within_budget").await?;
 
     // An autoscaler on stable: maxSurge is refused, with a condition naming it.
     let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
@@ -1404,28 +1480,7 @@ async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_thre
     let steps = json!({ "canary": { "steps": [
         { "weight": 20, "hold": "2s" }, { "weight": 50, "hold": "2s" }, { "weight": 80, "hold": "2s" }
     ] } });
-    let checks = json!([
-        { "metric": "error-ratio", "max": 0.1 },
-        { "metric": "latency-p99", "maxMs": 2000 }
-    ]);
-    let mut rollout: Rollout = serde_json::from_value(json!({
-        "apiVersion": "weir.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": { "name": "sentiment" },
-        "spec": {
-            "gateway": world.ns.name,
-            "route": { "name": ROUTE, "timeout": "5s" },
-            "stable": { "deployment": "m-v1", "endpoints": [world.stable.addr.to_string()] },
-            "candidate": { "deployment": "m-v2", "endpoints": [world.candidate.addr.to_string()] },
-            "scaling": { "maxSurge": 1 },
-            "strategy": steps,
-            "analysis": { "interval": "1s", "warmup": "0s", "minRequests": 20,
-                "detect": { "errorRatio": 5.0, "errorRateFloor": 0.02 }, "progressDeadline": "2m",
-                "checks": checks }
-        }
-    }))?;
-    rollout.metadata.namespace = Some(world.ns.name.clone());
-    world.rollouts().create(&PostParams::default(), &rollout).await?;
+    world.create_surge_rollout(steps).await?;
     let (seen, watch) = watch_fleet(&world);
     let load = Load::start(world.proxy_listen);
     world.push_candidate("registry.invalid/m:2").await?;
@@ -1452,6 +1507,15 @@ async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_thre
     eprintln!("promoted under maxSurge 1 in {:.1}s", started.elapsed().as_secs_f64());
     drop(load);
     assert_eq!(done.max_surge, None, "stable is weir's no more");
+    eventually("the finalizer gone with the surge", Duration::from_secs(30), || async {
+        let finalizers = world.rollouts().get("sentiment").await?.finalizers().to_vec();
+        Ok(if finalizers.is_empty() {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{finalizers:?}"))
+        })
+    })
+    .await?;
     eventually(
         "stable back at 3 and the candidate at 0",
         Duration::from_secs(30),

@@ -26,7 +26,8 @@ use super::report::KubeReport;
 use super::targets::{Cidr, SharedTargets, Target, default_allow};
 use super::traffic::{KubeTraffic, config_map_name};
 use super::workloads::KubeWorkloads;
-use super::{GATEWAY_LABEL, chain, request};
+use super::{GATEWAY_LABEL, chain, finalizer, request};
+use crate::ports::Workloads;
 use crate::reconcile::{Input, Reconciler};
 use crate::rollout::Rollout;
 use crate::rollout::validate::validate;
@@ -269,6 +270,18 @@ async fn reconcile(seen: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Fail
 async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> Result<Action, Failed> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
+    let surge = rollout.status.as_ref().and_then(|s| s.max_surge);
+    if rollout.metadata.deletion_timestamp.is_some() {
+        return deleted(rollout, ctx, &api).await;
+    }
+    // Before any look that may scale stable down: the finalizer follows status' surge. The
+    // status write needs the Rollout's version, so a change is read again first.
+    let changed = finalizer::set(&api, rollout, surge.is_some())
+        .await
+        .map_err(|e| Failed(format!("Rollout {namespace}/{name}: {}", chain(&*e))))?;
+    if changed {
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     let mut spec = rollout.spec.clone();
     spec.route.name.get_or_insert_with(|| name.clone());
     let status = rollout.status.clone().unwrap_or_default();
@@ -392,6 +405,41 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
             failed(&reconciler.report, &status, rollout.metadata.generation, why).await
         }
     }
+}
+
+/// A Rollout being deleted: stable gets back any pods maxSurge took, then the finalizer goes
+/// (and with the Rollout, its route ConfigMap).
+async fn deleted(rollout: &Rollout, ctx: &Context, api: &Api<Rollout>) -> Result<Action, Failed> {
+    if !finalizer::has(rollout) {
+        return Ok(Action::await_change());
+    }
+    let namespace = rollout.namespace().unwrap_or_default();
+    let status = rollout.status.clone().unwrap_or_default();
+    if status.max_surge.is_some()
+        && let Some(replicas) = status.stable_replicas
+    {
+        let spec = &rollout.spec;
+        let workloads = KubeWorkloads::new(
+            ctx.client.clone(),
+            &namespace,
+            &spec.stable.deployment,
+            &spec.candidate.deployment,
+            false,
+        );
+        workloads
+            .scale_stable(replicas)
+            .await
+            .map_err(|e| Failed(format!("restoring stable before the Rollout goes: {}", chain(&e))))?;
+        tracing::info!(rollout = %rollout.name_any(), replicas, "stable restored: the Rollout under maxSurge is being deleted");
+    }
+    finalizer::set(api, rollout, false).await.map_err(|e| {
+        Failed(format!(
+            "removing the finalizer {}: {}",
+            finalizer::FINALIZER,
+            chain(&*e)
+        ))
+    })?;
+    Ok(Action::await_change())
 }
 
 /// Records a failed reconcile on the Rollout (condition `Reconciled=False` with the whole

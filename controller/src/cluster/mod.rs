@@ -1,11 +1,13 @@
 //! weir on Kubernetes: `weir controller` and the ports it acts through. The Rollout's two
 //! Deployments ([`workloads`]), its route ConfigMap ([`traffic`]), its status and Events
 //! ([`report`]), one Lease for leader election ([`lease`]), and the loop over Rollouts that
-//! runs the same reconcile as the demo ([`controller`]). Pure helpers: [`revision`],
-//! [`request`].
+//! runs the same reconcile as the demo ([`controller`]), and the finalizer that restores
+//! stable when a Rollout under `maxSurge` is deleted ([`finalizer`]). Pure helpers:
+//! [`revision`], [`request`].
 
 pub mod admin;
 pub mod controller;
+pub mod finalizer;
 pub mod lease;
 pub mod metrics;
 pub mod report;
