@@ -101,7 +101,9 @@ pub fn state(d: Option<&Deployment>) -> WorkloadState {
         } else {
             0
         },
-        pods: u32::try_from(status.replicas.unwrap_or(0)).unwrap_or(0),
+        // Terminating pods still hold their accelerators: counted where the cluster reports
+        // them (Kubernetes 1.33 and later).
+        pods: u32::try_from(status.replicas.unwrap_or(0) + status.terminating_replicas.unwrap_or(0)).unwrap_or(0),
         rolled_out,
         autoscaler: None,
     }

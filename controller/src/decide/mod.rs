@@ -41,7 +41,8 @@ pub struct WorkloadState {
     pub replicas: u32,
     /// Ready replicas.
     pub ready_replicas: u32,
-    /// Pods it runs, of any template and not terminating (its status' replicas).
+    /// Pods it runs, of any template, terminating ones included where the cluster counts them
+    /// (its status' `replicas` plus `terminatingReplicas`).
     pub pods: u32,
     /// Its controller has finished rolling out the current template.
     pub rolled_out: bool,
