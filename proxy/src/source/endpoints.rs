@@ -74,8 +74,10 @@ pub async fn watch(
     }
 }
 
-/// Recomputes every followed Service port from the stores.
+/// Recomputes every followed Service port from the stores, after forgetting those no table
+/// names any more.
 fn refresh(discovery: &Discovery, services: &Store<Service>, slices: &Store<EndpointSlice>) {
+    discovery.prune();
     let all_slices = slices.state();
     for service in discovery.services() {
         let object = services.get(&ObjectRef::new(&service.name).within(&service.namespace));

@@ -44,6 +44,15 @@ impl Discovery {
         self.wanted.notified().await;
     }
 
+    /// Forgets the Service ports no routing table names any more (only this registry holds
+    /// their cell), so that a gateway whose routes come and go does not follow, and list in
+    /// `/config`, every Service it ever saw. A table being compiled holds its cells, so none is
+    /// forgotten under it; one named again later is filled from the watcher's store at once.
+    pub fn prune(&self) {
+        let mut cells = self.cells.lock().expect("no panics while holding the cells");
+        cells.retain(|_, cell| Arc::strong_count(cell) > 1);
+    }
+
     /// The Service ports followed.
     pub fn services(&self) -> Vec<ServiceRef> {
         let cells = self.cells.lock().expect("no panics while holding the cells");
@@ -186,5 +195,23 @@ mod tests {
         assert_eq!(discovery.cell(&service).load().len(), 1, "the same cell");
         assert_eq!(cell.load().len(), 1);
         assert_eq!(discovery.snapshot()["models/m-v2:8000"], ["10.0.0.1:9000".to_owned()]);
+    }
+
+    #[test]
+    fn a_service_no_table_names_is_forgotten_and_one_still_named_is_kept() {
+        let discovery = Discovery::default();
+        let port = |name: &str| ServiceRef {
+            namespace: "models".into(),
+            name: name.into(),
+            port: 8000,
+        };
+        let kept = discovery.cell(&port("m-v1"));
+        drop(discovery.cell(&port("m-v2")));
+        discovery.prune();
+        assert_eq!(discovery.services(), [port("m-v1")]);
+        assert!(discovery.snapshot().contains_key("models/m-v1:8000"));
+        drop(kept);
+        discovery.prune();
+        assert!(discovery.services().is_empty());
     }
 }
