@@ -126,7 +126,10 @@ impl Ctx<'_> {
             surge: self.old.max_surge.unwrap_or(1),
         };
         let served = self.served(spec, applied);
-        let (stable, candidate) = (super::pods(&self.obs.stable), super::pods(&self.obs.candidate));
+        let (stable, candidate) = (
+            super::scaling::pods(&self.obs.stable),
+            super::scaling::pods(&self.obs.candidate),
+        );
         let all = weir_proxy::split::BASIS_POINTS;
         let plan = surge::forward(budget, all, applied, served, stable, candidate, false);
         self.next.promotion = Some(PromotionStage::FillingCandidate);
@@ -173,7 +176,10 @@ impl Ctx<'_> {
             surge: self.old.max_surge.unwrap_or(1),
         };
         let served = self.served(spec, applied);
-        let (stable, candidate) = (super::pods(&self.obs.stable), super::pods(&self.obs.candidate));
+        let (stable, candidate) = (
+            super::scaling::pods(&self.obs.stable),
+            super::scaling::pods(&self.obs.candidate),
+        );
         let plan = surge::back(budget, applied, 0, served, stable, candidate);
         self.next.promotion = Some(PromotionStage::GrowingStable);
         self.actions.push(Action::ScaleCandidate(plan.candidate));

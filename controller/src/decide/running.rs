@@ -47,7 +47,7 @@ impl Ctx<'_> {
         // Under maxSurge weir sets stable's replicas; an autoscaler that appeared since the
         // start, or anyone else changing them, would fight it, with the fleet mid-walk.
         if let (Some(_), Some(hpa)) = (spec.max_surge, &self.obs.stable.autoscaler) {
-            let why = super::surge_with_autoscaler(hpa, &spec.stable);
+            let why = super::scaling::surge_with_autoscaler(hpa, &spec.stable);
             return self.abort(spec, why);
         }
         if let Some(why) = self.stable_changed_by_others(spec) {
