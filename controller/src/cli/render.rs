@@ -81,6 +81,17 @@ pub fn detail(namespace: &str, name: &str, status: &RolloutStatus, events: &[Str
             status.stable_revision.as_deref().unwrap_or("-")
         ));
     }
+    if let Some(stage) = &status.promotion {
+        out.push_str(&format!("  promotion  {stage:?}\n"));
+    }
+    if let Some(surge) = status.max_surge {
+        let full = status.stable_replicas.unwrap_or_default();
+        let now = status.stable_scaled_to.unwrap_or(full);
+        out.push_str(&format!(
+            "  stable     {now} of {full} replicas (maxSurge {surge}: the fleet within {})\n",
+            full + surge
+        ));
+    }
     out.push_str(&format!("  message    {}\n", status.message));
     if let Some(analysis) = &status.last_analysis {
         let v = &analysis.values;
@@ -155,5 +166,23 @@ mod tests {
         assert!(lines[0].starts_with("NAMESPACE   NAME"), "{text}");
         assert!(lines[1].contains("Progressing") && lines[1].contains("25%"), "{text}");
         assert_eq!(lines[0].find("PHASE"), lines[1].find("Progressing"), "{text}");
+    }
+
+    #[test]
+    fn the_detail_shows_the_promotion_stage_and_stable_under_a_gpu_budget() {
+        let status = RolloutStatus {
+            phase: Phase::Promoting,
+            promotion: Some(crate::status::PromotionStage::GrowingStable),
+            max_surge: Some(1),
+            stable_replicas: Some(3),
+            stable_scaled_to: Some(2),
+            ..RolloutStatus::default()
+        };
+        let text = detail("models", "sentiment", &status, &[]);
+        assert!(text.contains("promotion  GrowingStable"), "{text}");
+        assert!(
+            text.contains("stable     2 of 3 replicas (maxSurge 1: the fleet within 4)"),
+            "{text}"
+        );
     }
 }
