@@ -1,6 +1,6 @@
 //! weir-test-tools: where weir's tests get the real peers and clients they drive.
 //!
-//! - [`go_tool`] builds a pinned Go program (grpcurl, ...) from the Go module proxy into
+//! - [`go_tool`] builds a pinned Go program (grpcurl, helm, ...) from the Go module proxy into
 //!   weir's cache once per machine, so `cargo test --workspace` needs nothing but Rust and Go.
 //! - [`debian_tool`] finds a program from a Debian package (nginx, prometheus, curl), or fails
 //!   with README's `apt-get install` line: a missing tool fails its test, it never skips.
@@ -59,6 +59,13 @@ pub const GRPCURL: GoTool = GoTool {
     name: "grpcurl",
     package: "github.com/fullstorydev/grpcurl/cmd/grpcurl",
     version: "v1.9.4",
+};
+
+/// helm: the real Helm, for the chart's tests.
+pub const HELM: GoTool = GoTool {
+    name: "helm",
+    package: "helm.sh/helm/v3/cmd/helm",
+    version: "v3.22.0",
 };
 
 /// The path of `tool`, built into `<cache>/bin/` on first use on this machine. Within one
