@@ -120,16 +120,7 @@ impl Ctx<'_> {
     /// so that stable's pods carry nothing while they are replaced. True once the proxies are
     /// seen serving it all.
     fn fill_candidate(&mut self, spec: &ValidSpec) -> bool {
-        let applied = self.old.candidate_weight;
-        let budget = surge::Budget {
-            full: self.full_stable(),
-            surge: self.old.max_surge.unwrap_or(1),
-        };
-        let served = self.served(spec, applied);
-        let (stable, candidate) = (
-            super::scaling::pods(&self.obs.stable),
-            super::scaling::pods(&self.obs.candidate),
-        );
+        let (applied, served, budget, stable, candidate) = self.promotion_walk(spec);
         let all = weir_proxy::split::BASIS_POINTS;
         let plan = surge::forward(budget, all, applied, served, stable, candidate, false);
         self.next.promotion = Some(PromotionStage::FillingCandidate);
@@ -138,14 +129,7 @@ impl Ctx<'_> {
             self.next.stable_scaled_to = Some(plan.stable);
         }
         self.actions.push(Action::ScaleCandidate(plan.candidate));
-        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
-        intent.weight = plan.weight;
-        intent.preview = None;
-        self.set_traffic(intent);
-        if plan.weight != applied {
-            // Progress: the deadline counts from here (see `grow_stable`).
-            self.next.step_started_at = Some(crate::status::micro_time(self.now));
-        }
+        self.promotion_traffic(spec, plan.weight);
         let filled = applied == all && served;
         self.next.message = if filled {
             format!(
@@ -170,16 +154,7 @@ impl Ctx<'_> {
     /// Stable runs the analysed template with the pods maxSurge left it: traffic moves back to
     /// it as it grows into the room the candidate gives up (see [`surge::back`]).
     fn grow_stable(&mut self, spec: &ValidSpec) {
-        let applied = self.old.candidate_weight;
-        let budget = surge::Budget {
-            full: self.full_stable(),
-            surge: self.old.max_surge.unwrap_or(1),
-        };
-        let served = self.served(spec, applied);
-        let (stable, candidate) = (
-            super::scaling::pods(&self.obs.stable),
-            super::scaling::pods(&self.obs.candidate),
-        );
+        let (applied, served, budget, stable, candidate) = self.promotion_walk(spec);
         let plan = surge::back(budget, applied, 0, served, stable, candidate);
         self.next.promotion = Some(PromotionStage::GrowingStable);
         self.actions.push(Action::ScaleCandidate(plan.candidate));
@@ -187,15 +162,7 @@ impl Ctx<'_> {
             self.actions.push(Action::ScaleStable(plan.stable));
             self.next.stable_scaled_to = Some(plan.stable);
         }
-        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
-        intent.weight = plan.weight;
-        intent.preview = None;
-        self.set_traffic(intent);
-        if plan.weight != applied {
-            // Progress: the deadline for stable's rollout counts from here, and so does the
-            // time a source without per-proxy weights needs before the weight counts as served.
-            self.next.step_started_at = Some(crate::status::micro_time(self.now));
-        }
+        self.promotion_traffic(spec, plan.weight);
         self.next.message = format!(
             "promoting: stable runs revision {} and grows back within maxSurge {} ({}/{} ready of {}); \
              the candidate keeps {} until stable carries it",
@@ -206,6 +173,37 @@ impl Ctx<'_> {
             budget.full,
             super::percent(plan.weight)
         );
+    }
+
+    /// What a promotion's walk starts from: the weight applied, whether the proxies serve
+    /// it, the budget status recorded (the spec's maxSurge may have changed since), and both
+    /// sides' pods.
+    fn promotion_walk(&self, spec: &ValidSpec) -> (u16, bool, surge::Budget, surge::Pods, surge::Pods) {
+        let applied = self.old.candidate_weight;
+        let budget = surge::Budget {
+            full: self.full_stable(),
+            surge: self.old.max_surge.unwrap_or(1),
+        };
+        (
+            applied,
+            self.served(spec, applied),
+            budget,
+            super::scaling::pods(&self.obs.stable),
+            super::scaling::pods(&self.obs.candidate),
+        )
+    }
+
+    /// A promotion walk's weight on the route, with no preview. A change is progress: the
+    /// deadline for the promotion counts from it, and so does the time a source without
+    /// per-proxy weights needs before the weight counts as served.
+    fn promotion_traffic(&mut self, spec: &ValidSpec, weight: u16) {
+        let mut intent = TrafficIntent::step(spec, self.next.step as usize, self.candidate_revision());
+        intent.weight = weight;
+        intent.preview = None;
+        if weight != self.old.candidate_weight {
+            self.next.step_started_at = Some(crate::status::micro_time(self.now));
+        }
+        self.set_traffic(intent);
     }
 
     pub(super) fn start_promotion(&mut self, spec: &ValidSpec, why: &str) {
