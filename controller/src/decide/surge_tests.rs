@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::surge::{carried, stable_for};
-use super::tests::{World, spec, tick};
+use super::tests::{World, condition, spec, tick};
 use super::*;
 use crate::status::PromotionStage;
 
@@ -239,12 +239,7 @@ fn an_autoscaler_on_stable_refuses_the_surge_and_one_appearing_mid_rollout_abort
     world.stable.autoscaler = Some("model-hpa".into());
     let d = tick(&s, &RolloutStatus::default(), &mut world, 0.0);
     assert_eq!(d.status.phase, Phase::Idle);
-    let workloads = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Workloads")
-        .expect("a Workloads condition");
+    let workloads = condition(&d.status, "Workloads");
     assert_eq!(
         (workloads.status.as_str(), workloads.reason.as_str()),
         ("False", reasons::SURGE_WITH_AUTOSCALER)
@@ -377,7 +372,7 @@ fn another_manager_scaling_stable_mid_walk_aborts_but_a_write_whose_record_a_cra
     let mut walked = status.clone();
     let mut at = sec;
     loop {
-        world_serve(&mut crashed);
+        crashed.serve(1000, 0.01, 0.01);
         let d = decide(&s, &walked, &crashed.observe(&walked, tests_t(at)), tests_t(at));
         at += 1;
         let shrinks = d
@@ -416,10 +411,6 @@ fn the_candidate_keeps_its_last_pod_until_the_proxies_are_seen_sending_it_nothin
     let d = tick(&s, &d.status, &mut world, f64::from(sec + 1));
     assert_eq!(d.status.phase, Phase::Succeeded, "{}", d.status.message);
     assert_eq!(world.candidate.replicas, 0);
-}
-
-fn world_serve(world: &mut World) {
-    world.serve(1000, 0.01, 0.01);
 }
 
 fn clone_world(world: &World) -> World {

@@ -65,6 +65,15 @@ pub(crate) fn workload(hash: &str, replicas: u32) -> WorkloadState {
     }
 }
 
+/// The condition of `type_` in `status`, which must have one.
+pub(crate) fn condition<'a>(status: &'a RolloutStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", status.conditions))
+}
+
 pub(crate) fn buckets(n: u64, seconds: f64) -> Buckets {
     let bounds: Vec<f64> = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]).collect();
     let cumulative = bounds.iter().map(|b| if seconds <= *b { n } else { 0 }).collect();
@@ -614,12 +623,7 @@ fn an_invalid_spec_sets_a_condition_and_never_touches_traffic() {
     s.strategy.canary = None;
     let d = tick(&s, &RolloutStatus::default(), &mut World::new(), 0.0);
     assert!(d.actions.is_empty());
-    let condition = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "SpecValid")
-        .expect("condition");
+    let condition = condition(&d.status, "SpecValid");
     assert_eq!(
         (condition.status.as_str(), condition.reason.as_str()),
         ("False", reasons::INVALID_SPEC)
@@ -742,12 +746,7 @@ fn unavailable_metrics_hold_never_advance_and_pause_at_the_deadline() {
     );
     let d = tick(&s, &status, &mut world, 61.0);
     assert_eq!(d.status.phase, Phase::Paused);
-    let condition = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Progressing")
-        .expect("condition");
+    let condition = condition(&d.status, "Progressing");
     assert_eq!(
         (condition.status.as_str(), condition.reason.as_str()),
         ("False", reasons::PROGRESS_DEADLINE_EXCEEDED)
@@ -777,11 +776,7 @@ fn a_thin_step_is_paused_at_its_deadline_saying_how_many_requests_it_lacked() {
         assert_ne!(status.phase, Phase::Promoting);
     }
     assert_eq!(status.phase, Phase::Paused);
-    let condition = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Progressing")
-        .expect("condition");
+    let condition = condition(&status, "Progressing");
     assert!(
         condition
             .message
@@ -1064,11 +1059,7 @@ fn a_step_whose_pods_never_come_is_paused_at_the_deadline_saying_so() {
         world.traffic.weight, 500,
         "the weight stays where the pods can carry it"
     );
-    let condition = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Progressing")
-        .expect("condition");
+    let condition = condition(&status, "Progressing");
     assert!(
         condition.message.contains("waiting for 4 ready candidate replicas"),
         "{}",
@@ -1280,12 +1271,7 @@ fn a_missing_deployment_is_a_condition_naming_the_field_until_it_exists() {
     let mut world = World::new();
     world.candidate = WorkloadState::default();
     let d = tick(&spec, &RolloutStatus::default(), &mut world, 0.0);
-    let workloads = d
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Workloads")
-        .expect("a Workloads condition");
+    let workloads = condition(&d.status, "Workloads");
     assert_eq!(workloads.status, "False");
     assert!(
         workloads.message.contains("v2") && workloads.message.contains("spec.candidate.deployment"),
@@ -1301,12 +1287,7 @@ fn a_missing_deployment_is_a_condition_naming_the_field_until_it_exists() {
     );
     world.candidate = workload("v2-hash", 0);
     let found = tick(&spec, &d.status, &mut world, 1.0);
-    let workloads = found
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Workloads")
-        .expect("still there");
+    let workloads = condition(&found.status, "Workloads");
     assert_eq!(workloads.status, "True");
 }
 
