@@ -54,9 +54,9 @@ async fn config_json(admin: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_slice(&body).expect("/config is JSON")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_config_maps_serve_beside_the_file_and_a_bad_one_is_rejected_alone() {
-    let ns = TestNamespace::create("route_config_maps_serve_beside_the_file")
+/// A namespace of the shared test cluster for `test`, and the cluster's kubeconfig.
+async fn namespace(test: &str) -> (TestNamespace, std::path::PathBuf) {
+    let ns = TestNamespace::create(test)
         .await
         .expect("a namespace on the test cluster");
     let kubeconfig = weir_tests::shared()
@@ -64,6 +64,12 @@ async fn route_config_maps_serve_beside_the_file_and_a_bad_one_is_rejected_alone
         .cluster
         .kubeconfig
         .clone();
+    (ns, kubeconfig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_config_maps_serve_beside_the_file_and_a_bad_one_is_rejected_alone() {
+    let (ns, kubeconfig) = namespace("route_config_maps_serve_beside_the_file").await;
     // The namespace's name is the gateway: ConfigMaps of other tests never match.
     let gateway = ns.name.clone();
     let (alpha, beta, other) = (
@@ -252,14 +258,7 @@ async fn a_service_backend_follows_its_ready_endpoints_without_rebuilding_the_ta
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-    let ns = TestNamespace::create("a_service_backend_follows_its_ready_endpoints")
-        .await
-        .expect("a namespace on the test cluster");
-    let kubeconfig = weir_tests::shared()
-        .expect("the test cluster")
-        .cluster
-        .kubeconfig
-        .clone();
+    let (ns, kubeconfig) = namespace("a_service_backend_follows_its_ready_endpoints").await;
     let gateway = ns.name.clone();
     let post = PostParams::default();
     let services: Api<Service> = Api::namespaced(ns.client.clone(), &ns.name);
