@@ -13,6 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
+use super::lease::Leadership;
 use super::metrics::ControllerMetrics;
 use super::targets::SharedTargets;
 
@@ -21,6 +22,7 @@ pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<ControllerMetrics>,
     targets: SharedTargets,
+    leadership: Leadership,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -29,11 +31,12 @@ pub async fn serve(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (metrics, targets) = (Arc::clone(&metrics), Arc::clone(&targets));
+            let (metrics, targets, leadership) = (Arc::clone(&metrics), Arc::clone(&targets), leadership.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let (metrics, targets) = (Arc::clone(&metrics), Arc::clone(&targets));
-                    async move { Ok::<_, Infallible>(handle(&req, &metrics, &targets)) }
+                    let (metrics, targets, leadership) =
+                        (Arc::clone(&metrics), Arc::clone(&targets), leadership.clone());
+                    async move { Ok::<_, Infallible>(handle(&req, &metrics, &targets, &leadership)) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -44,7 +47,12 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn handle(req: &Request<Incoming>, metrics: &ControllerMetrics, targets: &SharedTargets) -> Response<Full<Bytes>> {
+fn handle(
+    req: &Request<Incoming>,
+    metrics: &ControllerMetrics,
+    targets: &SharedTargets,
+    leadership: &Leadership,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         "/targets" => (
@@ -52,21 +60,18 @@ fn handle(req: &Request<Incoming>, metrics: &ControllerMetrics, targets: &Shared
             "application/json",
             serde_json::to_string_pretty(&**targets.load()).unwrap_or_default(),
         ),
-        "/metrics" => {
-            let mut text = String::new();
-            match prometheus_client::encoding::text::encode(&mut text, &metrics.registry) {
-                Ok(()) => (
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
-                ),
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain; charset=utf-8",
-                    "encoding metrics failed\n".to_owned(),
-                ),
-            }
-        }
+        "/metrics" => match metrics.encode(leadership) {
+            Ok(text) => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "encoding metrics failed\n".to_owned(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",

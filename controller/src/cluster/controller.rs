@@ -164,7 +164,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             Arc::clone(&targets),
         ));
     }
-    let admin = super::admin::serve(args.admin, Arc::clone(&metrics), Arc::clone(&targets)).await?;
+    let admin = super::admin::serve(
+        args.admin,
+        Arc::clone(&metrics),
+        Arc::clone(&targets),
+        leadership.clone(),
+    )
+    .await?;
     let context = Arc::new(Context {
         client: client.clone(),
         leadership,

@@ -64,7 +64,7 @@ impl Leadership {
         self.0.load(Ordering::SeqCst)
     }
 
-    fn set(&self, leader: bool) {
+    pub(super) fn set(&self, leader: bool) {
         self.0.store(leader, Ordering::SeqCst);
     }
 }

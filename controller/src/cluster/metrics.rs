@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::lease::Leadership;
 use crate::status::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,6 +130,16 @@ impl ControllerMetrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// The OpenMetrics text of every metric, with `weir_controller_leader` read from the
+    /// election now: a leader with no Rollout to reconcile still says it leads, so "no leader"
+    /// alerts do not fire on an idle cluster.
+    pub fn encode(&self, leadership: &Leadership) -> Result<String, std::fmt::Error> {
+        self.set_leader(leadership.is_leader());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
     /// A Rollout's phase after a reconcile (`None`: it is gone); counts an outcome when it
     /// changes into one.
     pub fn phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
@@ -161,5 +172,25 @@ impl ControllerMetrics {
     /// The time an abort took to reach weight 0.
     pub fn aborted_in(&self, seconds: f64) {
         self.abort_seconds.observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader_line(text: &str) -> Option<&str> {
+        text.lines().find(|l| l.starts_with("weir_controller_leader "))
+    }
+
+    #[test]
+    fn the_leader_gauge_follows_the_election_without_any_reconcile() {
+        let metrics = ControllerMetrics::default();
+        let leadership = Leadership::default();
+        let text = metrics.encode(&leadership).expect("encodes");
+        assert_eq!(leader_line(&text), Some("weir_controller_leader 0"), "{text}");
+        leadership.set(true);
+        let text = metrics.encode(&leadership).expect("encodes");
+        assert_eq!(leader_line(&text), Some("weir_controller_leader 1"), "{text}");
     }
 }
