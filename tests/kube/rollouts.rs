@@ -15,8 +15,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 use weir::demo::backend::Behavior;
@@ -37,7 +37,7 @@ const ROUTE: &str = "model";
 
 async fn apply_crd(client: &kube::Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = Rollout::crd();
+    let crd = weir::rollout::crd();
     let name = crd.metadata.name.clone().context("the CRD has a name")?;
     crds.patch(&name, &PatchParams::apply("weir-tests").force(), &Patch::Apply(&crd))
         .await

@@ -97,6 +97,14 @@ impl Default for ControllerMetrics {
             "From the start of the window that failed, or the fail-fast trip, to weight 0 written",
             abort_seconds.clone(),
         );
+        // Every series from 0, so that the first abort is an increase() an alert sees, not a
+        // series appearing at 1.
+        for outcome in ["promoted", "aborted"] {
+            let _ = outcomes.get_or_create(&OutcomeLabels { outcome });
+        }
+        for result in ["ok", "error"] {
+            let _ = reconciles.get_or_create(&ResultLabels { result });
+        }
         for phase in PHASES {
             rollouts
                 .get_or_create(&PhaseLabels {
@@ -192,5 +200,19 @@ mod tests {
         leadership.set(true);
         let text = metrics.encode(&leadership).expect("encodes");
         assert_eq!(leader_line(&text), Some("weir_controller_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn outcomes_and_reconciles_are_exported_from_zero_before_any_happens() {
+        let text = ControllerMetrics::default()
+            .encode(&Leadership::default())
+            .expect("encodes");
+        for series in [
+            "weir_rollout_outcomes_total{outcome=\"aborted\"} 0",
+            "weir_rollout_outcomes_total{outcome=\"promoted\"} 0",
+            "weir_controller_reconciles_total{result=\"error\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "no {series} in\n{text}");
+        }
     }
 }

@@ -339,10 +339,37 @@ fn default_false_abort_rate() -> f64 {
     0.01
 }
 
+/// The Rollout CRD to install: the derived one, less the integer formats Kubernetes does not
+/// know (`uint64`, `uint32`, ...), which the API server answers with a warning on every apply.
+/// Their `minimum: 0` stays, and says the same.
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut value = serde_json::to_value(Rollout::crd()).expect("the CRD is plain data");
+    drop_unknown_formats(&mut value);
+    serde_json::from_value(value).expect("dropping formats keeps a CRD a CRD")
+}
+
+/// Removes every `format` Kubernetes's OpenAPI validation does not recognise.
+fn drop_unknown_formats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map
+                .get("format")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|f| f.starts_with("uint"))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(drop_unknown_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_unknown_formats),
+        _ => {}
+    }
+}
+
 /// The CRD as YAML, for `weir crd`.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    serde_saphyr::to_string(&Rollout::crd()).expect("the CRD is plain data and always serialises")
+    serde_saphyr::to_string(&crd()).expect("the CRD is plain data and always serialises")
 }
 
 /// A spec for tests: route `r` over Deployments `v1` and `v2` at static loopback endpoints.
@@ -364,5 +391,22 @@ pub(crate) fn example(strategy: Strategy, analysis: Analysis) -> RolloutSpec {
         strategy,
         analysis,
         scaling: Scaling::default(),
+    }
+}
+
+#[cfg(test)]
+mod crd_tests {
+    #[test]
+    fn the_crd_names_only_formats_kubernetes_knows_and_keeps_their_bounds() {
+        let yaml = super::crd_yaml();
+        let formats: std::collections::BTreeSet<&str> =
+            yaml.lines().filter_map(|l| l.trim().strip_prefix("format: ")).collect();
+        assert!(
+            formats
+                .iter()
+                .all(|f| ["double", "int32", "int64", "date-time"].contains(f)),
+            "{formats:?}"
+        );
+        assert!(yaml.contains("minimum: 0"), "unsigned fields keep their lower bound");
     }
 }

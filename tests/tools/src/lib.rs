@@ -125,6 +125,34 @@ fn build_go_tool(tool: GoTool) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A Go module's files, pinned by path and version, as the Go module proxy serves them:
+/// `go mod download` into Go's module cache (once per machine), then the directory it fills.
+/// For files a test reads from a project that publishes them in its module, such as CRDs.
+pub fn go_module_dir(module: &str, version: &str) -> Result<PathBuf> {
+    let go = go::find_go().with_context(|| format!("downloading {module}@{version} for the tests"))?;
+    // Outside any module, so that no go.mod around the working directory is consulted.
+    let out = go::nice_command(&go)
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .current_dir(std::env::temp_dir())
+        .env("GO111MODULE", "on")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {} mod download", go.display()))?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if let Some(error) = info["Error"].as_str() {
+        bail!("go mod download {module}@{version}: {error}");
+    }
+    match info["Dir"].as_str() {
+        Some(dir) if out.status.success() => Ok(PathBuf::from(dir)),
+        _ => bail!(
+            "go mod download {module}@{version} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// Where a program from a Debian package is: `PATH`, then the system directories (some are
 /// not on a non-root user's `PATH`).
 pub fn find_program(binary: &str) -> Option<PathBuf> {
