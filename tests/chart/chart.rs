@@ -16,6 +16,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use serde_json::{Value, json};
+use weir_tests::fixture::{api_for, wait_established};
 use weir_tests::helm::{Helm, chart, find};
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
@@ -312,24 +313,6 @@ async fn install_crds(client: &kube::Client, files: &[&Path]) -> Result<()> {
     Ok(())
 }
 
-async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) -> Result<()> {
-    eventually(&format!("{name} established"), Duration::from_secs(60), || async {
-        let crd = crds.get(name).await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        Ok(if established {
-            Check::Done(())
-        } else {
-            Check::Waiting("not established".into())
-        })
-    })
-    .await
-}
-
 async fn install_monitoring_crds(client: &kube::Client) -> Result<()> {
     let (module, version) = PROMETHEUS_OPERATOR;
     let dir = tokio::task::spawn_blocking(move || weir_test_tools::go_module_dir(module, version)).await??;
@@ -342,26 +325,6 @@ async fn install_monitoring_crds(client: &kube::Client) -> Result<()> {
         ],
     )
     .await
-}
-
-/// The API for `object`'s kind, in `object`'s namespace when the kind is namespaced.
-async fn api_for(client: &kube::Client, object: &Value) -> Result<Api<DynamicObject>> {
-    let api_version = object["apiVersion"].as_str().context("apiVersion")?;
-    let kind = object["kind"].as_str().context("kind")?;
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, caps) = discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("the API server knows no {api_version} {kind}"))?;
-    Ok(match caps.scope {
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-        Scope::Namespaced => {
-            let namespace = object["metadata"]["namespace"]
-                .as_str()
-                .with_context(|| format!("{kind} {} has no namespace", object["metadata"]["name"]))?;
-            Api::namespaced_with(client.clone(), namespace, &resource)
-        }
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

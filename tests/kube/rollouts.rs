@@ -7,129 +7,27 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::sync::watch;
 use weir::demo::backend::Behavior;
-use weir::demo::load::{self, ClientTally};
 use weir::rollout::Rollout;
 use weir::status::Phase;
+use weir_tests::fixture::{Load, ModelServer, apply_crd, deployment, get_json, get_with, model, wait_http};
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
 
 /// Generous: a debug-build controller on a 2-core machine shared with other tests.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Requests a second through the proxy while a rollout runs.
-const RATE: u32 = 300;
-
 /// The route every test's Rollout owns (each test has its own gateway and proxy).
 const ROUTE: &str = "model";
-
-async fn apply_crd(client: &kube::Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = weir::rollout::crd();
-    let name = crd.metadata.name.clone().context("the CRD has a name")?;
-    crds.patch(&name, &PatchParams::apply("weir-tests").force(), &Patch::Apply(&crd))
-        .await
-        .context("apply the Rollout CRD")?;
-    eventually("the Rollout CRD to be established", Duration::from_secs(60), || async {
-        let crd = crds.get(&name).await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        Ok(if established {
-            Check::Done(())
-        } else {
-            Check::Waiting("not established".into())
-        })
-    })
-    .await
-}
-
-fn deployment(name: &str, image: &str, replicas: i32) -> Result<Deployment> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name, "model": "sentiment" } },
-                "spec": { "containers": [{
-                    "name": "server",
-                    "image": image,
-                    "ports": [{ "containerPort": 8000 }],
-                    "readinessProbe": { "httpGet": { "path": "/ready", "port": 8000 } }
-                }] }
-            }
-        }
-    }))?)
-}
-
-/// A model server answering every request in about 2 ms; `error_rate` of them fail.
-fn model(version: &'static str, error_rate: f64) -> Behavior {
-    Behavior {
-        version,
-        error_rate,
-        latency_ms: 2.0,
-    }
-}
-
-/// A model server process (the demo's backend behind `weir-test-model-server`).
-struct ModelServer {
-    addr: SocketAddr,
-    _process: Process,
-}
-
-impl ModelServer {
-    /// Starts one behaving as `behavior`, and waits until it answers.
-    async fn start(behavior: Behavior, seed: u64, dir: &std::path::Path) -> Result<ModelServer> {
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let process = Process::start(
-            &workspace_binary("weir-test-model-server")?,
-            &[
-                "--listen".into(),
-                addr.to_string(),
-                "--version".into(),
-                behavior.version.into(),
-                "--error-rate".into(),
-                behavior.error_rate.to_string(),
-                "--latency-ms".into(),
-                behavior.latency_ms.to_string(),
-                "--seed".into(),
-                seed.to_string(),
-            ],
-            &[],
-            dir.join(format!("model-{}.log", behavior.version)),
-        )?;
-        eventually("the model server to listen", Duration::from_secs(30), || async {
-            Ok(match tokio::net::TcpStream::connect(addr).await {
-                Ok(_) => Check::Done(()),
-                Err(e) => Check::Waiting(e.to_string()),
-            })
-        })
-        .await
-        .with_context(|| process.tail(20))?;
-        Ok(ModelServer {
-            addr,
-            _process: process,
-        })
-    }
-}
 
 /// One test's world: its namespace (whose name is also its gateway), the two Deployments, two
 /// model server processes, a proxy and a controller.
@@ -409,88 +307,8 @@ fn start_controller_leasing(
     )
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let (status, _, body) = get_with(addr, path, "").await?;
-    Ok((status, body))
-}
-
-/// GET `path` with extra header lines (`"name: value\r\n"...`): status, head and body.
-async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Result<(u16, String, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}connection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("an HTTP status line")?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
-}
-
-async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
-    let (status, body) = get(addr, path).await?;
-    if status != 200 {
-        bail!("{path} answered {status}: {body}");
-    }
-    Ok(serde_json::from_str(&body)?)
-}
-
-async fn wait_http(addr: SocketAddr, path: &str) -> Result<()> {
-    eventually(
-        &format!("{addr}{path} to answer 200"),
-        Duration::from_secs(60),
-        || async {
-            Ok(match get(addr, path).await {
-                Ok((200, _)) => Check::Done(()),
-                Ok((status, body)) => Check::Waiting(format!("{status}: {body}")),
-                Err(e) => Check::Waiting(e.to_string()),
-            })
-        },
-    )
-    .await
-}
-
 fn canary(weights: &[f64]) -> serde_json::Value {
     json!({ "canary": { "steps": weights.iter().map(|w| json!({ "weight": w, "hold": "2s" })).collect::<Vec<_>>() } })
-}
-
-/// Load through the proxy until dropped.
-struct Load {
-    tally: Arc<ClientTally>,
-    stop: watch::Sender<bool>,
-}
-
-impl Load {
-    fn start(proxy: SocketAddr) -> Load {
-        Load::with_preview(proxy, 0.0)
-    }
-
-    /// Load of which `preview` (a share) carries the blue-green preview header.
-    fn with_preview(proxy: SocketAddr, preview: f64) -> Load {
-        let tally = Arc::new(ClientTally::default());
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(load::run(proxy, RATE, preview, 7, Arc::clone(&tally), stopped));
-        Load { tally, stop }
-    }
-
-    /// (stable, candidate) answers so far.
-    fn sides(&self) -> (u64, u64) {
-        (
-            self.tally.stable.load(Ordering::Relaxed),
-            self.tally.candidate.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

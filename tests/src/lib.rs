@@ -14,6 +14,7 @@
 
 pub mod binary;
 pub mod cluster;
+pub mod fixture;
 pub mod helm;
 pub mod namespace;
 pub mod process;

@@ -215,7 +215,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         })
         .graceful_shutdown_on(shutdown_signal())
         .run(reconcile, error_policy, context)
-        .for_each(|_| async {})
+        .for_each(|result| async move {
+            // A failed reconcile is logged by error_policy; a watch that fails (a missing
+            // permission, an API server away) would otherwise go unsaid while nothing moves.
+            if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+                tracing::warn!(%error, "watching Rollouts, Deployments or ConfigMaps failed; retrying");
+            }
+        })
         .await;
     // Every reconcile under way has finished: nothing acts any more, so the Lease can go.
     electing.abort();
