@@ -618,3 +618,40 @@ async fn values_that_break_the_schema_fail_at_install_naming_the_value() -> Resu
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_rollout_passes_weirs_validation_and_the_api_servers() -> Result<()> {
+    let ns = TestNamespace::create("example_rollout").await?;
+    weir_tests::fixture::apply_crd(&ns.client).await?;
+    let path = chart().join("../../examples/rollout.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut objects = weir_tests::helm::objects(&text)?;
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(kinds, ["Deployment", "Deployment", "Service", "Service", "Rollout"]);
+    for object in &mut objects {
+        object["metadata"]["namespace"] = json!(ns.name);
+        let api = api_for(&ns.client, object).await?;
+        strict_dry_run(&api, object).await.with_context(|| {
+            format!(
+                "the API server refused {} {}",
+                object["kind"], object["metadata"]["name"]
+            )
+        })?;
+    }
+    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert!(container["readinessProbe"].is_object(), "{container}");
+        assert_eq!(container["resources"]["requests"]["nvidia.com/gpu"], 1, "{container}");
+    }
+    let rollout: weir::rollout::Rollout = serde_json::from_value(objects[4].clone())?;
+    let mut spec = rollout.spec.clone();
+    // As the controller does: the route is named after the Rollout unless it says otherwise.
+    spec.route.name.get_or_insert_with(|| "sentiment".to_owned());
+    if let Err(errors) = weir::rollout::validate::validate(&spec) {
+        bail!(
+            "weir refuses the example: {}",
+            weir::rollout::validate::describe(&errors)
+        );
+    }
+    Ok(())
+}
