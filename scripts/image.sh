@@ -20,9 +20,15 @@ certs=/etc/ssl/certs/ca-certificates.crt
 [ -f "$certs" ] || { echo "image.sh: $certs is missing (apt-get install ca-certificates)" >&2; exit 1; }
 
 echo "== building weir and weir-proxy for $target, statically linked"
+# -p: only these packages' features; the whole workspace would bring the test harness's crash
+# points (weir's fault-injection feature) into the binary.
 RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --locked --target "$target" --bin weir --bin weir-proxy
+  cargo build --release --locked --target "$target" -p weir -p weir-proxy --bin weir --bin weir-proxy
 bin="target/$target/release"
+if grep -a -q 'stopped at crash point' "$bin/weir"; then
+  echo "image.sh: $bin/weir was built with the fault-injection feature" >&2
+  exit 1
+fi
 for b in weir weir-proxy; do
   # A dynamic binary would fail in an empty image with a bare "no such file or directory".
   if ldd "$bin/$b" 2>&1 | grep -q '=>'; then

@@ -253,6 +253,18 @@ impl ListenerErrorKind {
     const ALL: [ListenerErrorKind; 2] = [ListenerErrorKind::tls_handshake, ListenerErrorKind::tls_on_plain];
 }
 
+/// The `source` label of a config reload: where the config, or the certificate, came from.
+pub mod reload_source {
+    /// The config file.
+    pub const FILE: &str = "file";
+    /// A route ConfigMap.
+    pub const KUBERNETES: &str = "kubernetes";
+    /// The listener's certificate files.
+    pub const TLS: &str = "tls";
+    /// Every source, each exported from 0.
+    pub const ALL: [&str; 3] = [FILE, KUBERNETES, TLS];
+}
+
 /// The `result` label of a config reload.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -345,6 +357,16 @@ impl ProxyMetrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         metrics.start_time.set(started);
+        // Every reload series from 0: a first rejection, even one before the first scrape, is
+        // then an increase() that alerts see, not a series appearing at 1.
+        for source in reload_source::ALL {
+            for result in [ReloadResult::ok, ReloadResult::error] {
+                let _ = metrics.reloads.get_or_create(&ReloadLabels {
+                    source: source.to_owned(),
+                    result,
+                });
+            }
+        }
         let registry = registry.sub_registry_with_prefix("weir");
         use names::registered;
         registry.register(
@@ -560,6 +582,20 @@ impl SideMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reload_series_is_exported_from_zero_before_any_reload() {
+        let mut registry = Registry::default();
+        let _metrics = ProxyMetrics::register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for source in reload_source::ALL {
+            for result in ["ok", "error"] {
+                let series = format!("weir_config_reloads_total{{source=\"{source}\",result=\"{result}\"}} 0");
+                assert!(text.lines().any(|l| l == series), "no {series} in\n{text}");
+            }
+        }
+    }
 
     /// The exported names are the ones a scrape shows, so the controller can rely on them.
     #[test]

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -85,6 +85,10 @@ fn the_proxy_config_the_chart_renders_passes_weir_proxy_check() -> Result<()> {
     assert!(text.contains("listen: 0.0.0.0:8081"), "{text}");
     assert!(text.contains("drainTimeout: 10s"), "{text}");
     assert!(text.contains("x-served-by"), "{text}");
+    // null is a value: it turns the side header off, and must reach the file.
+    let off = helm.template("r", "weir-system", &["proxy.config={\"sideHeader\":null}"])?;
+    let off = find(&off, "ConfigMap", "r-weir-proxy")?["data"]["weir-proxy.yaml"].clone();
+    assert!(off.as_str().is_some_and(|t| t.contains("sideHeader: null")), "{off}");
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("weir-proxy.yaml");
     std::fs::write(&file, text)?;
@@ -98,6 +102,12 @@ fn the_proxy_config_the_chart_renders_passes_weir_proxy_check() -> Result<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // maxUnavailable 0 is a value, not "unset".
+    let strict = helm.template("r", "weir-system", &["proxy.pdb.maxUnavailable=0"])?;
+    let budget = &find(&strict, "PodDisruptionBudget", "r-weir-proxy")?["spec"];
+    assert_eq!(budget["maxUnavailable"], 0, "{budget}");
+    assert!(budget.get("minAvailable").is_none(), "{budget}");
 
     // The Deployment mounts that file and points the proxy at it and at the gateway's routes.
     let proxy = find(&rendered, "Deployment", "r-weir-proxy")?;
@@ -132,8 +142,38 @@ fn series_names(text: &str, into: &mut BTreeSet<String>) {
     }
 }
 
-/// The metric names weir exports: a real weir-proxy's `/metrics`, and the controller's.
-async fn exported_metrics() -> Result<BTreeSet<String>> {
+/// What weir exports: every series name a scrape can carry, and the label values series
+/// carry now.
+struct Exported {
+    names: BTreeSet<String>,
+    /// metric -> label -> values seen.
+    labels: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+}
+
+/// Adds the series of `/metrics` text to `labels`.
+fn series_labels(text: &str, labels: &mut BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) {
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((inside, _)) = rest.split_once('}') else {
+            continue;
+        };
+        let metric = labels.entry(name.to_owned()).or_default();
+        for pair in inside.split(',') {
+            if let Some((label, value)) = pair.split_once('=') {
+                metric
+                    .entry(label.to_owned())
+                    .or_default()
+                    .insert(value.trim_matches('"').to_owned());
+            }
+        }
+    }
+}
+
+/// What weir exports: a real weir-proxy's `/metrics` after one request (to a backend that
+/// refuses it), and the controller's.
+async fn exported_metrics() -> Result<Exported> {
     let dir = tempfile::tempdir()?;
     let (listen, admin) = (free_port()?, free_port()?);
     let config = dir.path().join("proxy.yaml");
@@ -149,21 +189,88 @@ async fn exported_metrics() -> Result<BTreeSet<String>> {
         &[],
         dir.path().join("proxy.log"),
     )?;
-    let text = eventually("the proxy's /metrics", Duration::from_secs(30), || async {
-        Ok(match http_get(([127, 0, 0, 1], admin).into(), "/metrics").await {
-            Ok(text) => Check::Done(text),
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin).into();
+    eventually("the proxy's /metrics", Duration::from_secs(30), || async {
+        Ok(match http_get(admin, "/metrics").await {
+            Ok(_) => Check::Done(()),
             Err(e) => Check::Waiting(e.to_string()),
         })
     })
     .await
     .with_context(|| proxy.tail(20))?;
-    let mut names = BTreeSet::new();
-    series_names(&text, &mut names);
+    // One request, so that the request metrics have series to read label names from.
+    let refused = http_get(([127, 0, 0, 1], listen).into(), "/").await;
+    assert!(refused.is_err(), "a backend on port 9 answered: {refused:?}");
+    let text = http_get(admin, "/metrics").await?;
     let controller = weir::cluster::metrics::ControllerMetrics::default()
         .encode(&weir::cluster::lease::Leadership::default())
         .context("encode the controller's metrics")?;
-    series_names(&controller, &mut names);
-    Ok(names)
+    let mut exported = Exported {
+        names: BTreeSet::new(),
+        labels: BTreeMap::new(),
+    };
+    for text in [&text, &controller] {
+        series_names(text, &mut exported.names);
+        series_labels(text, &mut exported.labels);
+    }
+    Ok(exported)
+}
+
+/// The values of the `code` label of `weir_requests_total`, as DESIGN.md's metric table gives
+/// them; a scrape shows only those that happened.
+const REQUEST_CODES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "grpc_error", "error", "cancelled"];
+
+/// The labels whose every value a scrape shows (their series start at 0), and `code`'s.
+fn known_values(exported: &Exported, metric: &str, label: &str) -> Option<BTreeSet<String>> {
+    if label == "code" {
+        return Some(REQUEST_CODES.iter().map(|c| (*c).to_owned()).collect());
+    }
+    let complete = matches!(label, "source" | "result" | "outcome" | "phase");
+    complete
+        .then(|| exported.labels.get(metric).and_then(|l| l.get(label)).cloned())
+        .flatten()
+}
+
+/// Each `label op "value"` matcher on a weir metric in `expr` that the metric does not carry:
+/// a label no series of it has, or a value it never takes.
+fn bad_matchers(expr: &str, exported: &Exported) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (at, _) in expr.match_indices("weir_") {
+        let rest = &expr[at..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let (metric, after) = rest.split_at(end);
+        let Some(inside) = after.strip_prefix('{').and_then(|a| a.split_once('}')).map(|(i, _)| i) else {
+            continue;
+        };
+        let Some(labels) = exported.labels.get(metric) else {
+            bad.push(format!("{metric} has no series to check {inside:?} against"));
+            continue;
+        };
+        for matcher in inside.split(',').map(str::trim) {
+            let Some(op_at) = matcher.find(['=', '!']) else {
+                continue;
+            };
+            let (label, op_value) = matcher.split_at(op_at);
+            let value = op_value.trim_start_matches(['=', '!', '~']).trim_matches('"');
+            if !labels.contains_key(label) {
+                bad.push(format!("{metric} has no label {label}"));
+                continue;
+            }
+            if value.starts_with('$') {
+                continue;
+            }
+            if let Some(known) = known_values(exported, metric, label) {
+                for alternative in value.split('|') {
+                    if !known.contains(alternative) {
+                        bad.push(format!("{metric}{{{label}}} never is {alternative:?}"));
+                    }
+                }
+            }
+        }
+    }
+    bad
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
@@ -209,8 +316,13 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_and_the_alerts_query_only_metrics_weir_exports() -> Result<()> {
     let exported = exported_metrics().await?;
-    assert!(exported.contains("weir_requests_total"), "{exported:?}");
-    assert!(exported.contains("weir_rollout_outcomes_total"), "{exported:?}");
+    for name in [
+        "weir_requests_total",
+        "weir_rollout_outcomes_total",
+        "weir_config_reloads_total",
+    ] {
+        assert!(exported.names.contains(name), "{name} not in {:?}", exported.names);
+    }
 
     let path = chart().join("files/dashboard.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
@@ -235,11 +347,13 @@ async fn the_dashboard_and_the_alerts_query_only_metrics_weir_exports() -> Resul
         assert!(!names.is_empty(), "{expr:?} reads no weir metric");
         for name in names {
             assert!(
-                exported.contains(name),
+                exported.names.contains(name),
                 "{expr:?} reads {name}, which weir does not export"
             );
             used.insert(name.to_owned());
         }
+        let bad = bad_matchers(expr, &exported);
+        assert!(bad.is_empty(), "{expr:?}: {bad:?}");
     }
     // What the dashboard must show: weight, requests and errors per side, both p99s,
     // cancellations, fail-fast trips, reloads, and the rollouts' phases.
@@ -330,9 +444,11 @@ async fn install_monitoring_crds(client: &kube::Client) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_accepts_everything_the_chart_renders_in_a_server_side_dry_run() -> Result<()> {
     let ns = TestNamespace::create("chart_dry_run").await?;
+    // Rollouts in one namespace, weir installed in another: Roles in both.
+    let watched = TestNamespace::create("chart_dry_run_watched").await?;
     install_monitoring_crds(&ns.client).await?;
     let helm = Helm::new()?;
-    let watch = format!("watchNamespace=\"{}\"", ns.name);
+    let watch = format!("watchNamespace=\"{}\"", watched.name);
     let mut everything_on: Vec<&str> = EVERYTHING_ON
         .iter()
         .copied()
@@ -477,6 +593,7 @@ async fn helm_installs_upgrades_and_uninstalls_into_the_cluster_leaving_no_orpha
         format!("--namespace={}", ns.name),
         format!("--proxy-admin-service={}/edge-weir-proxy-admin", ns.name),
         "--lease-duration=20s".to_owned(),
+        "--lease-name=edge-weir-controller".to_owned(),
     ] {
         assert!(args.contains(&arg), "{arg} not in {args:?}");
     }
@@ -587,6 +704,12 @@ async fn values_that_break_the_schema_fail_at_install_naming_the_value() -> Resu
         ("proxy.logFormat=\"xml\"", "/proxy/logFormat", "one of"),
         ("proxy.drainTimeout=\"soon\"", "/proxy/drainTimeout", "soon"),
         ("controller.leaseDuration=\"15\"", "/controller/leaseDuration", "15"),
+        (
+            "controller.leaseDuration=\"500ms\"",
+            "/controller/leaseDuration",
+            "500ms",
+        ),
+        ("proxy.drainTimeout=\"0s\"", "/proxy/drainTimeout", "0s"),
         ("gateway=\"Not A Label\"", "/gateway", "Not A Label"),
         ("proxy.servce={}", "/proxy", "servce"),
         ("proxy.config={\"listen\":\"0.0.0.0:1\"}", "/proxy/config/listen", ""),

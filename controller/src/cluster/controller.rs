@@ -61,12 +61,15 @@ pub struct ControllerArgs {
     /// Serve /metrics and /healthz here.
     #[arg(long, default_value = "127.0.0.1:9902")]
     pub admin: SocketAddr,
-    /// Namespace of the Lease `weir-controller` (default: $POD_NAMESPACE, else the
-    /// kubeconfig's namespace).
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the kubeconfig's namespace).
     #[arg(long)]
     pub lease_namespace: Option<String>,
-    /// How long the Lease holds without renewal: the longest a crashed leader goes unreplaced.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    /// Name of the Lease whose holder acts: one per gateway (replicas of one install share it).
+    #[arg(long, default_value = super::lease::DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+    /// How long the Lease holds without renewal: the longest a crashed leader goes unreplaced
+    /// (whole seconds, at least 1s).
+    #[arg(long, default_value = "15s", value_parser = lease_duration)]
     pub lease_duration: Duration,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
     #[arg(long)]
@@ -119,6 +122,16 @@ struct Context {
 #[error("{0}")]
 struct Failed(String);
 
+/// `--lease-duration`: a Lease holds whole seconds, and a replica tries every fifth of it, so
+/// under a second it would be rounded up while the replicas hammer the API server.
+fn lease_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_secs(1) || duration.subsec_nanos() != 0 {
+        return Err(format!("{text} is not a whole number of seconds of at least 1s"));
+    }
+    Ok(duration)
+}
+
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     crate::crash::warn_if_ignored();
@@ -135,6 +148,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let leadership = Leadership::default();
     let election = Arc::new(Election {
         api: Api::<Lease>::namespaced(client.clone(), &lease_namespace),
+        name: args.lease_name.clone(),
         identity: identity.clone(),
         duration: args.lease_duration,
         leadership: leadership.clone(),
@@ -471,4 +485,18 @@ async fn failed(
         tracing::warn!(error = %chain(&e), "cannot record a failed reconcile");
     }
     Err(Failed(why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_duration_is_whole_seconds_of_at_least_one() {
+        assert_eq!(lease_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(lease_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["0s", "500ms", "1500ms", "soon"] {
+            assert!(lease_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::FIELD_MANAGER;
 
-/// The Lease's name.
-pub const LEASE_NAME: &str = "weir-controller";
+/// The Lease's name unless `--lease-name` says otherwise.
+pub const DEFAULT_LEASE_NAME: &str = "weir-controller";
 
 /// What to do with the Lease as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,9 @@ impl Leadership {
 pub struct Election {
     /// Leases of the lease namespace.
     pub api: Api<Lease>,
+    /// The Lease's name: one per gateway, so that two installs in one namespace do not share
+    /// a leader.
+    pub name: String,
     /// This replica's identity (its pod name, or host and process).
     pub identity: String,
     /// How long a Lease holds without renewal.
@@ -87,7 +90,7 @@ impl Election {
     /// caller has stopped acting, and stopped [`Election::run`], first.
     pub async fn release(&self) -> Result<(), kube::Error> {
         self.leadership.set(false);
-        let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             return Ok(());
         };
         let Some(spec) = lease.spec.as_mut() else {
@@ -103,9 +106,9 @@ impl Election {
             field_manager: Some(FIELD_MANAGER.to_owned()),
         };
         // Onto the version read: a Lease taken over meanwhile is not given away.
-        match self.api.replace(LEASE_NAME, &params, &lease).await {
+        match self.api.replace(&self.name, &params, &lease).await {
             Ok(_) => {
-                tracing::info!(identity = %self.identity, "released the Lease {LEASE_NAME}");
+                tracing::info!(identity = %self.identity, lease = %self.name, "released the Lease");
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
@@ -124,20 +127,20 @@ impl Election {
             match self.try_once().await {
                 Ok(true) => {
                     if !self.leadership.is_leader() {
-                        tracing::info!(identity = %self.identity, "leading: acquired the Lease {LEASE_NAME}");
+                        tracing::info!(identity = %self.identity, lease = %self.name, "leading: acquired the Lease");
                     }
                     renewed_at = Some(attempt);
                     self.leadership.set(true);
                 }
                 Ok(false) => {
                     if self.leadership.is_leader() {
-                        tracing::warn!(identity = %self.identity, "lost the Lease {LEASE_NAME}; no longer acting");
+                        tracing::warn!(identity = %self.identity, lease = %self.name, "lost the Lease; no longer acting");
                     }
                     renewed_at = None;
                     self.leadership.set(false);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "reading or renewing the Lease {LEASE_NAME} failed");
+                    tracing::warn!(%error, lease = %self.name, "reading or renewing the Lease failed");
                     if renewed_at.is_none_or(|at| at.elapsed() >= deadline) {
                         self.leadership.set(false);
                     }
@@ -150,7 +153,7 @@ impl Election {
     /// One read and write; `Ok(true)` when we hold the Lease after it.
     async fn try_once(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let lease = self.api.get_opt(LEASE_NAME).await?;
+        let lease = self.api.get_opt(&self.name).await?;
         let step = next_step(lease.as_ref().and_then(|l| l.spec.as_ref()), &self.identity, now);
         let params = PostParams {
             dry_run: false,
@@ -162,7 +165,7 @@ impl Election {
             (Step::Create, _) | (_, None) => {
                 let lease = Lease {
                     metadata: ObjectMeta {
-                        name: Some(LEASE_NAME.to_owned()),
+                        name: Some(self.name.clone()),
                         ..ObjectMeta::default()
                     },
                     spec: Some(LeaseSpec {
@@ -188,7 +191,7 @@ impl Election {
                 lease.metadata.managed_fields = None;
                 // The resourceVersion read makes this a compare-and-swap: of two replicas
                 // taking over at once, one gets a conflict.
-                self.api.replace(LEASE_NAME, &params, &lease).await
+                self.api.replace(&self.name, &params, &lease).await
             }
         };
         match write {

@@ -142,7 +142,13 @@ impl ControllerMetrics {
     /// election now: a leader with no Rollout to reconcile still says it leads, so "no leader"
     /// alerts do not fire on an idle cluster.
     pub fn encode(&self, leadership: &Leadership) -> Result<String, std::fmt::Error> {
-        self.set_leader(leadership.is_leader());
+        let leader = leadership.is_leader();
+        self.set_leader(leader);
+        if !leader {
+            // Only the leader reconciles, so only its phases are current: a replica that lost
+            // the Lease would otherwise report its last ones for ever beside the new leader's.
+            self.forget_phases();
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -177,6 +183,16 @@ impl ControllerMetrics {
         }
     }
 
+    /// Every Rollout's phase forgotten: `weir_rollouts` at 0 in every phase.
+    fn forget_phases(&self) {
+        self.phases.lock().expect("no panics while holding the phases").clear();
+        for p in PHASES {
+            self.rollouts
+                .get_or_create(&PhaseLabels { phase: phase_name(p) })
+                .set(0);
+        }
+    }
+
     /// The time an abort took to reach weight 0.
     pub fn aborted_in(&self, seconds: f64) {
         self.abort_seconds.observe(seconds);
@@ -200,6 +216,28 @@ mod tests {
         leadership.set(true);
         let text = metrics.encode(&leadership).expect("encodes");
         assert_eq!(leader_line(&text), Some("weir_controller_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn a_replica_that_lost_the_lease_reports_no_rollouts() {
+        let metrics = ControllerMetrics::default();
+        let leadership = Leadership::default();
+        leadership.set(true);
+        metrics.phase("models", "sentiment", Some(Phase::Progressing));
+        let text = metrics.encode(&leadership).expect("encodes");
+        assert!(text.contains("weir_rollouts{phase=\"Progressing\"} 1"), "{text}");
+        leadership.set(false);
+        let text = metrics.encode(&leadership).expect("encodes");
+        assert!(text.contains("weir_rollouts{phase=\"Progressing\"} 0"), "{text}");
+        // Leading again, it counts from what it reconciles next, not from before.
+        leadership.set(true);
+        metrics.phase("models", "sentiment", Some(Phase::Aborted));
+        let text = metrics.encode(&leadership).expect("encodes");
+        assert!(text.contains("weir_rollouts{phase=\"Aborted\"} 1"), "{text}");
+        assert!(
+            text.contains("weir_rollout_outcomes_total{outcome=\"aborted\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::shutdown::{ShutdownSignal, stopped};
 /// How often the certificate and key files are read to look for a new pair.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The `source` label of certificate reloads in `weir_config_reloads_total`.
-pub const RELOAD_SOURCE: &str = "tls";
+pub const RELOAD_SOURCE: &str = crate::metrics::reload_source::TLS;
 /// Protocols offered by ALPN, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 

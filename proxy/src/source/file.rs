@@ -12,7 +12,7 @@ use crate::shutdown::{ShutdownSignal, stopped};
 /// How often the file is read to look for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// The `source` label of loads from a file.
-pub const SOURCE: &str = "file";
+pub const SOURCE: &str = crate::metrics::reload_source::FILE;
 
 /// Reads a config file, naming the file in the error.
 pub fn read(path: &Path) -> Result<String, ConfigErrors> {

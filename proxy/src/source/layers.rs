@@ -13,7 +13,7 @@ use crate::config::{self, ConfigError, ConfigErrors, Layer, LayerId, Outcome, Pa
 use crate::state::{ConfigState, LayerStatus};
 
 /// The `source` label of loads caused by a route ConfigMap.
-pub const SOURCE: &str = "kubernetes";
+pub const SOURCE: &str = crate::metrics::reload_source::KUBERNETES;
 
 /// The ConfigMap data key that holds a partial config.
 pub const DATA_KEY: &str = "config.yaml";
