@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use weir::rollout::Rollout;
 use weir::status::Phase;
 use weir_tests::fixture::{Load, ModelServer, apply_all, apply_crd, deployment, get, get_json, model};
-use weir_tests::helm::Helm;
+use weir_tests::helm::{Helm, find};
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
 
@@ -44,37 +44,75 @@ enum Watch {
     Cluster,
 }
 
-/// Placed in each test's namespace before it is applied.
+/// Placed in each test's namespace (and used as its gateway) before it is applied or run.
 const PLACEHOLDER: &str = "placeholder";
 
-/// The chart's ServiceAccounts, Roles, ClusterRoles and their bindings for a release in
-/// [`PLACEHOLDER`].
-fn chart_rbac(watch: Watch) -> Result<Vec<Value>> {
-    let mut values = Vec::new();
+/// What the chart renders for a release in [`PLACEHOLDER`] that serves gateway
+/// [`PLACEHOLDER`]: its ServiceAccounts, Roles, ClusterRoles and bindings, and the arguments its
+/// Deployments run the controller and the proxy with.
+#[derive(Clone)]
+struct Chart {
+    rbac: Vec<Value>,
+    controller_args: Vec<String>,
+    proxy_args: Vec<String>,
+}
+
+fn render(watch: Watch) -> Result<Chart> {
+    let mut values = vec![
+        format!("gateway={}", json!(PLACEHOLDER)),
+        // Shorter than a cluster's, to keep the test quick.
+        "controller.leaseDuration=\"3s\"".to_owned(),
+        // The proxies' discovered admin endpoint is never scraped (see `rollout_with`).
+        "controller.scrapeAllow=[\"127.0.0.0/8\"]".to_owned(),
+    ];
     if watch == Watch::Namespace {
         values.push(format!("watchNamespace={}", json!(PLACEHOLDER)));
     }
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
     let rendered = Helm::new()?.template(RELEASE, PLACEHOLDER, &values)?;
     let rbac: Vec<Value> = rendered
-        .into_iter()
+        .iter()
         .filter(|o| {
             matches!(
                 o["kind"].as_str(),
                 Some("ServiceAccount" | "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding")
             )
         })
+        .cloned()
         .collect();
     let cluster_wide = rbac
         .iter()
         .any(|o| o["kind"].as_str().is_some_and(|k| k.starts_with("Cluster")));
     if cluster_wide != (watch == Watch::Cluster) {
-        bail!(
-            "watching {}, the chart rendered ClusterRoles: {cluster_wide}",
-            PLACEHOLDER
-        );
+        bail!("watching {PLACEHOLDER}, the chart rendered ClusterRoles: {cluster_wide}");
     }
-    Ok(rbac)
+    let args = |deployment: &str| -> Result<Vec<String>> {
+        let object = find(&rendered, "Deployment", &format!("{RELEASE}-{deployment}"))?;
+        let args = object["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .with_context(|| format!("{deployment} has no args"))?;
+        Ok(args.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+    };
+    Ok(Chart {
+        rbac,
+        controller_args: args("controller")?,
+        proxy_args: args("proxy")?,
+    })
+}
+
+/// `args` as the chart renders them, moved into `namespace` and with each `--flag=` of
+/// `overrides` given this process's value. Each override must replace an argument the chart
+/// passes, so the test follows the chart when it changes.
+fn local_args(args: &[String], namespace: &str, overrides: &[(&str, String)]) -> Result<Vec<String>> {
+    let mut args: Vec<String> = args.iter().map(|a| a.replace(PLACEHOLDER, namespace)).collect();
+    for (flag, value) in overrides {
+        let prefix = format!("{flag}=");
+        let Some(at) = args.iter().position(|a| a.starts_with(&prefix)) else {
+            bail!("the chart passes no {flag}: {args:?}");
+        };
+        args[at] = format!("{prefix}{value}");
+    }
+    Ok(args)
 }
 
 /// One rule of one Role, as the closing table names it.
@@ -205,10 +243,11 @@ async fn workloads(ns: &TestNamespace) -> Result<()> {
 /// Runs a whole rollout with the controller and the proxy holding only `rbac`'s permissions,
 /// and checks that everything each permission is for happened. The first refusal any process
 /// logs ends it with an error quoting that line.
-async fn rollout_with(test: &str, watch: Watch, rbac: &[Value]) -> Result<()> {
+async fn rollout_with(test: &str, chart: &Chart) -> Result<()> {
     let ns = TestNamespace::create(test).await?;
     apply_crd(&ns.client).await?;
-    let rbac: Vec<Value> = rbac
+    let rbac: Vec<Value> = chart
+        .rbac
         .iter()
         .map(|o| {
             let mut o = o.clone();
@@ -253,22 +292,16 @@ async fn rollout_with(test: &str, watch: Watch, rbac: &[Value]) -> Result<()> {
         format!("listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin_port}\ndrainTimeout: 1s\n"),
     )?;
     let proxy_config = proxy_config.display().to_string();
-    // As the chart's Deployments pass it.
-    let only_this_namespace = match watch {
-        Watch::Namespace => vec!["--namespace".to_owned(), ns.name.clone()],
-        Watch::Cluster => Vec::new(),
-    };
-    let mut proxy_args = vec![
-        "--config".into(),
-        file.display().to_string(),
-        "--kube-routes".into(),
-        format!("weir.dev/gateway={}", ns.name),
-    ];
-    proxy_args.extend(only_this_namespace.iter().cloned());
+    // The chart's arguments, with this test's config file (loopback addresses).
+    let proxy_args = local_args(&chart.proxy_args, &ns.name, &[("--config", file.display().to_string())])?;
     let proxy = Process::start(
         &workspace_binary("weir-proxy")?,
         &proxy_args,
-        &[("KUBECONFIG", &proxy_config), ("WEIR_LOG", "info")],
+        &[
+            ("KUBECONFIG", &proxy_config),
+            ("WEIR_LOG", "info"),
+            ("POD_NAME", "proxy-0"),
+        ],
         dir.path().join("proxy.log"),
     )?;
     let proxy_admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
@@ -290,32 +323,22 @@ async fn rollout_with(test: &str, watch: Watch, rbac: &[Value]) -> Result<()> {
     let prometheus = weir::demo::prometheus::LocalPrometheus::start(&[proxy_admin]).await?;
 
     let controller_admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let mut controller_args = vec![
-        "controller".into(),
-        "--kubeconfig".into(),
-        controller_config.display().to_string(),
-    ];
-    controller_args.extend(only_this_namespace);
+    let mut controller_args = local_args(
+        &chart.controller_args,
+        &ns.name,
+        &[("--admin", controller_admin.to_string())],
+    )?;
+    // In a pod the service account's token reaches the API server; here, the kubeconfig.
+    controller_args.push(format!("--kubeconfig={}", controller_config.display()));
     let controller = Process::start(
         &workspace_binary("weir")?,
+        &controller_args,
+        // As the chart's Deployment sets them: the Lease lives in the release's namespace.
         &[
-            controller_args,
-            vec![
-                "--gateway".into(),
-                ns.name.clone(),
-                "--proxy-admin-service".into(),
-                format!("{}/{RELEASE}-proxy-admin", ns.name),
-                "--scrape-allow".into(),
-                "127.0.0.0/8".into(),
-                "--lease-duration".into(),
-                "3s".into(),
-                "--admin".into(),
-                controller_admin.to_string(),
-            ],
-        ]
-        .concat(),
-        // As the chart's Deployment sets it: the Lease lives in the release's namespace.
-        &[("POD_NAMESPACE", &ns.name), ("WEIR_LOG", "info,kube=warn")],
+            ("POD_NAMESPACE", &ns.name),
+            ("POD_NAME", "controller-0"),
+            ("WEIR_LOG", "info,kube=warn"),
+        ],
         dir.path().join("controller.log"),
     )?;
     let processes = [&proxy, &controller];
@@ -424,9 +447,11 @@ async fn rollout_with(test: &str, watch: Watch, rbac: &[Value]) -> Result<()> {
     assert!(about("Rollout", "weir-controller"), "no Event on the Rollout");
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
     let lease = leases.get("weir-controller").await?;
-    assert!(
-        lease.spec.and_then(|s| s.holder_identity).is_some(),
-        "nobody holds the Lease"
+    let holder = lease.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder.as_deref(),
+        Some("controller-0"),
+        "the controller leads by the Lease"
     );
     let targets = get_json(controller_admin, "/targets").await?;
     assert_eq!(targets[0]["url"], "http://10.0.0.8:9901", "{targets}");
@@ -472,14 +497,12 @@ async fn rollout_with(test: &str, watch: Watch, rbac: &[Value]) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_only_the_charts_roles_the_controller_and_the_proxy_take_a_rollout_to_promotion() -> Result<()> {
-    let rbac = chart_rbac(Watch::Namespace)?;
-    rollout_with("rbac_full_rollout", Watch::Namespace, &rbac).await
+    rollout_with("rbac_full_rollout", &render(Watch::Namespace)?).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_only_the_charts_cluster_roles_a_controller_watching_every_namespace_promotes() -> Result<()> {
-    let rbac = chart_rbac(Watch::Cluster)?;
-    rollout_with("rbac_cluster_wide_rollout", Watch::Cluster, &rbac).await
+    rollout_with("rbac_cluster_wide_rollout", &render(Watch::Cluster)?).await
 }
 
 /// Rollouts with one rule removed, run side by side.
@@ -487,13 +510,16 @@ const AT_ONCE: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_any_one_rule_of_the_charts_roles_the_rollout_fails() -> Result<()> {
-    let rbac = chart_rbac(Watch::Namespace)?;
-    let all = rules(&rbac);
+    let chart = render(Watch::Namespace)?;
+    let all = rules(&chart.rbac);
     assert!(all.len() >= 12, "{all:#?}");
     let runs = futures::stream::iter(all.iter().enumerate().map(|(i, rule)| {
-        let reduced = without(&rbac, rule);
+        let reduced = Chart {
+            rbac: without(&chart.rbac, rule),
+            ..chart.clone()
+        };
         async move {
-            let result = rollout_with(&format!("rbac_without_{i}"), Watch::Namespace, &reduced).await;
+            let result = rollout_with(&format!("rbac_without_{i}"), &reduced).await;
             (rule.clone(), result)
         }
     }))

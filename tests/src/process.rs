@@ -18,7 +18,9 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         .and_then(Path::parent)
         .context("the test executable is not in target/<profile>/deps")?;
     let path = profile_dir.join(name);
-    let build = format!("cargo build --bin {name} (or run cargo test --workspace, which builds it)");
+    let build = format!(
+        "cargo build --workspace --bin {name} (with the tests' features; or run cargo test --workspace, which builds it)"
+    );
     let built = fs::metadata(&path)
         .and_then(|m| m.modified())
         .with_context(|| format!("{} is missing: {build}", path.display()))?;
