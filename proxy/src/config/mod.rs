@@ -240,12 +240,28 @@ pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
     }
 }
 
+/// Most YAML nodes (maps, sequences, scalars) and parser events a config may hold. The YAML
+/// parser's defaults (250,000 nodes) refused any config of more than about 7,000 routes; these
+/// allow some 150,000, while a document that tries to exhaust memory is still cut off.
+const YAML_MAX_NODES: usize = 5_000_000;
+const YAML_MAX_EVENTS: usize = 20_000_000;
+
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = YAML_MAX_NODES;
+    budget.max_events = YAML_MAX_EVENTS;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// The text as a JSON value: YAML, or JSON when it starts with `{`. Empty text is an error.
 fn read_document(text: &str) -> Result<serde_json::Value, ConfigErrors> {
     let document: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?
     } else {
-        serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?
+        serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?
     };
     if document.is_null() {
         return Err(ConfigErrors::one("", "the config is empty"));

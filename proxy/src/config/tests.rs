@@ -47,6 +47,29 @@ fn a_good_config_parses_with_defaults_filled_in() {
     assert_eq!(cfg.backends["sentiment-v1"].endpoints.len(), 2);
 }
 
+/// A gateway of many model services: 10,000 routes, each with two backends, in YAML.
+#[test]
+fn a_config_of_ten_thousand_routes_parses() {
+    let mut text = String::from("routes:\n");
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "  - {{ name: m{i}, match: {{ host: m{i}.models.svc }}, stable: {{ backend: m{i}-v1 }}, \
+             candidate: {{ backend: m{i}-v2 }}, candidateWeight: 500, sticky: {{ header: x-user-id }} }}\n"
+        ));
+    }
+    text.push_str("backends:\n");
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "  m{i}-v1: {{ endpoints: [\"10.0.{a}.{b}:8000\"] }}\n  m{i}-v2: {{ endpoints: [\"10.1.{a}.{b}:8000\"] }}\n",
+            a = i / 250,
+            b = i % 250 + 1
+        ));
+    }
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.routes.len(), 10_000);
+    assert_eq!(config.backends.len(), 20_000);
+}
+
 #[test]
 fn json_is_accepted_too() {
     let cfg =
