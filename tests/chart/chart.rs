@@ -16,7 +16,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use serde_json::{Value, json};
-use weir_tests::fixture::{api_for, wait_established};
+use weir_tests::fixture::{api_for, get_ok, wait_established};
 use weir_tests::helm::{Helm, chart, find};
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
@@ -191,7 +191,7 @@ async fn exported_metrics() -> Result<Exported> {
     )?;
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin).into();
     eventually("the proxy's /metrics", Duration::from_secs(30), || async {
-        Ok(match http_get(admin, "/metrics").await {
+        Ok(match get_ok(admin, "/metrics").await {
             Ok(_) => Check::Done(()),
             Err(e) => Check::Waiting(e.to_string()),
         })
@@ -199,9 +199,9 @@ async fn exported_metrics() -> Result<Exported> {
     .await
     .with_context(|| proxy.tail(20))?;
     // One request, so that the request metrics have series to read label names from.
-    let refused = http_get(([127, 0, 0, 1], listen).into(), "/").await;
+    let refused = get_ok(([127, 0, 0, 1], listen).into(), "/").await;
     assert!(refused.is_err(), "a backend on port 9 answered: {refused:?}");
-    let text = http_get(admin, "/metrics").await?;
+    let text = get_ok(admin, "/metrics").await?;
     let controller = weir::cluster::metrics::ControllerMetrics::default()
         .encode(&weir::cluster::lease::Leadership::default())
         .context("encode the controller's metrics")?;
@@ -271,20 +271,6 @@ fn bad_matchers(expr: &str, exported: &Exported) -> Vec<String> {
         }
     }
     bad
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => bail!("GET {path}: {text}"),
-    }
 }
 
 /// The metric names a PromQL expression reads: its identifiers that begin with `weir_`
@@ -459,8 +445,7 @@ async fn the_api_server_accepts_everything_the_chart_renders_in_a_server_side_dr
         let rendered = helm.template("dry", &ns.name, values)?;
         assert!(rendered.len() >= 13, "{} objects rendered", rendered.len());
         for object in &rendered {
-            let api = api_for(&ns.client, object).await?;
-            strict_dry_run(&api, object).await.with_context(|| {
+            strict_dry_run(&ns.client, object).await.with_context(|| {
                 format!(
                     "strict field validation refused {} {} (values {values:?})",
                     object["kind"], object["metadata"]["name"]
@@ -473,7 +458,8 @@ async fn the_api_server_accepts_everything_the_chart_renders_in_a_server_side_dr
 
 /// A server-side apply dry run, as `kubectl apply --dry-run=server --server-side` makes, with
 /// strict field validation: an unknown or duplicated field fails instead of being dropped.
-async fn strict_dry_run(api: &Api<DynamicObject>, object: &Value) -> Result<()> {
+async fn strict_dry_run(client: &kube::Client, object: &Value) -> Result<()> {
+    let api = api_for(client, object).await?;
     let name = object["metadata"]["name"].as_str().context("a name")?;
     let mut params = PatchParams::apply("weir-tests").force().validation_strict();
     params.dry_run = true;
@@ -753,8 +739,7 @@ async fn the_example_rollout_passes_weirs_validation_and_the_api_servers() -> Re
     assert_eq!(kinds, ["Deployment", "Deployment", "Service", "Service", "Rollout"]);
     for object in &mut objects {
         object["metadata"]["namespace"] = json!(ns.name);
-        let api = api_for(&ns.client, object).await?;
-        strict_dry_run(&api, object).await.with_context(|| {
+        strict_dry_run(&ns.client, object).await.with_context(|| {
             format!(
                 "the API server refused {} {}",
                 object["kind"], object["metadata"]["name"]

@@ -24,7 +24,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use weir::rollout::Rollout;
 use weir::status::Phase;
-use weir_tests::fixture::{Load, ModelServer, apply_all, apply_crd, deployment, get, get_json, model};
+use weir_tests::fixture::{
+    Load, ModelServer, apply_all, apply_crd, deployment, get, get_json, loopback_proxy_config, model,
+};
 use weir_tests::helm::{Helm, find};
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
@@ -285,12 +287,7 @@ async fn rollout_with(test: &str, chart: &Chart) -> Result<()> {
     // The idle Rollout's candidate follows a Service.
     service(&ns, "d-v2", "http", 80, "10.0.0.9", 8000).await?;
 
-    let (listen, admin_port) = (free_port()?, free_port()?);
-    let file = dir.path().join("proxy.yaml");
-    std::fs::write(
-        &file,
-        format!("listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin_port}\ndrainTimeout: 1s\n"),
-    )?;
+    let (file, listen, proxy_admin) = loopback_proxy_config(dir.path())?;
     let proxy_config = proxy_config.display().to_string();
     // The chart's arguments, with this test's config file (loopback addresses).
     let proxy_args = local_args(&chart.proxy_args, &ns.name, &[("--config", file.display().to_string())])?;
@@ -304,7 +301,6 @@ async fn rollout_with(test: &str, chart: &Chart) -> Result<()> {
         ],
         dir.path().join("proxy.log"),
     )?;
-    let proxy_admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
     eventually("the proxy ready", Duration::from_secs(60), || async {
         if let Some(line) = forbidden(&[&proxy]) {
             bail!("refused: {line}");
@@ -387,7 +383,7 @@ async fn rollout_with(test: &str, chart: &Chart) -> Result<()> {
         }
     }))?;
     rollouts.create(&PostParams::default(), &idle).await?;
-    let load = Load::start(([127, 0, 0, 1], listen).into());
+    let load = Load::start(listen);
     let deployments: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
     let push = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "server", "image": "registry.invalid/m:2" }] } } } });
     deployments

@@ -19,7 +19,9 @@ use serde_json::json;
 use weir::demo::backend::Behavior;
 use weir::rollout::Rollout;
 use weir::status::Phase;
-use weir_tests::fixture::{Load, ModelServer, apply_crd, deployment, get_json, get_with, model, wait_http};
+use weir_tests::fixture::{
+    Load, ModelServer, apply_crd, deployment, get_json, get_with, loopback_proxy_config, model, wait_http,
+};
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
 
@@ -66,12 +68,7 @@ impl World {
         let stable = ModelServer::start(model("v1", 0.0), 1, dir.path()).await?;
         let candidate = ModelServer::start(candidate, 2, dir.path()).await?;
 
-        let (listen, admin) = (free_port()?, free_port()?);
-        let config = dir.path().join("proxy.yaml");
-        std::fs::write(
-            &config,
-            format!("listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\ndrainTimeout: 1s\n"),
-        )?;
+        let (config, proxy_listen, proxy_admin) = loopback_proxy_config(dir.path())?;
         let kubeconfig_text = kubeconfig.display().to_string();
         let proxy = Process::start(
             &workspace_binary("weir-proxy")?,
@@ -86,7 +83,6 @@ impl World {
             &[("KUBECONFIG", &kubeconfig_text), ("RUST_LOG", "info")],
             dir.path().join("proxy.log"),
         )?;
-        let proxy_admin: SocketAddr = ([127, 0, 0, 1], admin).into();
         wait_http(proxy_admin, "/readyz")
             .await
             .with_context(|| proxy.tail(30))?;
@@ -103,7 +99,7 @@ impl World {
             kubeconfig,
             stable,
             candidate,
-            proxy_listen: ([127, 0, 0, 1], listen).into(),
+            proxy_listen,
             proxy_admin,
             _proxy: proxy,
             controller,

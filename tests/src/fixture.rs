@@ -2,6 +2,7 @@
 //! server processes (`weir-test-model-server`), load through a proxy, and plain HTTP/1.1 GETs.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -162,6 +163,16 @@ impl ModelServer {
     }
 }
 
+/// A proxy config file in `dir` listening on two free loopback ports: the file, the listen
+/// address and the admin address. Routes come from elsewhere (route ConfigMaps).
+pub fn loopback_proxy_config(dir: &Path) -> Result<(PathBuf, SocketAddr, SocketAddr)> {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let file = dir.join("proxy.yaml");
+    std::fs::write(&file, format!("listen: {listen}\nadmin: {admin}\ndrainTimeout: 1s\n"))?;
+    Ok((file, listen, admin))
+}
+
 /// GET `path`: status and body.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let (status, _, body) = get_with(addr, path, "").await?;
@@ -186,13 +197,18 @@ pub async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Result<(u1
     Ok((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
-/// GET `path` as JSON; an error unless it answers 200.
-pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+/// GET `path`: its body; an error unless it answers 200.
+pub async fn get_ok(addr: SocketAddr, path: &str) -> Result<String> {
     let (status, body) = get(addr, path).await?;
     if status != 200 {
         bail!("{path} answered {status}: {body}");
     }
-    Ok(serde_json::from_str(&body)?)
+    Ok(body)
+}
+
+/// GET `path` as JSON; an error unless it answers 200.
+pub async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&get_ok(addr, path).await?)?)
 }
 
 /// Waits until `path` answers 200.
