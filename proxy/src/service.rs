@@ -166,8 +166,8 @@ impl ProxyService {
             .flatten()
             .filter(|call| *call < route.timeout);
         let deadline = call_deadline.unwrap_or(route.timeout);
-        let sent = backend.send(&self.shared.upstreams, &endpoint, req);
-        let upstream = match tokio::time::timeout(deadline, sent).await {
+        let upstream = match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, &endpoint, req)).await
+        {
             Ok(Ok(rsp)) => rsp,
             Ok(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
                 // The client broke its own request: it gave up on it, as far as the sides

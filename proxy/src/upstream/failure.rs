@@ -25,19 +25,3 @@ fn describe(kind: UpstreamErrorKind) -> &'static str {
         UpstreamErrorKind::reset => "the connection failed before the response",
     }
 }
-
-impl UpstreamFailure {
-    pub(super) fn of_legacy(error: hyper_util::client::legacy::Error) -> Self {
-        let kind = if crate::upstream::tls::is_handshake_failure(&error) {
-            UpstreamErrorKind::tls
-        } else if error.is_connect() {
-            UpstreamErrorKind::connect
-        } else {
-            UpstreamErrorKind::reset
-        };
-        UpstreamFailure {
-            kind,
-            source: Box::new(error),
-        }
-    }
-}

@@ -13,33 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::uri::Authority;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower_service::Service;
 
 use super::body::{ClientBodyError, UpstreamBody};
+use super::dial::{self, Dial};
 use super::failure::UpstreamFailure;
 use crate::metrics::UpstreamErrorKind;
-use crate::upstream::tls::{HandshakeFailed, TlsConnector, TlsSettings};
-
-/// How a connection to an endpoint is opened.
-#[derive(Clone, Debug)]
-pub enum Dial {
-    /// Plain TCP (h2c).
-    Plain(HttpConnector),
-    /// TCP, then TLS offering only `h2` by ALPN.
-    Tls(TlsConnector),
-}
-
-impl Dial {
-    /// TLS when `tls` is set, else plain, over `tcp`.
-    pub fn new(tcp: HttpConnector, tls: Option<&TlsSettings>) -> Self {
-        match tls {
-            Some(tls) => Dial::Tls(tls.connector(tcp)),
-            None => Dial::Plain(tcp),
-        }
-    }
-}
+use crate::upstream::tls::HandshakeFailed;
 
 /// How many times one request may be sent before its failure is the client's answer. A
 /// request is sent again only when it never reached the upstream, so each attempt after the
@@ -99,7 +79,9 @@ impl Endpoint {
             return Ok(live);
         }
         let live = Live {
-            sender: self.connect().await?,
+            // Boxed: connecting is a future many times larger than the rest of a request's,
+            // which would otherwise be moved with every request, though few connect.
+            sender: Box::pin(self.connect()).await?,
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
         };
         *self.live() = Some(live.clone());
@@ -116,27 +98,10 @@ impl Endpoint {
         }
     }
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamFailure> {
-        // The dialer only reads the URI's host and port.
-        let uri: http::Uri = format!("http://{}/", self.authority)
-            .parse()
-            .expect("an endpoint's authority makes a valid URI");
         let (sender, connection) = match &self.dial {
-            Dial::Plain(tcp) => {
-                let io = tcp.clone().call(uri).await.map_err(|e| UpstreamFailure {
-                    kind: UpstreamErrorKind::connect,
-                    source: Box::new(e),
-                })?;
-                handshake(io).await?
-            }
+            Dial::Plain(tcp) => handshake(dial::plain(tcp, &self.authority).await?).await?,
             Dial::Tls(tls) => {
-                let io = tls.clone().call(uri).await.map_err(|e| {
-                    let kind = if crate::upstream::tls::is_handshake_failure(&*e) {
-                        UpstreamErrorKind::tls
-                    } else {
-                        UpstreamErrorKind::connect
-                    };
-                    UpstreamFailure { kind, source: e }
-                })?;
+                let io = dial::tls(tls, &self.authority).await?;
                 if !io.negotiated_h2() {
                     return Err(UpstreamFailure {
                         kind: UpstreamErrorKind::tls,

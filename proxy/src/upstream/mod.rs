@@ -1,13 +1,16 @@
 //! Upstream connections and per-request balancing over a backend's endpoints.
 //!
-//! HTTP/1.1 goes through hyper-util's pooled client, shared by all backends. HTTP/2 (h2c, or
-//! h2 over TLS) goes through [`h2`]: one multiplexed connection per endpoint, so that the
-//! request can carry the client's host as `:authority` while the connection goes to the
-//! endpoint's address.
+//! Both protocols choose the connection by endpoint, and the request keeps the client's host:
+//! HTTP/1.1 through [`h1`], keep-alive connections pooled per endpoint (the plain-text pool
+//! shared by all backends); HTTP/2 (h2c, or h2 over TLS) through [`h2`], one multiplexed
+//! connection per endpoint, so that the request can carry the client's host as `:authority`
+//! while the connection goes to the endpoint's address.
 
 pub mod body;
+pub mod dial;
 pub mod discovery;
 pub mod failure;
+pub mod h1;
 pub mod h2;
 pub mod tls;
 
@@ -25,37 +28,29 @@ use http::Version;
 use http::uri::Authority;
 use http::uri::Scheme;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Protocol;
-use crate::upstream::tls::{TlsConnector, TlsSettings};
-
-/// The client that carries requests upstream. Its pool is keyed by endpoint, so it outlives
-/// config reloads: a new table reuses the warm connections of the old one.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// A backend's own client when it speaks TLS: its pool holds TLS connections to its endpoints.
-pub type TlsClient = Client<TlsConnector, UpstreamBody>;
+use crate::upstream::dial::Dial;
+use crate::upstream::tls::TlsSettings;
 
 /// How long a connection attempt may take before the request fails with `upstream-connect`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The shared plain-text HTTP/1.1 client. Its pool is keyed by endpoint, so it outlives
-/// config reloads: a new table reuses the warm connections of the old one.
+/// The shared plain-text HTTP/1.1 pool. It is keyed by endpoint, so it outlives config
+/// reloads: a new table reuses the warm connections of the old one.
 #[derive(Clone, Debug)]
 pub struct Upstreams {
-    http1: UpstreamClient,
+    http1: Arc<h1::Pool>,
 }
 
 impl Upstreams {
-    /// Builds the client.
+    /// Builds the pool; made on a runtime, it closes idle connections there.
     pub fn new() -> Self {
         Upstreams {
-            http1: client_builder().build(http_connector()),
+            http1: Arc::new(h1::Pool::new(Dial::Plain(http_connector()), POOL_IDLE_TIMEOUT)),
         }
     }
 }
@@ -67,23 +62,6 @@ fn http_connector() -> HttpConnector {
     // TLS backends' URIs say https; the TLS connector wraps this one.
     connector.enforce_http(false);
     connector
-}
-
-fn client_builder() -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // The proxy sets Host itself, from the client's request, so the upstream sees the
-        // name the client asked for rather than the endpoint's address.
-        .set_host(false);
-    builder
-}
-
-/// A client for one HTTP/1.1 TLS backend.
-fn tls_client(settings: &TlsSettings) -> TlsClient {
-    client_builder().build(settings.connector(http_connector()))
 }
 
 impl Default for Upstreams {
@@ -109,10 +87,10 @@ enum Transport {
     /// HTTP/1.1 over the shared plain-text pool.
     Http1,
     /// HTTP/1.1 over TLS, through the backend's own pool.
-    Http1Tls(Box<TlsClient>),
+    Http1Tls(h1::Pool),
     /// HTTP/2, one connection per endpoint (h2c, or h2 over TLS), made on first use.
     Http2 {
-        dial: h2::Dial,
+        dial: Dial,
         connections: Mutex<HashMap<Authority, Arc<h2::Endpoint>>>,
     },
 }
@@ -144,10 +122,12 @@ impl Backend {
         let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
         let transport = match (protocol, tls) {
             (Protocol::H2 | Protocol::H2c, tls) => Transport::Http2 {
-                dial: h2::Dial::new(http_connector(), tls),
+                dial: Dial::new(http_connector(), tls),
                 connections: Mutex::new(HashMap::new()),
             },
-            (Protocol::H1, Some(tls)) => Transport::Http1Tls(Box::new(tls_client(tls))),
+            (Protocol::H1, Some(tls)) => {
+                Transport::Http1Tls(h1::Pool::new(Dial::new(http_connector(), Some(tls)), POOL_IDLE_TIMEOUT))
+            }
             (Protocol::H1, None) => Transport::Http1,
         };
         Backend {
@@ -183,7 +163,7 @@ impl Backend {
     /// are gone are dropped when a new one is made.
     fn connection(
         &self,
-        dial: &h2::Dial,
+        dial: &Dial,
         connections: &Mutex<HashMap<Authority, Arc<h2::Endpoint>>>,
         authority: &Authority,
     ) -> Arc<h2::Endpoint> {
@@ -198,11 +178,12 @@ impl Backend {
         connection
     }
 
-    /// Addresses `req` (whose URI holds the path, and whose `Host` the client's host) to
-    /// `endpoint` in this backend's protocol. HTTP/1.1 keeps `Host` and connects to the URI's
-    /// authority, the endpoint. HTTP/2 has no `Host`: the client's host becomes `:authority`
-    /// (RFC 9113 section 8.3.1; nginx rejects a request whose two disagree), and the
-    /// connection is chosen by `endpoint`, not by the URI.
+    /// Addresses `req` (whose URI holds the path, and whose `Host` the client's host) in this
+    /// backend's protocol; [`send`](Self::send) chooses the connection by `endpoint`, not by
+    /// the URI. HTTP/1.1 keeps `Host` and the origin-form target (a server is sent the
+    /// absolute form only through a forward proxy). HTTP/2 has no `Host`: the client's host
+    /// becomes `:authority` (RFC 9113 section 8.3.1; nginx rejects a request whose two
+    /// disagree).
     pub fn address<B>(&self, endpoint: &Pick, req: &mut http::Request<B>) -> Result<(), http::uri::InvalidUriParts> {
         let path = req
             .uri()
@@ -210,7 +191,6 @@ impl Backend {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
         parts.path_and_query = Some(path);
         match self.transport {
             Transport::Http2 { .. } => {
@@ -218,13 +198,11 @@ impl Backend {
                     .headers_mut()
                     .remove(http::header::HOST)
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+                parts.scheme = Some(self.scheme.clone());
                 parts.authority = Some(host.unwrap_or_else(|| endpoint.authority.clone()));
                 *req.version_mut() = Version::HTTP_2;
             }
-            Transport::Http1 | Transport::Http1Tls(_) => {
-                parts.authority = Some(endpoint.authority.clone());
-                *req.version_mut() = Version::HTTP_11;
-            }
+            Transport::Http1 | Transport::Http1Tls(_) => *req.version_mut() = Version::HTTP_11,
         }
         *req.uri_mut() = http::Uri::from_parts(parts)?;
         Ok(())
@@ -238,10 +216,12 @@ impl Backend {
         req: http::Request<UpstreamBody>,
     ) -> Result<http::Response<Incoming>, UpstreamFailure> {
         match &self.transport {
-            Transport::Http1 => upstreams.http1.request(req).await.map_err(UpstreamFailure::of_legacy),
-            Transport::Http1Tls(client) => client.request(req).await.map_err(UpstreamFailure::of_legacy),
+            Transport::Http1 => upstreams.http1.send(&endpoint.authority, req).await,
+            Transport::Http1Tls(pool) => pool.send(&endpoint.authority, req).await,
+            // Boxed: an HTTP/2 send keeps a copy of the request to send again, which would
+            // make every request's future (HTTP/1.1's too) that much larger to move.
             Transport::Http2 { dial, connections } => {
-                self.connection(dial, connections, &endpoint.authority).send(req).await
+                Box::pin(self.connection(dial, connections, &endpoint.authority).send(req)).await
             }
         }
     }
@@ -279,7 +259,7 @@ mod address_tests {
     }
 
     #[test]
-    fn http1_keeps_host_and_connects_to_the_endpoint() {
+    fn http1_keeps_host_and_the_origin_form_target() {
         let b = Backend::new(
             "b".into(),
             fixed(vec!["10.0.0.7:9001".parse().expect("valid")]),
@@ -288,7 +268,11 @@ mod address_tests {
         );
         let mut req = request("model.example");
         b.address(&b.pick().expect("an endpoint"), &mut req).expect("addressed");
-        assert_eq!(req.uri(), "http://10.0.0.7:9001/v1/generate?x=1");
+        assert_eq!(
+            req.uri(),
+            "/v1/generate?x=1",
+            "origin form: the pool connects to the endpoint"
+        );
         assert_eq!(req.headers()[http::header::HOST], "model.example");
         assert_eq!(req.version(), Version::HTTP_11);
     }
