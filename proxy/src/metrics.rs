@@ -4,7 +4,9 @@
 //! [`names`] and the label types' `as_str` are the contract with the controller, which reads
 //! these metrics back: it imports them rather than retyping the strings.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -323,9 +325,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// Every metric family of the proxy. Cheap to clone: families share their storage.
+/// Every metric family of the proxy. Cheap to clone: families and the route cache share
+/// their storage.
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
+    /// Each route's handles, by route name, as [`ProxyMetrics::route`] last built them.
+    /// Series are never removed, so the handles stay valid; a reload then takes one lookup
+    /// per route instead of one per series (48 label sets, each hashed under its family's lock,
+    /// were 40 % of compiling a 10,000-route table).
+    routes: Arc<Mutex<HashMap<String, RouteMetrics>>>,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<RouteSideLabels>,
     first_byte: HistogramFamily<RouteSideLabels>,
@@ -342,6 +350,7 @@ impl ProxyMetrics {
     /// Registers the proxy's families under the `weir_` prefix.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = ProxyMetrics {
+            routes: Arc::default(),
             requests: Family::default(),
             duration: HistogramFamily::new_with_constructor(latency_histogram),
             first_byte: HistogramFamily::new_with_constructor(latency_histogram),
@@ -428,6 +437,17 @@ impl ProxyMetrics {
 
     /// Prebuilt handles for one route. Call when a routing table is built, never per request.
     pub fn route(&self, route: &str) -> RouteMetrics {
+        // A poisoned cache only means a panic mid-insert; its entries are still valid handles.
+        let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(handles) = routes.get(route) {
+            return handles.clone();
+        }
+        let handles = self.build_route(route);
+        routes.insert(route.to_owned(), handles.clone());
+        handles
+    }
+
+    fn build_route(&self, route: &str) -> RouteMetrics {
         let side = |side: SideLabel| SideMetrics {
             codes: CodeClass::ALL.map(|code| {
                 self.requests
@@ -582,6 +602,29 @@ impl SideMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload builds a route's handles again (from the cache): they count into the same
+    /// series as the old table's, which requests still in flight on it keep using.
+    #[test]
+    fn a_route_built_again_counts_into_the_same_series() {
+        let mut registry = Registry::default();
+        let metrics = ProxyMetrics::register(&mut registry);
+        let old = metrics.route("r");
+        let new = metrics.clone().route("r");
+        old.side(Side::Candidate).count(CodeClass::Success);
+        new.side(Side::Candidate).count(CodeClass::Success);
+        metrics.route("other").side(Side::Candidate).count(CodeClass::Success);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let series = |route: &str| {
+            format!(
+                "{}{{route=\"{route}\",side=\"candidate\",code=\"2xx\"}}",
+                names::REQUESTS
+            )
+        };
+        assert!(text.lines().any(|l| l == format!("{} 2", series("r"))), "{text}");
+        assert!(text.lines().any(|l| l == format!("{} 1", series("other"))), "{text}");
+    }
 
     #[test]
     fn every_reload_series_is_exported_from_zero_before_any_reload() {
