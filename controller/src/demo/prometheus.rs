@@ -54,16 +54,68 @@ pub fn missing() -> anyhow::Error {
     anyhow!("Prometheus is not installed: {INSTALL_HINT}")
 }
 
+/// Ports tried: another process may take the free port picked for Prometheus before
+/// Prometheus binds it (tests run side by side), and then Prometheus exits at once.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// How long Prometheus may take to scrape every target once.
+const FIRST_SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why Prometheus is not ready.
+enum NotReady {
+    /// It exited: its status.
+    Exited(std::process::ExitStatus),
+    /// It runs but has not scraped every target in time.
+    TimedOut,
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("a port for Prometheus")?;
+    Ok(listener.local_addr()?)
+}
+
 impl LocalPrometheus {
     /// Starts Prometheus scraping `targets` (admin addresses serving `/metrics`) and waits
     /// until it has scraped every one of them.
     pub async fn start(targets: &[SocketAddr]) -> Result<LocalPrometheus> {
+        Self::start_with(targets, free_port).await
+    }
+
+    /// [`start`](Self::start), listening on the first port from `next_port` that Prometheus
+    /// can bind.
+    async fn start_with(
+        targets: &[SocketAddr],
+        mut next_port: impl FnMut() -> Result<SocketAddr>,
+    ) -> Result<LocalPrometheus> {
         let binary = find().ok_or_else(missing)?;
+        let mut attempt = 1;
+        loop {
+            let mut prometheus = Self::spawn(&binary, targets, next_port()?)?;
+            match prometheus.wait_for_targets(targets.len()).await {
+                Ok(()) => return Ok(prometheus),
+                Err(NotReady::Exited(_))
+                    if attempt < PORT_ATTEMPTS && prometheus.log_tail().contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                Err(NotReady::Exited(status)) => bail!(
+                    "Prometheus at {} exited ({status}) before it scraped its targets; its log ends:\n{}",
+                    prometheus.url,
+                    prometheus.log_tail()
+                ),
+                Err(NotReady::TimedOut) => bail!(
+                    "Prometheus at {} did not scrape its {} target(s) within {FIRST_SCRAPE_TIMEOUT:?}; its log ends:\n{}",
+                    prometheus.url,
+                    targets.len(),
+                    prometheus.log_tail()
+                ),
+            }
+        }
+    }
+
+    fn spawn(binary: &std::path::Path, targets: &[SocketAddr], listen: SocketAddr) -> Result<LocalPrometheus> {
         let dir = tempfile::tempdir().context("a directory for Prometheus' data")?;
-        let listen = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").context("a port for Prometheus")?;
-            l.local_addr()?
-        };
         let targets_yaml = targets
             .iter()
             .map(|t| format!("\"{t}\""))
@@ -76,7 +128,7 @@ impl LocalPrometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).context("writing prometheus.yml")?;
         let log = std::fs::File::create(dir.path().join("prometheus.log")).context("Prometheus' log")?;
-        let child = Command::new(&binary)
+        let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address={listen}"))
@@ -85,13 +137,11 @@ impl LocalPrometheus {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let prometheus = LocalPrometheus {
+        Ok(LocalPrometheus {
             url: format!("http://{listen}"),
             child,
             dir,
-        };
-        prometheus.wait_for_targets(targets.len()).await?;
-        Ok(prometheus)
+        })
     }
 
     /// The last lines Prometheus logged, for errors.
@@ -101,12 +151,17 @@ impl LocalPrometheus {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    async fn wait_for_targets(&self, targets: usize) -> Result<()> {
+    async fn wait_for_targets(&mut self, targets: usize) -> Result<(), NotReady> {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-        let query = format!("{}/api/v1/query?query=sum(up%7Bjob%3D%22weir-proxy%22%7D)", self.url);
-        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        let query: http::Uri = format!("{}/api/v1/query?query=sum(up%7Bjob%3D%22weir-proxy%22%7D)", self.url)
+            .parse()
+            .expect("a loopback URL with a fixed query is a valid URI");
+        let until = tokio::time::Instant::now() + FIRST_SCRAPE_TIMEOUT;
         loop {
-            if let Ok(Ok(rsp)) = tokio::time::timeout(Duration::from_secs(1), client.get(query.parse()?)).await
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(NotReady::Exited(status));
+            }
+            if let Ok(Ok(rsp)) = tokio::time::timeout(Duration::from_secs(1), client.get(query.clone())).await
                 && let Ok(body) = rsp.into_body().collect().await
             {
                 let answer: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
@@ -118,11 +173,7 @@ impl LocalPrometheus {
                 }
             }
             if tokio::time::Instant::now() > until {
-                bail!(
-                    "Prometheus at {} did not scrape its {targets} target(s) within 30s; its log ends:\n{}",
-                    self.url,
-                    self.log_tail()
-                );
+                return Err(NotReady::TimedOut);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -139,6 +190,43 @@ impl Drop for LocalPrometheus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scrape target answering every request with one sample, then closing.
+    async fn target() -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let body = "weir_test_sample 1\n";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Tests start many processes side by side: the port picked for Prometheus may be taken
+    /// before Prometheus binds it. It then starts on another, instead of failing.
+    #[tokio::test]
+    async fn prometheus_whose_port_was_taken_starts_on_another() {
+        let target = target().await;
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_addr = taken.local_addr().expect("addr");
+        let mut ports = vec![Ok(taken_addr)].into_iter();
+        let prometheus = LocalPrometheus::start_with(&[target], || ports.next().unwrap_or_else(free_port))
+            .await
+            .expect("Prometheus starts on the next port");
+        assert_ne!(prometheus.url, format!("http://{taken_addr}"));
+        drop(taken);
+    }
 
     #[test]
     fn a_missing_prometheus_is_found_nowhere_and_the_error_says_how_to_install_it() {
