@@ -34,9 +34,10 @@ fd_limit=$(ulimit -Hn)
 [ "$fd_limit" = unlimited ] && fd_limit=1048576
 IDLE=${IDLE:-$(( fd_limit / 2 - 1000 < 10000 ? fd_limit / 2 - 1000 : 10000 ))}
 ONLY=${ONLY:-h1 close h2 grpc stream memory}
-GRPC_SECONDS=${DURATION%s}
+seconds=${DURATION%s}
+[[ $seconds =~ ^[0-9]+$ ]] || { echo "DURATION is whole seconds, like 5s (got $DURATION)" >&2; exit 2; }
 # ghz counts the calls a time limit cuts off as failures, so it runs a count instead.
-GRPC_CALLS=${GRPC_CALLS:-$((GRPC_SECONDS * 8000))}
+GRPC_CALLS=${GRPC_CALLS:-$((seconds * 8000))}
 weir_bin="${XDG_CACHE_HOME:-$HOME/.cache}/weir/bin"
 
 need=()
@@ -202,7 +203,7 @@ h2_run() {
   local port=$1 log="$work/h2load.log" out
   # h2load appends to its log.
   rm -f "$log"
-  out=$(h2load -D "$GRPC_SECONDS" -c 64 -m 10 -t 1 --log-file="$log" "http://127.0.0.1:$port/")
+  out=$(h2load -D "$seconds" -c 64 -m 10 -t 1 --log-file="$log" "http://127.0.0.1:$port/")
   if ! grep -q -E '^requests:.* 0 failed, 0 errored' <<<"$out"; then echo "h2load saw failures on port $port: $out" >&2; return 1; fi
   python3 - "$log" <<'PY'
 import sys
@@ -235,7 +236,7 @@ median() { tr ' ' '\n' <<<"$1" | awk NF | sort -g | awk '{ v[NR] = $1 } END { if
 # $1 workload, $2 runner function (given port), then targets.
 compare() {
   local workload=$1 runner=$2; shift 2
-  local targets=("$@") t name port pid cpu0 cpu1 rps p50 p99 count
+  local targets=("$@") t name port pid cpu0 cpu1 line rps p50 p99 count
   declare -A rps_all=() p50_all=() p99_all=() extra_all=()
   # Warm every path once (connections, pools, caches).
   for t in "${targets[@]}"; do IFS=: read -r name port pid <<<"$t"; $runner "$port" >/dev/null; done
@@ -244,7 +245,9 @@ compare() {
     for t in "${targets[@]:$shift_by}" "${targets[@]:0:$shift_by}"; do
       IFS=: read -r name port pid <<<"$t"
       cpu0=$( [ "$pid" = - ] && echo 0 || cpu_seconds "$pid")
-      read -r rps p50 p99 count < <($runner "$port")
+      # A failed run stops the comparison (set -e), rather than leaving a gap in the table.
+      line=$($runner "$port")
+      read -r rps p50 p99 count <<<"$line"
       cpu1=$( [ "$pid" = - ] && echo 0 || cpu_seconds "$pid")
       echo "$workload round $round: $name $rps req/s, p50 $p50 ms, p99 $p99 ms" >&2
       rps_all[$name]+=" $rps"; p50_all[$name]+=" $p50"; p99_all[$name]+=" $p99"
