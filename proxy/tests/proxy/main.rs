@@ -3,6 +3,7 @@
 
 mod accounting;
 mod binary;
+mod conformance;
 mod failfast;
 mod failures;
 mod forwarding;

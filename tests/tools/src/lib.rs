@@ -61,6 +61,14 @@ pub const GRPCURL: GoTool = GoTool {
     version: "v1.9.4",
 };
 
+/// h2spec: the HTTP/2 conformance suite. Its newest version the Go module proxy serves is
+/// v2.2.1, published before h2spec had a go.mod (hence `+incompatible`).
+pub const H2SPEC: GoTool = GoTool {
+    name: "h2spec",
+    package: "github.com/summerwind/h2spec/cmd/h2spec",
+    version: "v2.2.1+incompatible",
+};
+
 /// helm: the real Helm, for the chart's tests.
 pub const HELM: GoTool = GoTool {
     name: "helm",
