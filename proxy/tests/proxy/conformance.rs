@@ -48,21 +48,22 @@ fn failures_are_read_from_a_junit_report() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2spec_passes_every_case_over_h2c_but_the_ones_readme_lists() {
-    let backend = Backend::start("s").await;
-    let proxy = start_proxy(&config_yaml(backend.addr, backend.addr, 0, "")).await;
+/// Runs h2spec against `port` (over TLS when `tls`, trusting any certificate) and checks that
+/// it ran every case and failed exactly [`EXPECTED_FAILURES`].
+async fn h2spec_against(port: u16, tls: bool) {
     let h2spec = weir_test_tools::go_tool(weir_test_tools::H2SPEC).unwrap_or_else(|e| panic!("{e:#}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let report = dir.path().join("h2spec.xml");
-    let port = proxy.listen_addr().port().to_string();
     let report_path = report.clone();
     // Off the runtime's threads, which serve the proxy meanwhile.
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&h2spec)
-            .args(["-h", "127.0.0.1", "-p", &port, "-o", "5", "-j"])
-            .arg(&report_path)
-            .output()
+        let mut command = std::process::Command::new(&h2spec);
+        command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o", "5", "-j"]);
+        command.arg(&report_path);
+        if tls {
+            command.args(["-t", "-k"]);
+        }
+        command.output()
     })
     .await
     .expect("h2spec's thread")
@@ -82,4 +83,21 @@ async fn h2spec_passes_every_case_over_h2c_but_the_ones_readme_lists() {
         "h2spec's failures differ from README's list; it said:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_passes_every_case_over_h2c_but_the_ones_readme_lists() {
+    let backend = Backend::start("s").await;
+    let proxy = start_proxy(&config_yaml(backend.addr, backend.addr, 0, "")).await;
+    h2spec_against(proxy.listen_addr().port(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_passes_every_case_over_tls_but_the_ones_readme_lists() {
+    let backend = Backend::start("s").await;
+    let pki = crate::tls::Pki::new();
+    let leaf = pki.leaf("weir-proxy");
+    pki.install(&leaf.cert_pem, &leaf.key_pem);
+    let proxy = crate::tls::start_tls_proxy(&pki, backend.addr, backend.addr).await;
+    h2spec_against(proxy.listen_addr().port(), true).await;
 }

@@ -22,20 +22,20 @@ use weir_proxy::{Proxy, config};
 use crate::support::*;
 
 /// A CA made for one test, issuing server certificates for `localhost` and 127.0.0.1.
-struct Pki {
+pub(crate) struct Pki {
     ca: CertifiedIssuer<'static, KeyPair>,
     dir: tempfile::TempDir,
 }
 
 /// A server certificate and its key.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
+pub(crate) struct Leaf {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
     der: CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, "weir test CA");
@@ -46,7 +46,7 @@ impl Pki {
         }
     }
 
-    fn leaf(&self, common_name: &str) -> Leaf {
+    pub(crate) fn leaf(&self, common_name: &str) -> Leaf {
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -79,7 +79,7 @@ impl Pki {
 
     /// Installs a certificate and key as the proxy's files. Each file is replaced by a rename,
     /// so the proxy never reads half a file (it may read a new cert with the old key).
-    fn install(&self, cert_pem: &str, key_pem: &str) {
+    pub(crate) fn install(&self, cert_pem: &str, key_pem: &str) {
         replace(&self.key_path(), key_pem);
         replace(&self.cert_path(), cert_pem);
     }
@@ -175,7 +175,7 @@ impl Https {
     }
 }
 
-async fn start_tls_proxy(pki: &Pki, stable: SocketAddr, candidate: SocketAddr) -> Proxy {
+pub(crate) async fn start_tls_proxy(pki: &Pki, stable: SocketAddr, candidate: SocketAddr) -> Proxy {
     start_proxy(&(config_yaml(stable, candidate, 0, "") + &pki.config_line())).await
 }
 
