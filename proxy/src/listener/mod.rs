@@ -51,6 +51,17 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The connection builders a data listener chooses between.
+struct Builders {
+    /// HTTP/1.1 or HTTP/2, told apart by the connection's first bytes: plain text, and TLS
+    /// when ALPN chose nothing or `http/1.1`.
+    any: auto::Builder<TokioExecutor>,
+    /// HTTP/2 alone, for TLS connections whose ALPN chose `h2`: anything but the HTTP/2
+    /// preface on them is a protocol error that closes the connection (RFC 9113 section 3.4),
+    /// not an HTTP/1.1 request.
+    h2: auto::Builder<TokioExecutor>,
+}
+
 /// What a listener does with a connection before HTTP.
 #[derive(Clone)]
 pub enum Transport {
@@ -131,7 +142,10 @@ pub async fn serve<S, F>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Arc::new(builder());
+    let builders = Arc::new(Builders {
+        any: builder(),
+        h2: builder().http2_only(),
+    });
     let graceful = GracefulShutdown::new();
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
@@ -143,14 +157,14 @@ pub async fn serve<S, F>(
                     let service = make_service(peer);
                     match &transport {
                         Transport::Plain => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let conn = builders.any.serve_connection(TokioIo::new(stream), service).into_owned();
                             spawn_watched(graceful.watcher(), conn);
                         }
                         Transport::Data { tls, errors } => {
                             // The first bytes are awaited in the connection's own task, so a
                             // slow client never holds up the accept loop.
                             tokio::spawn(open_data_connection(
-                                Arc::clone(&builder),
+                                Arc::clone(&builders),
                                 graceful.watcher(),
                                 stream,
                                 peer,
@@ -201,7 +215,7 @@ async fn peek_opening(stream: &TcpStream) -> Opening {
 
 #[allow(clippy::too_many_arguments)]
 async fn open_data_connection<S>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     watcher: hyper_util::server::graceful::Watcher,
     stream: TcpStream,
     peer: SocketAddr,
@@ -233,7 +247,10 @@ async fn open_data_connection<S>(
                 &"the client began a TLS handshake on a plain-text listener",
             ),
             Opening::Other => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = builders
+                    .any
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
                 watch_connection(watcher, conn).await;
             }
         }
@@ -251,6 +268,11 @@ async fn open_data_connection<S>(
     };
     match accepted {
         Ok(Ok(Some(stream))) => {
+            let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                &builders.h2
+            } else {
+                &builders.any
+            };
             let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
             watch_connection(watcher, conn).await;
         }
