@@ -269,27 +269,18 @@ close_run() { wrk_run "$1" / 16 -H 'Connection: close'; }
 stream_run() { wrk_run "$1" /download/1048576 8; }
 
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
+# The targets of each workload: HTTP/1.1 listeners, or the h2 ones for h2c and gRPC.
+h1_targets=("direct:$backend:-" "weir:$weir_h1:$weir_h1_pid" "haproxy:$haproxy_h1:$haproxy_pid" "nginx:$nginx_h1:$nginx_pid")
+h2_targets=("direct:$backend:-" "weir:$weir_h2:$weir_h2_pid" "haproxy:$haproxy_h2:$haproxy_pid" "nginx:$nginx_h2:$nginx_pid")
 workloads=()
-if wants h1; then
-  compare h1 h1_run "direct:$backend:-" "weir:$weir_h1:$weir_h1_pid" "haproxy:$haproxy_h1:$haproxy_pid" "nginx:$nginx_h1:$nginx_pid"
-  workloads+=(h1)
-fi
-if wants close; then
-  compare close close_run "direct:$backend:-" "weir:$weir_h1:$weir_h1_pid" "haproxy:$haproxy_h1:$haproxy_pid" "nginx:$nginx_h1:$nginx_pid"
-  workloads+=(close)
-fi
-if wants h2; then
-  compare h2 h2_run "direct:$backend:-" "weir:$weir_h2:$weir_h2_pid" "haproxy:$haproxy_h2:$haproxy_pid" "nginx:$nginx_h2:$nginx_pid"
-  workloads+=(h2)
-fi
-if wants grpc; then
-  compare grpc grpc_run "direct:$backend:-" "weir:$weir_h2:$weir_h2_pid" "haproxy:$haproxy_h2:$haproxy_pid" "nginx:$nginx_h2:$nginx_pid"
-  workloads+=(grpc)
-fi
-if wants stream; then
-  compare stream stream_run "direct:$backend:-" "weir:$weir_h1:$weir_h1_pid" "haproxy:$haproxy_h1:$haproxy_pid" "nginx:$nginx_h1:$nginx_pid"
-  workloads+=(stream)
-fi
+for w in h1 close h2 grpc stream; do
+  wants "$w" || continue
+  case $w in
+    h2 | grpc) compare "$w" "${w}_run" "${h2_targets[@]}" ;;
+    *) compare "$w" "${w}_run" "${h1_targets[@]}" ;;
+  esac
+  workloads+=("$w")
+done
 
 cat >"$work/idle.py" <<'PY'
 import socket, sys
