@@ -46,6 +46,9 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// A CONNECT request: the proxy forwards requests, it does not open tunnels.
+    #[error("CONNECT is not supported: weir-proxy forwards requests, it does not tunnel")]
+    Connect,
     /// A request that cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -135,6 +138,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } | ProxyError::UpstreamTls { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -150,6 +154,7 @@ impl ProxyError {
             ProxyError::MissingHost => "missing-host",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::Connect => "connect-not-supported",
             ProxyError::BadRequestBody { .. } => "bad-request-body",
             ProxyError::NoEndpoint { .. } => "no-endpoint",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
@@ -166,6 +171,7 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::MissingHost
             | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::Connect
             | ProxyError::BadRequest(_)
             | ProxyError::BadRequestBody { .. } => Fault::Client,
             ProxyError::NoEndpoint { .. }
@@ -179,7 +185,7 @@ impl ProxyError {
     /// The gRPC status a gRPC client gets for this error.
     pub fn grpc_status(&self) -> u32 {
         match self {
-            ProxyError::NoRoute => grpc::code::UNIMPLEMENTED,
+            ProxyError::NoRoute | ProxyError::Connect => grpc::code::UNIMPLEMENTED,
             ProxyError::MissingHost
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)
@@ -229,6 +235,16 @@ impl ProxyError {
         let headers = rsp.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(reason));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if let ProxyError::Connect = self {
+            // RFC 9110 section 15.5.6: a 405 lists what is allowed. The connection closes:
+            // a client that goes on to send tunnel bytes must not have them read as requests.
+            let headers = rsp.headers_mut();
+            headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"),
+            );
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         rsp
     }
 }

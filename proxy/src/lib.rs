@@ -42,6 +42,8 @@ pub use state::ConfigState;
 
 /// How long the admin listener waits for open requests at shutdown.
 const ADMIN_DRAIN: Duration = Duration::from_secs(1);
+/// Open admin connections at most: scrapers, probes and operators, never a crowd.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,8 @@ impl Proxy {
         // Before the admin listener serves anything, so no probe sees it ready too early.
         state.wait_for(options.waiting_for.as_deref());
         let drain = config.drain_timeout;
+        let bounds = listener::Bounds::resolve(config.limits);
+        tracing::info!(max_connections = bounds.max_connections, "connection cap");
         state.apply(config, source)?;
 
         let (shutdown, signal) = watch::channel(false);
@@ -150,6 +154,7 @@ impl Proxy {
             move |peer| service::ProxyService::new(Arc::clone(&shared), peer, proto),
             signal.clone(),
             drain,
+            bounds,
             "listen",
         ));
         let admin_service = admin::AdminService::new(Arc::clone(&state), Arc::new(registry));
@@ -159,6 +164,10 @@ impl Proxy {
             move |_| admin_service.clone(),
             signal.clone(),
             ADMIN_DRAIN,
+            listener::Bounds {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                limits: config::ConnectionLimits::default(),
+            },
             "admin",
         ));
         let mut tasks = vec![data, admin];

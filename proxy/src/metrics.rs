@@ -241,7 +241,8 @@ impl UpstreamErrorKind {
     ];
 }
 
-/// The `kind` label of a client connection closed before any request.
+/// The `kind` label of a client connection the listener refused or closed for the client's
+/// fault.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ListenerErrorKind {
@@ -249,10 +250,35 @@ pub enum ListenerErrorKind {
     tls_handshake,
     /// A client opened a TLS handshake on a plain-text listener.
     tls_on_plain,
+    /// The open-connection cap (`limits.maxConnections`) was reached; the connection was
+    /// closed on accept.
+    connection_limit,
+    /// No complete request head within `limits.headerTimeout` on a connection that had not
+    /// yet sent one (slow headers, or a client that connects and says nothing).
+    header_timeout,
+    /// The client left response data unread for `limits.sendTimeout`.
+    send_timeout,
+    /// An HTTP/1.1 request that does not parse (bad framing, method, target or version),
+    /// answered 400 and closed.
+    bad_request,
+    /// An HTTP/1.1 request head over the size or count limit, answered 431 and closed.
+    headers_too_large,
+    /// An HTTP/2 connection error: a broken frame, or a flood (resets, pings, settings,
+    /// continuations) the server ended with GOAWAY.
+    h2_protocol,
 }
 
 impl ListenerErrorKind {
-    const ALL: [ListenerErrorKind; 2] = [ListenerErrorKind::tls_handshake, ListenerErrorKind::tls_on_plain];
+    const ALL: [ListenerErrorKind; 8] = [
+        ListenerErrorKind::tls_handshake,
+        ListenerErrorKind::tls_on_plain,
+        ListenerErrorKind::connection_limit,
+        ListenerErrorKind::header_timeout,
+        ListenerErrorKind::send_timeout,
+        ListenerErrorKind::bad_request,
+        ListenerErrorKind::headers_too_large,
+        ListenerErrorKind::h2_protocol,
+    ];
 }
 
 /// The `source` label of a config reload: where the config, or the certificate, came from.

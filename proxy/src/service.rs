@@ -125,6 +125,9 @@ impl ProxyService {
                 limit: MAX_REQUEST_HEADER_BYTES,
             });
         }
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::Connect);
+        }
         let version = req.version();
         let host = request_host(&req)?;
         let route = table
@@ -302,6 +305,11 @@ impl ProxyService {
 /// header. HTTP/1.1 requires one; HTTP/1.0 may omit it and then matches host-less routes.
 fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     if let Some(authority) = req.uri().authority() {
+        // Credentials in the target are deprecated (RFC 9110 section 4.2.4) and would reach
+        // the upstream as part of its Host: refused, not routed.
+        if authority.as_str().contains('@') {
+            return Err(ProxyError::BadRequest("userinfo in the request target"));
+        }
         return HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("invalid authority"));
     }
     match req.headers().get(header::HOST) {

@@ -41,6 +41,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// TLS on the data-plane listener. Read at startup; the files are watched and reloaded.
     pub tls: Option<ListenTls>,
+    /// Bounds on the data listener's client connections. Read at startup only.
+    pub limits: ConnectionLimits,
     /// Response header naming the side that served the request; `None` turns it off.
     pub side_header: Option<HeaderName>,
     /// Routes in config order.
@@ -78,6 +80,34 @@ pub struct RouteConfig {
     pub fail_fast: Option<FailFastConfig>,
     /// Copy a share of stable's requests to the candidate.
     pub mirror: Option<MirrorConfig>,
+}
+
+/// Bounds on client connections, so that a slow, idle or hostile client holds a connection
+/// (and the memory and upstream capacity behind it) for a bounded time, and too many clients
+/// are refused at the door instead of exhausting file descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open client connections at most; past it new ones are closed at once. `None`: half
+    /// the open-file limit at startup (each client connection may need an upstream one).
+    pub max_connections: Option<u32>,
+    /// Time a client has to send a request's headers once it has connected or finished its
+    /// previous request (HTTP/1.1), or to open its first stream (HTTP/2).
+    pub header_timeout: Duration,
+    /// Time a connection that has served a request may stay open with none in flight.
+    pub idle_timeout: Duration,
+    /// Time a client may leave response data unread before its connection is closed.
+    pub send_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: None,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Shadow traffic: copies of requests sent to the candidate, their answers dropped.
@@ -356,6 +386,12 @@ impl From<&ProxyConfig> for raw::RawConfig {
                 cert: t.cert.display().to_string(),
                 key: t.key.display().to_string(),
             }),
+            limits: raw::RawLimits {
+                max_connections: cfg.limits.max_connections.map(i64::from),
+                header_timeout: humantime::format_duration(cfg.limits.header_timeout).to_string(),
+                idle_timeout: humantime::format_duration(cfg.limits.idle_timeout).to_string(),
+                send_timeout: humantime::format_duration(cfg.limits.send_timeout).to_string(),
+            },
             side_header: cfg.side_header.as_ref().map(ToString::to_string),
             routes: cfg.routes.iter().map(raw_route).collect(),
             backends: raw_backends(&cfg.backends),

@@ -17,7 +17,7 @@ use crate::route::HostMatch;
 
 /// The top-level fields of a whole config that a partial one may not set: they belong to the
 /// listener and come from `--config` and flags.
-const WHOLE_ONLY: [&str; 5] = ["listen", "admin", "drainTimeout", "tls", "sideHeader"];
+const WHOLE_ONLY: [&str; 6] = ["listen", "admin", "drainTimeout", "tls", "limits", "sideHeader"];
 
 /// Routes and backends from one ConfigMap, each route valid and naming only backends defined
 /// beside it.

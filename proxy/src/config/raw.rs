@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     pub drain_timeout: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawListenTls>,
+    #[serde(default)]
+    pub limits: RawLimits,
     /// `null` turns the response header off.
     #[serde(default = "default_side_header")]
     pub side_header: Option<String>,
@@ -132,6 +134,32 @@ pub(super) struct RawBackend {
     pub tls: Option<RawUpstreamTls>,
 }
 
+/// Bounds on each client connection of the data listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawLimits {
+    /// Unset: sized to the open-file limit when the proxy starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: None,
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            send_timeout: default_send_timeout(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct RawListenTls {
@@ -161,6 +189,18 @@ fn default_admin() -> String {
 
 fn default_drain_timeout() -> String {
     "30s".to_owned()
+}
+
+fn default_header_timeout() -> String {
+    "30s".to_owned()
+}
+
+fn default_idle_timeout() -> String {
+    "60s".to_owned()
+}
+
+fn default_send_timeout() -> String {
+    "60s".to_owned()
 }
 
 fn default_side_header() -> Option<String> {

@@ -308,3 +308,32 @@ fn a_revision_is_for_the_candidate_only_and_round_trips() {
     assert_eq!(cfg.routes[0].candidate_revision.as_deref(), Some("7d9f00aa"));
     assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
 }
+
+#[test]
+fn connection_limits_default_and_every_bad_one_is_named() {
+    let cfg = parse("routes: []\n").expect("valid");
+    assert_eq!(cfg.limits, ConnectionLimits::default());
+    let cfg = parse("limits: { maxConnections: 500, idleTimeout: 5m }\n").expect("valid");
+    assert_eq!(cfg.limits.max_connections, Some(500));
+    assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(300));
+    assert_eq!(cfg.limits.send_timeout, Duration::from_secs(60));
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+
+    let got = messages(
+        "limits: { maxConnections: 0, headerTimeout: 0s, idleTimeout: never, sendTimeout: 1 fortnight, burst: 3 }\n",
+    );
+    let expect_prefixes = [
+        "limits.burst: unknown field",
+        "limits.maxConnections: 0 is not between 1 and",
+        "limits.headerTimeout: \"0s\" is zero",
+        "limits.idleTimeout: \"never\" is not a duration",
+        "limits.sendTimeout: \"1 fortnight\" is not a duration",
+    ];
+    for prefix in expect_prefixes {
+        assert!(
+            got.iter().any(|m| m.starts_with(prefix)),
+            "missing {prefix:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), expect_prefixes.len(), "unexpected extra errors: {got:#?}");
+}

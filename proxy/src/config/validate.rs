@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::HeaderName;
 use http::uri::Authority;
 
-use super::raw::{RawConfig, RawKey, RawRoute};
+use super::raw::{RawConfig, RawKey, RawLimits, RawRoute};
 use super::{
-    BackendConfig, ConfigError, ConfigErrors, FailFastConfig, ListenTls, MirrorConfig, Protocol, ProxyConfig,
-    RouteConfig, ServiceRef, UpstreamTls,
+    BackendConfig, ConfigError, ConfigErrors, ConnectionLimits, FailFastConfig, ListenTls, MirrorConfig, Protocol,
+    ProxyConfig, RouteConfig, ServiceRef, UpstreamTls,
 };
 use crate::route::HostMatch;
 use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
@@ -51,6 +51,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
             key: t.key.clone().into(),
         }
     });
+    let limits = validate_limits(&raw.limits, &mut errors);
     let side_header = match &raw.side_header {
         None => Some(None),
         Some(name) => errors.check("sideHeader", header_name(name)).map(Some),
@@ -169,18 +170,43 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
         }
     }
 
-    match (listen, admin, drain_timeout, side_header, errors.0.is_empty()) {
-        (Some(listen), Some(admin), Some(drain_timeout), Some(side_header), true) => Ok(ProxyConfig {
+    match (listen, admin, drain_timeout, limits, side_header, errors.0.is_empty()) {
+        (Some(listen), Some(admin), Some(drain_timeout), Some(limits), Some(side_header), true) => Ok(ProxyConfig {
             listen,
             admin,
             drain_timeout,
             tls,
+            limits,
             side_header,
             routes,
             backends,
         }),
         _ => Err(ConfigErrors(errors.0)),
     }
+}
+
+fn validate_limits(raw: &RawLimits, errors: &mut Errors) -> Option<ConnectionLimits> {
+    let max_connections = match raw.max_connections {
+        None => Some(None),
+        Some(n) => errors
+            .check(
+                "limits.maxConnections",
+                u32::try_from(n)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("{n} is not between 1 and {}", u32::MAX)),
+            )
+            .map(Some),
+    };
+    let header_timeout = errors.check("limits.headerTimeout", duration(&raw.header_timeout));
+    let idle_timeout = errors.check("limits.idleTimeout", duration(&raw.idle_timeout));
+    let send_timeout = errors.check("limits.sendTimeout", duration(&raw.send_timeout));
+    Some(ConnectionLimits {
+        max_connections: max_connections?,
+        header_timeout: header_timeout?,
+        idle_timeout: idle_timeout?,
+        send_timeout: send_timeout?,
+    })
 }
 
 fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Errors) -> Option<RouteConfig> {

@@ -3,9 +3,11 @@
 //! in-flight requests on shutdown. Clients that speak TLS to a plain port, or anything else to
 //! a TLS port, are counted and closed; the listener carries on.
 
+pub mod supervise;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,19 +20,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::ProxyBody;
+use crate::config::ConnectionLimits;
 use crate::metrics::{ListenerErrorKind, ProxyMetrics};
 use crate::recent::Recent;
 pub use crate::shutdown::{ShutdownSignal, stopped};
+use supervise::{Activity, Supervised, Verdict};
 
 /// Hyper's own parse buffer: above [`crate::service::MAX_REQUEST_HEADER_BYTES`], so that the
 /// proxy's check (with its `x-weir-error`) is the one that normally answers oversized headers.
 const MAX_PARSE_BUFFER: usize = 256 * 1024;
 /// Header list limit advertised to HTTP/2 clients, matching the HTTP/1 buffer.
 const MAX_H2_HEADER_LIST: u32 = 256 * 1024;
-/// Time a client has to send a request's headers on HTTP/1.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has, from connecting, to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection closed politely (idle, or no request in time) has to go before it is
+/// dropped: an HTTP/2 client that never answers the GOAWAY's ping would otherwise keep it.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// File descriptors kept back from the default connection cap for listeners, config and
+/// certificate files, and the resolver.
+const RESERVED_FDS: u64 = 100;
 /// The first byte of a TLS record carrying a handshake message, as a ClientHello starts.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Client addresses remembered as already logged for a failed handshake.
@@ -39,10 +47,11 @@ const LOGGED_PEERS: usize = 1024;
 /// The connection builder shared by the data and admin listeners.
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header timeout is the supervisor's (see `supervise`), the same for both protocols.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .max_buf_size(MAX_PARSE_BUFFER);
     builder
         .http2()
@@ -123,16 +132,94 @@ impl ListenerErrors {
     }
 }
 
+/// The default connection cap: half the open-file limit `fds` (a client connection may need
+/// an upstream one), less a few kept back, and never below 64.
+pub fn default_max_connections(fds: u64) -> usize {
+    usize::try_from((fds.saturating_sub(RESERVED_FDS) / 2).max(64)).unwrap_or(usize::MAX)
+}
+
+/// The process's open-file limit (the soft one, which is what `accept` runs into).
+pub fn open_file_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// How a listener bounds its connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// The timeouts each connection is supervised with.
+    pub limits: ConnectionLimits,
+}
+
+impl Bounds {
+    /// `limits` with the cap resolved: the configured one, or the default for this process.
+    pub fn resolve(limits: ConnectionLimits) -> Self {
+        let max_connections = match limits.max_connections {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => default_max_connections(open_file_limit()),
+        };
+        Bounds {
+            max_connections,
+            limits,
+        }
+    }
+}
+
+/// Open connections of one listener, against its cap.
+#[derive(Debug)]
+struct Gate {
+    open: AtomicUsize,
+    max: usize,
+    /// Set while connections are being refused, so one refusal in a row is logged.
+    refusing: AtomicBool,
+}
+
+/// A place under the cap, given back when the connection's task ends.
+struct Admitted(Arc<Gate>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    /// A place for one more connection, or `None` at the cap (the first refusal of a run
+    /// is logged).
+    fn admit(self: &Arc<Self>, name: &str) -> Option<Admitted> {
+        let open = self.open.fetch_add(1, Ordering::Relaxed);
+        if open < self.max {
+            self.refusing.store(false, Ordering::Relaxed);
+            return Some(Admitted(Arc::clone(self)));
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if !self.refusing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                listener = name,
+                max = self.max,
+                "connection cap reached: closing new connections until some close (logged once per run of refusals)"
+            );
+        }
+        None
+    }
+}
+
 /// Accepts on `listener` until `shutdown`, then closes the listener (new connections are
 /// refused), lets open connections finish their requests for up to `drain`, and returns.
 /// Every connection task is watched by the drain or ends on `shutdown`, so none outlives this
-/// function by more than the drain timeout.
+/// function by more than the drain timeout. At most `bounds.max_connections` are open at
+/// once, and each is closed when its client stops doing its part (see [`supervise`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, F>(
     listener: TcpListener,
     transport: Transport,
     make_service: F,
     shutdown: ShutdownSignal,
     drain: Duration,
+    bounds: Bounds,
     name: &'static str,
 ) where
     F: Fn(SocketAddr) -> S,
@@ -140,38 +227,57 @@ pub async fn serve<S, F>(
         + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     let builders = Arc::new(Builders {
         any: builder(),
         h2: builder().http2_only(),
     });
     let graceful = GracefulShutdown::new();
+    let gate = Arc::new(Gate {
+        open: AtomicUsize::new(0),
+        max: bounds.max_connections,
+        refusing: AtomicBool::new(false),
+    });
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(admitted) = gate.admit(name) else {
+                        if let Transport::Data { errors, .. } = &transport {
+                            errors.metrics.listener_error(ListenerErrorKind::connection_limit);
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let service = make_service(peer);
+                    let activity = Activity::new();
+                    let service = Supervised::new(make_service(peer), Arc::clone(&activity));
+                    let conn = Conn {
+                        watcher: graceful.watcher(),
+                        activity,
+                        limits: bounds.limits,
+                        shutdown: shutdown.clone(),
+                        peer,
+                        admitted,
+                    };
                     match &transport {
                         Transport::Plain => {
-                            let conn = builders.any.serve_connection(TokioIo::new(stream), service).into_owned();
-                            spawn_watched(graceful.watcher(), conn);
+                            let http = builders.any.serve_connection(TokioIo::new(stream), service).into_owned();
+                            tokio::spawn(conn.run(http, None));
                         }
                         Transport::Data { tls, errors } => {
                             // The first bytes are awaited in the connection's own task, so a
                             // slow client never holds up the accept loop.
                             tokio::spawn(open_data_connection(
                                 Arc::clone(&builders),
-                                graceful.watcher(),
+                                conn,
                                 stream,
-                                peer,
                                 tls.clone(),
                                 Arc::clone(errors),
                                 service,
-                                shutdown.clone(),
                             ));
                         }
                     }
@@ -213,45 +319,159 @@ async fn peek_opening(stream: &TcpStream) -> Opening {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One accepted connection and what supervises it.
+struct Conn {
+    /// Held while the connection lives, so the drain waits for it.
+    watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    shutdown: ShutdownSignal,
+    peer: SocketAddr,
+    /// Its place under the connection cap.
+    admitted: Admitted,
+}
+
+impl Conn {
+    /// Serves `http` until it ends, closing it politely on shutdown (finishing requests in
+    /// flight) or when idle, and at once when its client stops reading. Errors the client
+    /// caused are counted in `errors`.
+    async fn run<C>(self, http: C, errors: Option<&ListenerErrors>)
+    where
+        C: hyper_util::server::graceful::GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Conn {
+            watcher,
+            activity,
+            limits,
+            shutdown,
+            peer,
+            admitted,
+        } = self;
+        tokio::pin!(http);
+        let stop = stopped(shutdown);
+        tokio::pin!(stop);
+        let mut stopping = false;
+        // Set once the connection was asked to close: past it, it is dropped.
+        let mut grace_ends: Option<tokio::time::Instant> = None;
+        let mut check = Box::pin(tokio::time::sleep(Duration::ZERO));
+        loop {
+            tokio::select! {
+                ended = http.as_mut() => {
+                    if let (Err(error), Some(errors)) = (ended, errors) {
+                        match client_fault(error.as_ref()) {
+                            Some(kind) => errors.report(kind, peer, &error),
+                            None => tracing::debug!(%error, "connection ended with an error"),
+                        }
+                    }
+                    break;
+                }
+                () = &mut stop, if !stopping => {
+                    stopping = true;
+                    http.as_mut().graceful_shutdown();
+                }
+                () = check.as_mut() => {
+                    let now = tokio::time::Instant::now();
+                    if grace_ends.is_some_and(|end| now >= end) {
+                        break;
+                    }
+                    match supervise::judge(&activity.snapshot(), &limits) {
+                        Verdict::Wait(left) => {
+                            let next = grace_ends.map_or(now + left, |end| end.min(now + left));
+                            check.as_mut().reset(next);
+                        }
+                        Verdict::SendTimeout => {
+                            if let Some(errors) = errors {
+                                errors.report(
+                                    ListenerErrorKind::send_timeout,
+                                    peer,
+                                    &format_args!("the client left response data unread for {:?}", limits.send_timeout),
+                                );
+                            }
+                            break;
+                        }
+                        verdict @ (Verdict::Idle | Verdict::HeaderTimeout) => {
+                            if let (Verdict::HeaderTimeout, Some(errors)) = (verdict, errors) {
+                                errors.report(
+                                    ListenerErrorKind::header_timeout,
+                                    peer,
+                                    &format_args!("no complete request within {:?} of connecting", limits.header_timeout),
+                                );
+                            }
+                            if grace_ends.is_none() {
+                                http.as_mut().graceful_shutdown();
+                                grace_ends = Some(now + CLOSE_GRACE);
+                                check.as_mut().reset(now + CLOSE_GRACE);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop(admitted);
+        drop(watcher);
+    }
+}
+
+/// The kind of a connection error the client caused, or `None` for one that says nothing
+/// about the client (it went away, or the proxy ended the connection).
+fn client_fault(error: &(dyn std::error::Error + 'static)) -> Option<ListenerErrorKind> {
+    let hyper = error.downcast_ref::<hyper::Error>()?;
+    if hyper.is_parse_too_large() {
+        return Some(ListenerErrorKind::headers_too_large);
+    }
+    if hyper.is_parse() {
+        return Some(ListenerErrorKind::bad_request);
+    }
+    let h2 = std::error::Error::source(hyper)?.downcast_ref::<h2::Error>()?;
+    // A GOAWAY this side sent: the client broke the protocol or flooded it.
+    (h2.is_go_away() && h2.is_library()).then_some(ListenerErrorKind::h2_protocol)
+}
+
 async fn open_data_connection<S>(
     builders: Arc<Builders>,
-    watcher: hyper_util::server::graceful::Watcher,
+    conn: Conn,
     stream: TcpStream,
-    peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     errors: Arc<ListenerErrors>,
     service: S,
-    shutdown: ShutdownSignal,
 ) where
-    S: Service<hyper::Request<Incoming>, Response = hyper::Response<ProxyBody>, Error = std::convert::Infallible>
-        + Clone
+    S: Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<supervise::Watched<ProxyBody>>,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
     // Until the connection is handed to HTTP (and to the drain), shutdown ends it here; the
     // watcher is dropped with it, so the drain does not wait for a client that never spoke.
-    let stop = stopped(shutdown);
+    let stop = stopped(conn.shutdown.clone());
     tokio::pin!(stop);
+    let peer = conn.peer;
     let Some(tls) = tls else {
         let opening = tokio::select! {
             () = &mut stop => return,
-            opening = tokio::time::timeout(HEADER_READ_TIMEOUT, peek_opening(&stream)) => opening.unwrap_or(Opening::Nothing),
+            opening = tokio::time::timeout(conn.limits.header_timeout, peek_opening(&stream)) => opening,
         };
         match opening {
-            Opening::Nothing => {}
-            Opening::Tls => errors.report(
+            Ok(Opening::Nothing) => {}
+            Err(_elapsed) => errors.report(
+                ListenerErrorKind::header_timeout,
+                peer,
+                &format_args!("nothing sent within {:?} of connecting", conn.limits.header_timeout),
+            ),
+            Ok(Opening::Tls) => errors.report(
                 ListenerErrorKind::tls_on_plain,
                 peer,
                 &"the client began a TLS handshake on a plain-text listener",
             ),
-            Opening::Other => {
-                let conn = builders
+            Ok(Opening::Other) => {
+                let http = builders
                     .any
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
-                watch_connection(watcher, conn).await;
+                conn.run(http, Some(&errors)).await;
             }
         }
         return;
@@ -273,8 +493,8 @@ async fn open_data_connection<S>(
             } else {
                 &builders.any
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            watch_connection(watcher, conn).await;
+            let http = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            conn.run(http, Some(&errors)).await;
         }
         Ok(Ok(None)) => {}
         Ok(Err(error)) => errors.report(ListenerErrorKind::tls_handshake, peer, &error),
@@ -286,21 +506,19 @@ async fn open_data_connection<S>(
     }
 }
 
-/// Runs `conn` under the drain: on shutdown it finishes its requests in flight and closes.
-async fn watch_connection<C>(watcher: hyper_util::server::graceful::Watcher, conn: C)
-where
-    C: hyper_util::server::graceful::GracefulConnection,
-    C::Error: std::fmt::Display,
-{
-    if let Err(error) = watcher.watch(conn).await {
-        tracing::debug!(error = %error, "connection ended with an error");
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn spawn_watched<C>(watcher: hyper_util::server::graceful::Watcher, conn: C)
-where
-    C: hyper_util::server::graceful::GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
-{
-    tokio::spawn(watch_connection(watcher, conn));
+    #[test]
+    fn the_default_cap_leaves_an_upstream_fd_per_client_and_a_reserve() {
+        assert_eq!(default_max_connections(1024), 462);
+        assert_eq!(default_max_connections(1_048_576), 524_238);
+        assert_eq!(default_max_connections(200), 64, "never below 64");
+        assert_eq!(
+            default_max_connections(u64::MAX),
+            (u64::MAX / 2 - 50) as usize,
+            "unlimited"
+        );
+    }
 }

@@ -9,6 +9,7 @@ mod failures;
 mod forwarding;
 mod grpc;
 mod grpc_accounting;
+mod hostile;
 mod kube_routes;
 mod mirror;
 mod nginx;
