@@ -9,6 +9,7 @@ mod failures;
 mod forwarding;
 mod grpc;
 mod grpc_accounting;
+mod h2_floods;
 mod hostile;
 mod kube_routes;
 mod mirror;
