@@ -49,6 +49,15 @@ pub enum ProxyError {
     /// A CONNECT request: the proxy forwards requests, it does not open tunnels.
     #[error("CONNECT is not supported: weir-proxy forwards requests, it does not tunnel")]
     Connect,
+    /// An upgrade (WebSocket) request for a backend that does not speak HTTP/1.1, where an
+    /// upgrade cannot travel.
+    #[error("route {route} sends upgrades to backend {backend}, which does not speak HTTP/1.1 (protocol h1)")]
+    UpgradeNeedsHttp1 {
+        /// Route name.
+        route: String,
+        /// The backend.
+        backend: String,
+    },
     /// A request that cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -139,6 +148,7 @@ impl ProxyError {
             }
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpgradeNeedsHttp1 { .. } => StatusCode::NOT_IMPLEMENTED,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } | ProxyError::UpstreamTls { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -155,6 +165,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::Connect => "connect-not-supported",
+            ProxyError::UpgradeNeedsHttp1 { .. } => "upgrade-needs-http1-backend",
             ProxyError::BadRequestBody { .. } => "bad-request-body",
             ProxyError::NoEndpoint { .. } => "no-endpoint",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
@@ -167,7 +178,7 @@ impl ProxyError {
     /// Who was at fault.
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::NotReady => Fault::Proxy,
+            ProxyError::NotReady | ProxyError::UpgradeNeedsHttp1 { .. } => Fault::Proxy,
             ProxyError::NoRoute
             | ProxyError::MissingHost
             | ProxyError::HeadersTooLarge { .. }
@@ -185,7 +196,9 @@ impl ProxyError {
     /// The gRPC status a gRPC client gets for this error.
     pub fn grpc_status(&self) -> u32 {
         match self {
-            ProxyError::NoRoute | ProxyError::Connect => grpc::code::UNIMPLEMENTED,
+            ProxyError::NoRoute | ProxyError::Connect | ProxyError::UpgradeNeedsHttp1 { .. } => {
+                grpc::code::UNIMPLEMENTED
+            }
             ProxyError::MissingHost
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BadRequest(_)

@@ -25,6 +25,7 @@ pub mod source;
 pub mod split;
 pub mod state;
 pub mod table;
+pub mod upgrade;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -138,6 +138,13 @@ impl ProxyService {
             .ok_or(ProxyError::NoRoute)?;
         let (decided, _, diverted) = route.decide(req.headers());
         let (backend, side) = route.backend(decided);
+        let upgrade = crate::upgrade::requested(&req);
+        if upgrade.is_some() && backend.protocol != crate::config::Protocol::H1 {
+            return Err(ProxyError::UpgradeNeedsHttp1 {
+                route: route.name.clone(),
+                backend: backend.name.clone(),
+            });
+        }
         let Some(endpoint) = backend.pick() else {
             // A Service with no ready endpoint: the side failed to serve, as if none answered.
             Pending::new(Arc::clone(route), side, start).failed(UpstreamErrorKind::connect);
@@ -147,8 +154,12 @@ impl ProxyService {
                 backend: backend.name.clone(),
             });
         };
+        let client_upgrade = upgrade.is_some().then(|| crate::upgrade::ClientUpgrade::take(&mut req));
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
+        if let Some(protocol) = &upgrade {
+            crate::upgrade::restore(h, protocol.clone());
+        }
         // Only the proxy marks a mirrored copy: a client's own mark would let it pass as
         // shadow traffic, which the candidate may treat differently.
         h.remove(MIRROR_HEADER);
@@ -156,7 +167,11 @@ impl ProxyService {
         headers::add_forwarding(h, &self.client_addr, self.proto, version);
         // The copy is made from the request as the client's host and path name it, before the
         // primary is addressed to its side.
-        let mut req = self.maybe_mirror(route, side, req);
+        // An upgrade is never copied: a tunnel cannot be shadowed.
+        let mut req = match upgrade {
+            None => self.maybe_mirror(route, side, req),
+            Some(_) => req.map(UpstreamBody::Client),
+        };
         backend
             .address(&endpoint, &mut req)
             .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
@@ -169,61 +184,61 @@ impl ProxyService {
             .flatten()
             .filter(|call| *call < route.timeout);
         let deadline = call_deadline.unwrap_or(route.timeout);
-        let upstream = match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, &endpoint, req)).await
-        {
-            Ok(Ok(rsp)) => rsp,
-            Ok(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
-                // The client broke its own request: it gave up on it, as far as the sides
-                // are concerned (`cancelled`); neither side failed.
-                pending.abandoned_by_client();
-                return Err(ProxyError::BadRequestBody {
-                    route: route.name.clone(),
-                    side,
-                    endpoint: endpoint.authority.clone(),
-                    source: failure.source,
-                });
-            }
-            Ok(Err(failure)) => {
-                pending.failed(failure.kind);
-                let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);
-                return Err(match failure.kind {
-                    UpstreamErrorKind::tls => ProxyError::UpstreamTls {
-                        route,
+        let mut upstream =
+            match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, &endpoint, req)).await {
+                Ok(Ok(rsp)) => rsp,
+                Ok(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
+                    // The client broke its own request: it gave up on it, as far as the sides
+                    // are concerned (`cancelled`); neither side failed.
+                    pending.abandoned_by_client();
+                    return Err(ProxyError::BadRequestBody {
+                        route: route.name.clone(),
                         side,
-                        endpoint,
-                        source,
-                    },
-                    UpstreamErrorKind::connect => ProxyError::UpstreamConnect {
-                        route,
-                        side,
-                        endpoint,
-                        source,
-                    },
-                    _ => ProxyError::UpstreamReset {
-                        route,
-                        side,
-                        endpoint,
-                        source,
-                    },
-                });
-            }
-            Err(_elapsed) => {
-                // The client's own deadline passing is the client giving up, as if it had
-                // gone away (counted `cancelled`), not an error of the side: any client could
-                // otherwise raise either side's errors at will.
-                if call_deadline.is_some() {
-                    drop(pending);
-                } else {
-                    pending.failed(UpstreamErrorKind::timeout);
+                        endpoint: endpoint.authority.clone(),
+                        source: failure.source,
+                    });
                 }
-                return Err(ProxyError::UpstreamTimeout {
-                    route: route.name.clone(),
-                    side,
-                    endpoint: endpoint.authority.clone(),
-                    timeout: deadline,
-                });
-            }
-        };
+                Ok(Err(failure)) => {
+                    pending.failed(failure.kind);
+                    let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);
+                    return Err(match failure.kind {
+                        UpstreamErrorKind::tls => ProxyError::UpstreamTls {
+                            route,
+                            side,
+                            endpoint,
+                            source,
+                        },
+                        UpstreamErrorKind::connect => ProxyError::UpstreamConnect {
+                            route,
+                            side,
+                            endpoint,
+                            source,
+                        },
+                        _ => ProxyError::UpstreamReset {
+                            route,
+                            side,
+                            endpoint,
+                            source,
+                        },
+                    });
+                }
+                Err(_elapsed) => {
+                    // The client's own deadline passing is the client giving up, as if it had
+                    // gone away (counted `cancelled`), not an error of the side: any client could
+                    // otherwise raise either side's errors at will.
+                    if call_deadline.is_some() {
+                        drop(pending);
+                    } else {
+                        pending.failed(UpstreamErrorKind::timeout);
+                    }
+                    return Err(ProxyError::UpstreamTimeout {
+                        route: route.name.clone(),
+                        side,
+                        endpoint: endpoint.authority.clone(),
+                        timeout: deadline,
+                    });
+                }
+            };
 
         let code = CodeClass::of_status(upstream.status());
         let completion = match (grpc, code) {
@@ -241,8 +256,19 @@ impl ProxyService {
             },
             _ => pending.answered(code, false),
         };
+        let tunnel = match client_upgrade {
+            Some(client) if upstream.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                let protocol = upstream.headers().get(header::UPGRADE).cloned();
+                client.tunnel_to(hyper::upgrade::on(&mut upstream), &route.name);
+                protocol
+            }
+            _ => None,
+        };
         let (mut head, body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
+        if let Some(protocol) = tunnel {
+            crate::upgrade::restore(&mut head.headers, protocol);
+        }
         head.headers.remove(header::TE);
         head.headers.append(header::VIA, headers::via(head.version));
         if let Some(name) = &table.side_header {

@@ -99,12 +99,17 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
 }
 
+impl ConnectionLimits {
+    /// The default `idleTimeout`.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: None,
             header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             send_timeout: Duration::from_secs(60),
         }
     }

@@ -254,7 +254,7 @@ pub async fn serve<S, F>(
                     };
                     let _ = stream.set_nodelay(true);
                     let activity = Activity::new();
-                    let service = Supervised::new(make_service(peer), Arc::clone(&activity));
+                    let service = Supervised::new(make_service(peer), Arc::clone(&activity), bounds.limits.idle_timeout);
                     let conn = Conn {
                         watcher: graceful.watcher(),
                         activity,
@@ -265,7 +265,7 @@ pub async fn serve<S, F>(
                     };
                     match &transport {
                         Transport::Plain => {
-                            let http = builders.any.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let http = builders.any.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                             tokio::spawn(conn.run(http, None));
                         }
                         Transport::Data { tls, errors } => {
@@ -337,7 +337,7 @@ impl Conn {
     /// caused are counted in `errors`.
     async fn run<C>(self, http: C, errors: Option<&ListenerErrors>)
     where
-        C: hyper_util::server::graceful::GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
+        C: HttpConnection,
     {
         let Conn {
             watcher,
@@ -363,11 +363,13 @@ impl Conn {
                             None => tracing::debug!(%error, "connection ended with an error"),
                         }
                     }
+                    // An upgraded connection lives on as a tunnel, which keeps its place.
+                    activity.tunnels_closed().await;
                     break;
                 }
                 () = &mut stop, if !stopping => {
                     stopping = true;
-                    http.as_mut().graceful_shutdown();
+                    http.as_mut().close_gently();
                 }
                 () = check.as_mut() => {
                     let now = tokio::time::Instant::now();
@@ -398,7 +400,7 @@ impl Conn {
                                 );
                             }
                             if grace_ends.is_none() {
-                                http.as_mut().graceful_shutdown();
+                                http.as_mut().close_gently();
                                 grace_ends = Some(now + CLOSE_GRACE);
                                 check.as_mut().reset(now + CLOSE_GRACE);
                             }
@@ -409,6 +411,42 @@ impl Conn {
         }
         drop(admitted);
         drop(watcher);
+    }
+}
+
+/// A served client connection, as the supervisor drives it.
+trait HttpConnection: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+    /// Finishes the requests in flight and closes (HTTP/2: GOAWAY).
+    fn close_gently(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> HttpConnection for auto::UpgradeableConnection<'static, I, S, TokioExecutor>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn close_gently(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> HttpConnection for auto::Connection<'static, I, S, TokioExecutor>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn close_gently(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -469,7 +507,7 @@ async fn open_data_connection<S>(
             Ok(Opening::Other) => {
                 let http = builders
                     .any
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
                 conn.run(http, Some(&errors)).await;
             }
@@ -488,13 +526,16 @@ async fn open_data_connection<S>(
     };
     match accepted {
         Ok(Ok(Some(stream))) => {
-            let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                &builders.h2
+            let stream_is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(stream);
+            if stream_is_h2 {
+                // HTTP/2 has no upgrades, and only this form honours `http2_only`.
+                let http = builders.h2.serve_connection(io, service).into_owned();
+                conn.run(http, Some(&errors)).await;
             } else {
-                &builders.any
-            };
-            let http = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            conn.run(http, Some(&errors)).await;
+                let http = builders.any.serve_connection_with_upgrades(io, service).into_owned();
+                conn.run(http, Some(&errors)).await;
+            }
         }
         Ok(Ok(None)) => {}
         Ok(Err(error)) => errors.report(ListenerErrorKind::tls_handshake, peer, &error),

@@ -35,6 +35,10 @@ pub struct Activity {
     requests: AtomicU64,
     /// Milliseconds after `opened` of the last change that resets the clocks.
     last_event_ms: AtomicU64,
+    /// Upgraded connections (WebSocket tunnels) still open: the connection's place under
+    /// the cap and in the drain is theirs until they close.
+    tunnels: AtomicUsize,
+    tunnel_closed: tokio::sync::Notify,
 }
 
 /// One look at an [`Activity`].
@@ -97,7 +101,22 @@ impl Activity {
             owed: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_event_ms: AtomicU64::new(0),
+            tunnels: AtomicUsize::new(0),
+            tunnel_closed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Returns once no tunnel made from this connection is open.
+    pub async fn tunnels_closed(&self) {
+        loop {
+            let closed = self.tunnel_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.tunnels.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// The state now.
@@ -125,6 +144,34 @@ impl Activity {
     }
 }
 
+/// The connection a request came on, put in the extensions of requests that ask for an
+/// upgrade, so that a tunnel made from it keeps the connection's place.
+#[derive(Clone, Debug)]
+pub struct UpgradeSource {
+    activity: Arc<Activity>,
+    /// How long a tunnel may carry nothing before it is closed: the idle timeout.
+    pub idle: Duration,
+}
+
+impl UpgradeSource {
+    /// Holds the connection's place until the returned guard drops.
+    pub fn hold(&self) -> TunnelHold {
+        self.activity.tunnels.fetch_add(1, Ordering::AcqRel);
+        TunnelHold(Arc::clone(&self.activity))
+    }
+}
+
+/// An open tunnel's hold on its connection.
+#[derive(Debug)]
+pub struct TunnelHold(Arc<Activity>);
+
+impl Drop for TunnelHold {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::AcqRel);
+        self.0.tunnel_closed.notify_waiters();
+    }
+}
+
 /// A request in flight, from the service call until its response body is dropped.
 #[derive(Debug)]
 struct InFlight(Arc<Activity>);
@@ -141,12 +188,18 @@ impl Drop for InFlight {
 pub struct Supervised<S> {
     inner: S,
     activity: Arc<Activity>,
+    tunnel_idle: Duration,
 }
 
 impl<S> Supervised<S> {
-    /// `inner`, reporting to `activity`.
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Supervised { inner, activity }
+    /// `inner`, reporting to `activity`; tunnels made from its requests close after
+    /// `tunnel_idle` without a byte.
+    pub fn new(inner: S, activity: Arc<Activity>, tunnel_idle: Duration) -> Self {
+        Supervised {
+            inner,
+            activity,
+            tunnel_idle,
+        }
     }
 }
 
@@ -159,7 +212,13 @@ where
     type Error = S::Error;
     type Future = SupervisedFuture<S::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(UpgradeSource {
+                activity: Arc::clone(&self.activity),
+                idle: self.tunnel_idle,
+            });
+        }
         SupervisedFuture {
             inner: self.inner.call(req),
             in_flight: Some(self.activity.begin()),

@@ -168,8 +168,9 @@ where
     let endpoint = endpoint.clone();
     // The connection runs until the upstream closes it, or its sender is dropped (idle too
     // long, or the pool gone).
+    // With upgrades: a 101 hands the connection to the tunnel (see `crate::upgrade`).
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(%endpoint, %error, "upstream HTTP/1.1 connection ended with an error");
         }
     });

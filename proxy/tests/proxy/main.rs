@@ -20,3 +20,4 @@ mod splitting;
 mod streaming;
 mod support;
 mod tls;
+mod websocket;
