@@ -72,6 +72,8 @@ pub struct ProxyService {
     shared: Arc<Shared>,
     /// The client's address as an `x-forwarded-for` entry, formatted once per connection.
     client_addr: HeaderValue,
+    /// The client's address, to check against `trustForwardedFrom`.
+    client_ip: std::net::IpAddr,
     /// `http` or `https`, for `x-forwarded-proto`.
     proto: &'static str,
 }
@@ -83,6 +85,7 @@ impl ProxyService {
         ProxyService {
             shared,
             client_addr,
+            client_ip: peer.ip().to_canonical(),
             proto,
         }
     }
@@ -164,7 +167,12 @@ impl ProxyService {
         // shadow traffic, which the candidate may treat differently.
         h.remove(MIRROR_HEADER);
         h.insert(header::HOST, host);
-        headers::add_forwarding(h, &self.client_addr, self.proto, version);
+        let trusted = table
+            .config
+            .trust_forwarded_from
+            .iter()
+            .any(|net| net.contains(&self.client_ip));
+        headers::add_forwarding(h, &self.client_addr, self.proto, version, trusted);
         // The copy is made from the request as the client's host and path name it, before the
         // primary is addressed to its side.
         // An upgrade is never copied: a tunnel cannot be shadowed.

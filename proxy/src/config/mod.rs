@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     pub limits: ConnectionLimits,
     /// Response header naming the side that served the request; `None` turns it off.
     pub side_header: Option<HeaderName>,
+    /// Peers (proxies in front, such as a cloud load balancer) whose `x-forwarded-*` and
+    /// `forwarded` headers are kept and extended; everyone else's are replaced.
+    pub trust_forwarded_from: Vec<ipnet::IpNet>,
     /// Routes in config order.
     pub routes: Vec<RouteConfig>,
     /// Backends by name.
@@ -398,6 +401,7 @@ impl From<&ProxyConfig> for raw::RawConfig {
                 send_timeout: humantime::format_duration(cfg.limits.send_timeout).to_string(),
             },
             side_header: cfg.side_header.as_ref().map(ToString::to_string),
+            trust_forwarded_from: cfg.trust_forwarded_from.iter().map(ToString::to_string).collect(),
             routes: cfg.routes.iter().map(raw_route).collect(),
             backends: raw_backends(&cfg.backends),
         }

@@ -17,7 +17,15 @@ use crate::route::HostMatch;
 
 /// The top-level fields of a whole config that a partial one may not set: they belong to the
 /// listener and come from `--config` and flags.
-const WHOLE_ONLY: [&str; 6] = ["listen", "admin", "drainTimeout", "tls", "limits", "sideHeader"];
+const WHOLE_ONLY: [&str; 7] = [
+    "listen",
+    "admin",
+    "drainTimeout",
+    "tls",
+    "limits",
+    "sideHeader",
+    "trustForwardedFrom",
+];
 
 /// Routes and backends from one ConfigMap, each route valid and naming only backends defined
 /// beside it.

@@ -337,3 +337,38 @@ fn connection_limits_default_and_every_bad_one_is_named() {
     }
     assert_eq!(got.len(), expect_prefixes.len(), "unexpected extra errors: {got:#?}");
 }
+
+#[test]
+fn trusted_forwarders_are_blocks_or_addresses_and_every_bad_one_is_named() {
+    let cfg = parse("trustForwardedFrom: [10.0.0.0/8, 192.168.1.7, \"fd00::/8\", 10.1.2.3/16]\n").expect("valid");
+    let blocks: Vec<String> = cfg.trust_forwarded_from.iter().map(ToString::to_string).collect();
+    assert_eq!(blocks, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "10.1.0.0/16"]);
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+    let got = messages("trustForwardedFrom: [10.0.0.0/33, lb.internal, 10.0.0.1]\n");
+    assert_eq!(
+        got,
+        [
+            "trustForwardedFrom[0]: \"10.0.0.0/33\" is not an IP address or a CIDR block like 10.0.0.0/8",
+            "trustForwardedFrom[1]: \"lb.internal\" is not an IP address or a CIDR block like 10.0.0.0/8",
+        ]
+    );
+}
+
+#[test]
+fn the_side_header_cannot_replace_framing_connection_or_proxy_headers() {
+    for name in [
+        "Transfer-Encoding",
+        "content-length",
+        "connection",
+        "upgrade",
+        "x-weir-error",
+    ] {
+        let got = messages(&format!("sideHeader: {name}\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!("sideHeader: {name:?} frames the response")),
+            "{got:?}"
+        );
+    }
+    assert!(parse("sideHeader: x-served-by\n").is_ok());
+}

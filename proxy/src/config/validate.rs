@@ -52,9 +52,15 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
         }
     });
     let limits = validate_limits(&raw.limits, &mut errors);
+    let trust_forwarded_from: Vec<ipnet::IpNet> = raw
+        .trust_forwarded_from
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| errors.check(format!("trustForwardedFrom[{i}]"), network(text)))
+        .collect();
     let side_header = match &raw.side_header {
         None => Some(None),
-        Some(name) => errors.check("sideHeader", header_name(name)).map(Some),
+        Some(name) => errors.check("sideHeader", side_header_name(name)).map(Some),
     };
 
     let mut backends = BTreeMap::new();
@@ -177,6 +183,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
             drain_timeout,
             tls,
             limits,
+            trust_forwarded_from,
             side_header,
             routes,
             backends,
@@ -385,6 +392,43 @@ fn duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("{text:?} is not a duration like 30s or 500ms ({e})")),
     }
+}
+
+/// A CIDR block, or one address (a block of one).
+fn network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("{text:?} is not an IP address or a CIDR block like 10.0.0.0/8"))
+}
+
+/// Response headers the side header may not replace: those that describe the connection or
+/// frame the message (a client would misread the response), and the proxy's own.
+const RESERVED_RESPONSE_HEADERS: [&str; 14] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "content-type",
+    "x-weir-error",
+    "x-weir-fail-fast",
+];
+
+fn side_header_name(text: &str) -> Result<HeaderName, String> {
+    let name = header_name(text)?;
+    if RESERVED_RESPONSE_HEADERS.contains(&name.as_str()) {
+        return Err(format!(
+            "{text:?} frames the response, describes the connection or is the proxy's own; choose another name"
+        ));
+    }
+    Ok(name)
 }
 
 fn header_name(text: &str) -> Result<HeaderName, String> {

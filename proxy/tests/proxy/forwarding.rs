@@ -118,3 +118,72 @@ async fn side_header_can_be_renamed_or_turned_off() {
     assert!(!parts.headers.contains_key("x-served-by") && !parts.headers.contains_key("x-weir-side"));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_kept_only_from_trusted_peers() {
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let yaml = config_yaml(stable.addr, candidate.addr, 0, "");
+    for (extra, xff, proto) in [
+        ("", "127.0.0.1", "http"),
+        ("trustForwardedFrom: [10.0.0.0/8]\n", "127.0.0.1", "http"),
+        ("trustForwardedFrom: [127.0.0.0/8]\n", "203.0.113.9, 127.0.0.1", "https"),
+    ] {
+        let proxy = start_proxy(&yaml.replace("drainTimeout: 5s\n", &format!("drainTimeout: 5s\n{extra}"))).await;
+        for client in [h1_client(), h2c_client()] {
+            // A client claiming to be someone else, over HTTPS.
+            let mut req = get(proxy.listen_addr(), "/");
+            req.headers_mut()
+                .insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+            req.headers_mut()
+                .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            let (parts, _, _) = send(&client, req).await;
+            assert_eq!(parts.headers["x-seen-xff"], xff, "with {extra:?}");
+            assert_eq!(parts.headers["x-seen-proto"], proto, "with {extra:?}");
+        }
+        proxy.shutdown().await;
+    }
+}
+
+/// An upstream that answers every request on its first connection with `response`, as raw
+/// bytes, then closes.
+async fn raw_upstream(response: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_framed_both_ways_is_read_as_chunked_and_loses_its_length() {
+    // RFC 9112 section 6.3: Transfer-Encoding overrides Content-Length, which must not be
+    // passed on: a client believing the length would read the chunk framing as the body,
+    // and the bytes after it as the next response.
+    let upstream = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = start_proxy(&config_yaml(upstream, upstream, 0, "")).await;
+    for client in [h1_client(), h2c_client()] {
+        let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(&body[..], b"hello");
+        assert!(!parts.headers.contains_key("content-length"), "{:?}", parts.headers);
+    }
+    proxy.shutdown().await;
+}
