@@ -167,10 +167,13 @@ impl ConfigState {
 
     /// The outcome of the last load.
     pub fn last_reload(&self) -> Option<ReloadStatus> {
-        self.last
-            .lock()
-            .expect("no panics while holding the reload lock")
-            .clone()
+        self.lock_last().clone()
+    }
+
+    /// The reload lock. A panic while it was held leaves the last outcome as it was (it is
+    /// replaced whole), so a poisoned lock is still usable: reloads go on.
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, Option<ReloadStatus>> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The metric families, for the admin endpoint.
@@ -191,7 +194,7 @@ impl ConfigState {
 
     /// Records a config that could not even be read (a missing file, say) as a rejected load.
     pub fn reject(&self, errors: &ConfigErrors, source: &str) {
-        let mut last = self.last.lock().expect("no panics while holding the reload lock");
+        let mut last = self.lock_last();
         let version = self.table.load().as_ref().map_or(0, |t| t.version);
         tracing::error!(source, version, errors = %errors, "config rejected; the previous config keeps serving");
         self.metrics.record_reload(source, ReloadResult::error);
@@ -211,7 +214,13 @@ impl ConfigState {
     /// runs with, so a CA file that goes bad later blocks no reload that does not touch it.
     pub fn apply(&self, mut cfg: ProxyConfig, source: &str) -> Result<u64, ConfigErrors> {
         self.overrides.apply(&mut cfg);
-        let last = self.last.lock().expect("no panics while holding the reload lock");
+        // A config built in code skipped parsing's checks; compiling one that fails them
+        // would panic with the reload lock held.
+        if let Err(errors) = config::check_built(&cfg) {
+            self.reject(&errors, source);
+            return Err(errors);
+        }
+        let last = self.lock_last();
         let previous = self.table.load_full();
         let changed: BTreeMap<String, config::BackendConfig> = cfg
             .backends

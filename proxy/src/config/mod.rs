@@ -255,6 +255,13 @@ impl ConfigErrors {
     }
 }
 
+/// Checks a config built or changed in code (parsed configs pass by construction) for what
+/// [`parse`] would have refused and a table cannot serve: routes naming undefined backends,
+/// candidate traffic without a candidate, duplicate route names or matches.
+pub fn check_built(cfg: &ProxyConfig) -> Result<(), ConfigErrors> {
+    validate::check_built(cfg)
+}
+
 /// Parses and validates a config written in YAML or JSON (JSON is detected by a leading `{`).
 pub fn parse(text: &str) -> Result<ProxyConfig, ConfigErrors> {
     let config = validate_document(read_document(text)?)?;

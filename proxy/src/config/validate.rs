@@ -192,6 +192,54 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
     }
 }
 
+/// The checks of [`validate`] that a config built in code (not parsed) can fail and that
+/// compiling it into a table relies on: every backend a route names exists, a route with
+/// candidate traffic has a candidate, and no two routes share a name or a match.
+pub(super) fn check_built(cfg: &ProxyConfig) -> Result<(), ConfigErrors> {
+    let mut errors = Errors::default();
+    let mut names = HashSet::new();
+    let mut matches = HashSet::new();
+    for (i, route) in cfg.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        for (field, backend) in [("stable", Some(&route.stable)), ("candidate", route.candidate.as_ref())] {
+            if let Some(backend) = backend.filter(|b| !cfg.backends.contains_key(*b)) {
+                errors.add(
+                    format!("{path}.{field}.backend"),
+                    format!("backend {backend:?} is not defined in backends"),
+                );
+            }
+        }
+        if route.candidate.is_none() {
+            if route.candidate_weight > Weight::ZERO {
+                errors.add(
+                    format!("{path}.candidateWeight"),
+                    "is above 0 but the route has no candidate",
+                );
+            }
+            if route.overrides.iter().any(|o| o.side == Side::Candidate) {
+                errors.add(
+                    format!("{path}.overrides"),
+                    "sends requests to a candidate the route does not have",
+                );
+            }
+        }
+        if !names.insert(route.name.as_str()) {
+            errors.add(format!("{path}.name"), format!("duplicate route name {:?}", route.name));
+        }
+        if !matches.insert((&route.host, route.path_prefix.as_str())) {
+            errors.add(
+                format!("{path}.match"),
+                "another route already matches this host and path prefix",
+            );
+        }
+    }
+    if errors.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors.0))
+    }
+}
+
 fn validate_limits(raw: &RawLimits, errors: &mut Errors) -> Option<ConnectionLimits> {
     let max_connections = match raw.max_connections {
         None => Some(None),

@@ -106,3 +106,40 @@ async fn admin_endpoints_answer_health_readiness_and_openmetrics() {
     assert!(!text.contains("# EOF"));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_built_wrong_in_code_is_refused_and_reloads_go_on() {
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let good = config::parse(&config_yaml(stable.addr, candidate.addr, 0, "")).expect("valid");
+    let proxy = Proxy::start(good.clone(), "api").await.expect("starts");
+
+    // What the controller or the demo might build by mistake: the old code panicked while
+    // compiling it, with the reload lock held, and every later reload panicked on the lock.
+    let mut bad = good.clone();
+    bad.routes[0].stable = "missing".to_owned();
+    bad.routes[0].candidate = None;
+    bad.routes[0].candidate_weight = weir_proxy::Weight::new(5000).expect("valid");
+    bad.routes.push(bad.routes[0].clone());
+    let errors = proxy.apply(bad).expect_err("refused").to_string();
+    for expected in [
+        "routes[0].stable.backend: backend \"missing\" is not defined",
+        "routes[0].candidateWeight",
+        "routes[1].name: duplicate route name \"r\"",
+        "routes[1].match: another route already matches",
+    ] {
+        assert!(errors.contains(expected), "missing {expected:?} in {errors}");
+    }
+    let (parts, body, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
+    assert_eq!(
+        (parts.status, &body[..]),
+        (http::StatusCode::OK, &b"stable"[..]),
+        "the old routing serves"
+    );
+
+    let mut next = good;
+    next.route_mut("r").expect("route").candidate_weight = weir_proxy::Weight::new(10_000).expect("valid");
+    proxy.apply(next).expect("a good config after a bad one is applied");
+    let (_, body, _) = send(&h1_client(), get(proxy.listen_addr(), "/")).await;
+    assert_eq!(&body[..], b"candidate");
+    proxy.shutdown().await;
+}
