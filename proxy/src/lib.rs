@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod ca_watch;
 pub mod cause;
 pub mod config;
 pub mod error;
@@ -172,6 +173,11 @@ impl Proxy {
             "admin",
         ));
         let mut tasks = vec![data, admin];
+        tasks.push(tokio::spawn(ca_watch::watch(
+            Arc::clone(&state),
+            metrics.clone(),
+            signal.clone(),
+        )));
         if let Some(listener_tls) = listener_tls {
             tasks.push(tokio::spawn(listener_tls.watch(metrics, signal)));
         }

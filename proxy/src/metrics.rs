@@ -289,6 +289,8 @@ pub mod reload_source {
     pub const KUBERNETES: &str = "kubernetes";
     /// The listener's certificate files.
     pub const TLS: &str = "tls";
+    /// The CA files that upstream TLS backends are verified against.
+    pub const UPSTREAM_CA: &str = "upstream_ca";
     /// Every source, each exported from 0.
     pub const ALL: [&str; 3] = [FILE, KUBERNETES, TLS];
 }

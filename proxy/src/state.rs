@@ -15,7 +15,7 @@ use crate::config::{self, ConfigError, ConfigErrors, ProxyConfig};
 use crate::metrics::{ProxyMetrics, ReloadResult};
 use crate::table::Table;
 use crate::upstream::discovery::Discovery;
-use crate::upstream::tls::TlsSettings;
+use crate::upstream::tls::{Refresh, TlsSettings};
 
 /// The outcome of the most recent config load.
 #[derive(Clone, Debug, Serialize)]
@@ -241,10 +241,24 @@ impl ConfigState {
             }
         };
         let mut last = last;
-        let warnings = previous
+        let mut warnings = previous
             .as_deref()
             .map(|p| startup_changes(&p.config, &cfg))
             .unwrap_or_default();
+        // Backends carried over unchanged read their CA files again: a reload is how an
+        // operator says "take the new files". One that fails keeps the CA it has.
+        if let Some(previous) = previous.as_deref() {
+            for (name, settings) in previous
+                .tls_backends()
+                .filter(|(name, _)| cfg.backends.contains_key(*name) && !changed.contains_key(*name))
+            {
+                match settings.refresh() {
+                    Refresh::Unchanged => {}
+                    Refresh::Replaced => tracing::info!(backend = name, "upstream CA reloaded"),
+                    Refresh::Failed(error) => warnings.push(format!("{error}; the previous CA stays in use")),
+                }
+            }
+        }
         for warning in &warnings {
             tracing::warn!(source, "{warning}");
         }

@@ -215,9 +215,15 @@ fn same_candidate(old: &ProxyConfig, r: &RouteConfig) -> bool {
     })
 }
 
-/// The routes' fail-fast states, for `/config`.
 impl Table {
-    /// (route, fail-fast state) of every route with fail-fast.
+    /// (backend name, TLS settings) of every backend that speaks TLS.
+    pub fn tls_backends(&self) -> impl Iterator<Item = (&str, &TlsSettings)> {
+        self.backends
+            .iter()
+            .filter_map(|(name, b)| Some((name.as_str(), b.tls()?)))
+    }
+
+    /// (route, fail-fast state) of every route with fail-fast, for `/config`.
     pub fn fail_fast(&self) -> impl Iterator<Item = (&str, &FailFast)> {
         self.routes
             .iter()

@@ -106,6 +106,8 @@ pub struct Backend {
     transport: Transport,
     endpoints: EndpointCell,
     next: AtomicUsize,
+    /// The TLS settings its connections use, refreshed when the CA file changes.
+    tls: Option<TlsSettings>,
 }
 
 /// One endpoint of a backend, chosen for a request.
@@ -137,7 +139,13 @@ impl Backend {
             transport,
             endpoints,
             next: AtomicUsize::new(0),
+            tls: tls.cloned(),
         }
+    }
+
+    /// The TLS settings of a backend that speaks TLS.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        self.tls.as_ref()
     }
 
     /// The endpoint for the next request, or `None` while the backend has none (a Service

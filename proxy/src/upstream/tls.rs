@@ -4,14 +4,17 @@
 //! connection reports what was negotiated so the client speaks the right version.
 //!
 //! Loading the CA file is I/O and happens when a config is applied (a bad file rejects the
-//! config with the field's path); the connector itself only connects.
+//! config with the field's path) and when the file is polled for rotation; the connector
+//! itself only connects.
 
 use std::future::Future;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -28,61 +31,140 @@ use crate::config::{ConfigError, Protocol, UpstreamTls};
 #[error("TLS handshake with the upstream failed")]
 pub struct HandshakeFailed(#[source] pub io::Error);
 
-/// The client-side TLS settings of one backend, loaded from its config.
+/// The client-side TLS settings of one backend, loaded from its config. The CA file is
+/// read again at every reload and whenever [`refresh`](Self::refresh) is called (the proxy
+/// polls it), so a rotated CA reaches new connections without a restart; connections already
+/// open keep the session they verified.
 #[derive(Clone, Debug)]
 pub struct TlsSettings {
-    config: Arc<ClientConfig>,
+    config: Arc<ArcSwap<ClientConfig>>,
     server_name: Option<ServerName<'static>>,
+    source: Arc<CaSource>,
+}
+
+/// Where a backend's CA comes from, and what was last read there.
+#[derive(Debug)]
+struct CaSource {
+    backend: String,
+    ca: PathBuf,
+    protocol: Protocol,
+    /// The PEM the config in use was built from.
+    loaded: Mutex<Vec<u8>>,
+}
+
+/// What a [`TlsSettings::refresh`] found.
+#[derive(Debug)]
+pub enum Refresh {
+    /// The file holds what is in use.
+    Unchanged,
+    /// The file changed and its CA is now used for new connections.
+    Replaced,
+    /// The file changed but cannot be used; the previous CA stays in use.
+    Failed(ConfigError),
 }
 
 impl TlsSettings {
     /// Reads the CA file and builds the client config for `protocol`; errors name
-    /// `backends.NAME.tls.ca`.
+    /// `backends.NAME.tls.ca` (or `.sni`).
     pub fn load(backend: &str, tls: &UpstreamTls, protocol: Protocol) -> Result<TlsSettings, ConfigError> {
-        let error = |message: String| ConfigError {
-            path: format!("backends.{backend}.tls.ca"),
-            message,
-        };
-        let pem = std::fs::read(&tls.ca).map_err(|e| error(format!("{}: cannot read: {e}", tls.ca.display())))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error(format!("{}: not valid PEM: {e}", tls.ca.display())))?;
-        if certs.is_empty() {
-            return Err(error(format!("{}: holds no PEM certificate", tls.ca.display())));
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| error(format!("{}: not a usable CA certificate: {e}", tls.ca.display())))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| error(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = match protocol {
-            Protocol::H2 => vec![b"h2".to_vec()],
-            Protocol::H1 | Protocol::H2c => vec![b"http/1.1".to_vec()],
-        };
         let server_name = tls
             .sni
             .as_deref()
-            .map(|sni| ServerName::try_from(sni.to_owned()).expect("validation checks that sni is a server name"));
+            .map(|sni| {
+                ServerName::try_from(sni.to_owned()).map_err(|_| ConfigError {
+                    path: format!("backends.{backend}.tls.sni"),
+                    message: format!("{sni:?} is not a DNS name or an IP address"),
+                })
+            })
+            .transpose()?;
+        let source = CaSource {
+            backend: backend.to_owned(),
+            ca: tls.ca.clone(),
+            protocol,
+            loaded: Mutex::new(Vec::new()),
+        };
+        let pem = source.read()?;
+        let config = source.build(&pem)?;
+        *source.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = pem;
         Ok(TlsSettings {
-            config: Arc::new(config),
+            config: Arc::new(ArcSwap::from_pointee(config)),
             server_name,
+            source: Arc::new(source),
         })
+    }
+
+    /// Reads the CA file again and, when it changed and is usable, uses it for new
+    /// connections. File I/O: call it off the runtime's threads.
+    pub fn refresh(&self) -> Refresh {
+        let source = &self.source;
+        let attempt = source.read().and_then(|pem| {
+            let mut loaded = source.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *loaded == pem {
+                return Ok(false);
+            }
+            self.config.store(Arc::new(source.build(&pem)?));
+            *loaded = pem;
+            Ok(true)
+        });
+        match attempt {
+            Ok(false) => Refresh::Unchanged,
+            Ok(true) => Refresh::Replaced,
+            Err(error) => Refresh::Failed(error),
+        }
+    }
+
+    /// The CA file.
+    pub fn ca_path(&self) -> &Path {
+        &self.source.ca
     }
 
     /// A connector using these settings.
     pub fn connector(&self, http: HttpConnector) -> TlsConnector {
         TlsConnector {
             http,
-            tls: tokio_rustls::TlsConnector::from(Arc::clone(&self.config)),
+            config: Arc::clone(&self.config),
             server_name: self.server_name.clone(),
         }
+    }
+}
+
+impl CaSource {
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError {
+            path: format!("backends.{}.tls.ca", self.backend),
+            message,
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>, ConfigError> {
+        std::fs::read(&self.ca).map_err(|e| self.error(format!("{}: cannot read: {e}", self.ca.display())))
+    }
+
+    fn build(&self, pem: &[u8]) -> Result<ClientConfig, ConfigError> {
+        let ca = self.ca.display();
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error(format!("{ca}: not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(self.error(format!("{ca}: holds no PEM certificate")));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| self.error(format!("{ca}: not a usable CA certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.error(format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = match self.protocol {
+            Protocol::H2 => vec![b"h2".to_vec()],
+            Protocol::H1 | Protocol::H2c => vec![b"http/1.1".to_vec()],
+        };
+        Ok(config)
     }
 }
 
@@ -90,7 +172,8 @@ impl TlsSettings {
 #[derive(Clone)]
 pub struct TlsConnector {
     http: HttpConnector,
-    tls: tokio_rustls::TlsConnector,
+    /// The backend's current client config, loaded at each connect.
+    config: Arc<ArcSwap<ClientConfig>>,
     server_name: Option<ServerName<'static>>,
 }
 
@@ -117,7 +200,7 @@ impl tower_service::Service<Uri> for TlsConnector {
             ServerName::try_from(host.to_owned()).ok()
         });
         let connecting = self.http.call(uri);
-        let tls = self.tls.clone();
+        let tls = tokio_rustls::TlsConnector::from(self.config.load_full());
         Box::pin(async move {
             let tcp = connecting.await?.into_inner();
             let name = server_name.ok_or("the endpoint has no host usable as a TLS server name")?;

@@ -497,3 +497,61 @@ async fn backends_over_tls_speak_h2_or_http1_and_an_untrusted_one_fails_with_ups
     assert!(message.contains("cannot read"), "{message}");
     within(inner.shutdown()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_upstream_ca_is_used_for_new_connections_without_a_reload() {
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let pki = Pki::new();
+    let leaf = pki.leaf("tls-backend");
+    pki.install(&leaf.cert_pem, &leaf.key_pem);
+    let inner = start_tls_proxy(&pki, stable.addr, candidate.addr).await;
+    // The CA file at first holds a CA that did not issue the backend's certificate.
+    let stranger = Pki::new();
+    let ca = stranger.dir.path().join("rotating-ca.crt");
+    replace(&ca, &stranger.ca.pem());
+    let outer = start_proxy(&tls_backend_config(inner.listen_addr(), "h1", &ca)).await;
+    let (parts, _, _) = send(&h1_client(), get(outer.listen_addr(), "/")).await;
+    assert_eq!(parts.headers["x-weir-error"], "upstream-tls");
+
+    // Rotation: the file now holds the right CA; no reload.
+    replace(&ca, &pki.ca.pem());
+    eventually("the rotated CA is used", || async {
+        let (parts, _, _) = send(&h1_client(), get(outer.listen_addr(), "/")).await;
+        parts.status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        metric(&outer, r#"weir_config_reloads_total{source="upstream_ca",result="ok"}"#).await,
+        1.0
+    );
+
+    // A bad file is reported once and the CA in use stays.
+    replace(&ca, "not a certificate\n");
+    eventually("the bad CA is reported", || async {
+        metric(
+            &outer,
+            r#"weir_config_reloads_total{source="upstream_ca",result="error"}"#,
+        )
+        .await
+            == 1.0
+    })
+    .await;
+    let (parts, _, _) = send(&h1_client(), get(outer.listen_addr(), "/")).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    // A reload of the same config re-reads it too, keeps the CA in use, and says why.
+    let cfg = config::parse(&tls_backend_config(inner.listen_addr(), "h1", &ca)).expect("valid");
+    outer
+        .apply(cfg)
+        .expect("a CA that went bad blocks no reload of an unchanged backend");
+    let status = outer.state().last_reload().expect("recorded");
+    assert!(
+        status
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("backends.secure.tls.ca: ")),
+        "{:?}",
+        status.warnings
+    );
+    within(outer.shutdown()).await;
+    within(inner.shutdown()).await;
+}
