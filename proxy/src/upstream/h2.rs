@@ -9,6 +9,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::uri::Authority;
 use hyper::body::Incoming;
@@ -27,6 +28,25 @@ use crate::upstream::tls::HandshakeFailed;
 /// connection retired while the replacement was being opened.
 const SEND_ATTEMPTS: u32 = 3;
 
+/// How often an upstream connection is pinged, busy or idle, and how long the answer may take:
+/// a connection whose peer vanished without a FIN or RST (a node gone, a NAT entry expired)
+/// is closed within their sum, instead of taking the next requests into silence.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepAlive {
+    /// Between pings.
+    pub interval: Duration,
+    /// For the answer.
+    pub timeout: Duration,
+}
+
+impl KeepAlive {
+    /// What upstream connections use.
+    pub const DEFAULT: KeepAlive = KeepAlive {
+        interval: Duration::from_secs(20),
+        timeout: Duration::from_secs(10),
+    };
+}
+
 /// One endpoint's connection, shared by every request to it.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -39,6 +59,7 @@ pub struct Endpoint {
     /// Held while connecting, so that concurrent requests wait for one new connection rather
     /// than each opening their own.
     connecting: tokio::sync::Mutex<()>,
+    keep_alive: KeepAlive,
 }
 
 /// A connection, numbered so that a request that saw it fail retires that connection and not
@@ -50,9 +71,15 @@ struct Live {
 }
 
 impl Endpoint {
-    /// An endpoint not connected yet.
+    /// An endpoint not connected yet, pinged as [`KeepAlive::DEFAULT`] says once connected.
     pub fn new(authority: Authority, dial: Dial) -> Self {
+        Endpoint::with_keep_alive(authority, dial, KeepAlive::DEFAULT)
+    }
+
+    /// An endpoint not connected yet, pinged as `keep_alive` says once connected.
+    pub fn with_keep_alive(authority: Authority, dial: Dial, keep_alive: KeepAlive) -> Self {
         Endpoint {
+            keep_alive,
             authority,
             dial,
             live: Mutex::new(None),
@@ -99,7 +126,7 @@ impl Endpoint {
     }
     async fn connect(&self) -> Result<SendRequest<UpstreamBody>, UpstreamFailure> {
         let (sender, connection) = match &self.dial {
-            Dial::Plain(tcp) => handshake(dial::plain(tcp, &self.authority).await?).await?,
+            Dial::Plain(tcp) => handshake(dial::plain(tcp, &self.authority).await?, self.keep_alive).await?,
             Dial::Tls(tls) => {
                 let io = dial::tls(tls, &self.authority).await?;
                 if !io.negotiated_h2() {
@@ -110,7 +137,7 @@ impl Endpoint {
                         ))),
                     });
                 }
-                handshake(io).await?
+                handshake(io, self.keep_alive).await?
             }
         };
         let endpoint = self.authority.clone();
@@ -167,12 +194,15 @@ impl Endpoint {
 
 type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
 
-async fn handshake<T>(io: T) -> Result<(SendRequest<UpstreamBody>, Connection), UpstreamFailure>
+async fn handshake<T>(io: T, keep_alive: KeepAlive) -> Result<(SendRequest<UpstreamBody>, Connection), UpstreamFailure>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .keep_alive_interval(keep_alive.interval)
+        .keep_alive_timeout(keep_alive.timeout)
+        .keep_alive_while_idle(true)
         .handshake(io)
         .await
         .map_err(reset)?;
@@ -208,5 +238,116 @@ fn reset(error: hyper::Error) -> UpstreamFailure {
     UpstreamFailure {
         kind: UpstreamErrorKind::reset,
         source: Box::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// An h2c server answering 200 to everything.
+    async fn h2c_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        addr
+    }
+
+    /// A TCP relay to `target` whose connections can be frozen: from then on they carry
+    /// nothing either way and never close, as a peer that vanished looks from here.
+    /// Connections made after a freeze flow.
+    async fn relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Mutex<Vec<Arc<AtomicBool>>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let switches: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let list = Arc::clone(&switches);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let frozen = Arc::new(AtomicBool::new(false));
+                list.lock().expect("lock").push(Arc::clone(&frozen));
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [(cr, sw), (sr, cw)] {
+                    let frozen = Arc::clone(&frozen);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if frozen.load(Ordering::SeqCst) {
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        (addr, switches)
+    }
+
+    fn get() -> http::Request<UpstreamBody> {
+        let mut req = http::Request::new(UpstreamBody::Empty);
+        *req.uri_mut() = "http://model.test/".parse().expect("uri");
+        *req.version_mut() = http::Version::HTTP_2;
+        req
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_peer_went_silent_is_replaced_before_the_next_request_meets_it() {
+        let (addr, switches) = relay(h2c_server().await).await;
+        let keep_alive = KeepAlive {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+        };
+        let endpoint = Endpoint::with_keep_alive(
+            addr.to_string().parse().expect("authority"),
+            Dial::Plain(crate::upstream::http_connector()),
+            keep_alive,
+        );
+        let rsp = endpoint.send(get()).await.expect("first request");
+        assert_eq!(rsp.status(), 200);
+        for frozen in switches.lock().expect("lock").iter() {
+            frozen.store(true, Ordering::SeqCst);
+        }
+        // The ping goes unanswered: the connection is closed within interval + timeout.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while endpoint.open().is_some() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the silent connection was closed by its keep-alive");
+        // The next request opens a new connection instead of waiting on the dead one.
+        let rsp = tokio::time::timeout(Duration::from_secs(10), endpoint.send(get()))
+            .await
+            .expect("no hang")
+            .expect("second request");
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(switches.lock().expect("lock").len(), 2, "a second connection was made");
     }
 }
