@@ -206,15 +206,22 @@ pub enum SkipReason {
     client_error,
     /// The candidate has no ready endpoint to send the copy to.
     no_endpoint,
+    /// The route already had `maxInFlight` copies in flight.
+    max_in_flight,
+    /// The primary request ended before its body did (its client went away, or its upstream
+    /// failed), so the copy is incomplete.
+    primary_aborted,
 }
 
 impl SkipReason {
     /// Every reason, in label order.
-    pub const ALL: [SkipReason; 4] = [
+    pub const ALL: [SkipReason; 6] = [
         SkipReason::body_too_large,
         SkipReason::mirror_slow,
         SkipReason::client_error,
         SkipReason::no_endpoint,
+        SkipReason::max_in_flight,
+        SkipReason::primary_aborted,
     ];
 }
 

@@ -7,7 +7,7 @@
 //! primary never waits for it and never holds more than the channel's few frames for it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -27,19 +27,34 @@ use crate::split::{Side, weighted_side};
 /// Frames the copy may lag behind the primary before the mirror is abandoned.
 const LAG_FRAMES: usize = 16;
 
-/// A route's mirror policy and its selection counter.
+/// A route's mirror policy, its selection counter and its copies in flight. The counters
+/// are the route's, not the table's: a reload carries them over, so the share stays exact
+/// and the cap holds across reloads, as the weight split's sequence does.
 #[derive(Debug)]
 pub struct Mirror {
     config: MirrorConfig,
-    sequence: AtomicU64,
+    sequence: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A mirrored request's place under the route's `maxInFlight`, held until its exchange ends.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Mirror {
-    /// A mirror for `config`.
-    pub fn new(config: MirrorConfig) -> Self {
+    /// A mirror for `config`, continuing `previous` (the same route's mirror in the table
+    /// being replaced), if any.
+    pub fn new(config: MirrorConfig, previous: Option<&Mirror>) -> Self {
         Mirror {
             config,
-            sequence: AtomicU64::new(0),
+            sequence: previous.map_or_else(Arc::default, |p| Arc::clone(&p.sequence)),
+            in_flight: previous.map_or_else(Arc::default, |p| Arc::clone(&p.in_flight)),
         }
     }
 
@@ -48,6 +63,14 @@ impl Mirror {
     pub fn select(&self) -> bool {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
         weighted_side(n, self.config.weight) == Side::Candidate
+    }
+
+    /// A place for one more copy in flight, or `None` at `maxInFlight`.
+    pub fn admit(&self) -> Option<InFlight> {
+        let limit = usize::try_from(self.config.max_in_flight).unwrap_or(usize::MAX);
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(Arc::clone(&self.in_flight));
+        (before < limit).then_some(slot)
     }
 
     /// Largest body copied.
@@ -115,7 +138,9 @@ pub async fn send(
     timeout: std::time::Duration,
     skipped: Arc<OnceLock<SkipReason>>,
     shutdown: ShutdownSignal,
+    in_flight: InFlight,
 ) {
+    let _in_flight = in_flight;
     let start = Instant::now();
     let metrics = metrics.mirror();
     let exchange = async {
@@ -179,7 +204,13 @@ impl Body for Tee {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(frame))) => this.offer(frame),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.offer(frame);
+                // A sized body may not be polled again once its last byte is read.
+                if this.inner.is_end_stream() {
+                    this.copy = None;
+                }
+            }
             // The end: dropping the sender ends the copy too.
             Poll::Ready(None) => this.copy = None,
             Poll::Ready(Some(Err(_))) => this.skip(SkipReason::client_error),
@@ -194,6 +225,17 @@ impl Body for Tee {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Tee {
+    /// A primary dropped before its body ended (its client went away, or its upstream
+    /// failed mid-upload) leaves the copy short: it is abandoned, so the candidate sees a
+    /// failed request, never a shorter one that looks complete.
+    fn drop(&mut self) {
+        if self.copy.is_some() && !self.inner.is_end_stream() {
+            self.skip(SkipReason::primary_aborted);
+        }
     }
 }
 

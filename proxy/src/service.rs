@@ -307,6 +307,10 @@ impl ProxyService {
         let Some((mirror, backend)) = target else {
             return Request::from_parts(parts, UpstreamBody::Client(body));
         };
+        let Some(in_flight) = mirror.admit() else {
+            route.metrics.mirror_skipped(crate::metrics::SkipReason::max_in_flight);
+            return Request::from_parts(parts, UpstreamBody::Client(body));
+        };
         let Some(endpoint) = backend.pick() else {
             route.metrics.mirror_skipped(crate::metrics::SkipReason::no_endpoint);
             return Request::from_parts(parts, UpstreamBody::Client(body));
@@ -329,6 +333,7 @@ impl ProxyService {
                 route.timeout,
                 skipped,
                 self.shared.shutdown.clone(),
+                in_flight,
             ));
         }
         Request::from_parts(parts, UpstreamBody::Tee(tee))

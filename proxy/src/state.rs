@@ -385,6 +385,36 @@ mod tests {
         assert_ne!(first, second, "at 50 % the second request must go to the other side");
     }
 
+    proptest! {
+        /// The mirror's share is exact over any run of selections however many reloads fall
+        /// inside it, as the weight split's is: its sequence belongs to the route.
+        #[test]
+        fn the_mirror_share_is_exact_across_reloads(
+            weight in 1u16..=10_000,
+            reloads in proptest::collection::vec(1usize..400, 1..12),
+        ) {
+            let s = state();
+            let text = format!(
+                "routes:\n  - {{ name: a, stable: {{ backend: v1 }}, candidate: {{ backend: v2 }}, mirror: {{ weight: {weight} }} }}\n\
+                 backends: {{ v1: {{ endpoints: ['127.0.0.1:1'] }}, v2: {{ endpoints: ['127.0.0.1:2'] }} }}\n"
+            );
+            s.apply_text(&text, "api").expect("valid");
+            let mut selected = 0u64;
+            let mut total = 0u64;
+            for run in &reloads {
+                let table = s.table().expect("loaded");
+                let mirror = table.route("a").and_then(|r| r.mirror.as_ref()).expect("mirror");
+                for _ in 0..*run {
+                    selected += u64::from(mirror.select());
+                    total += 1;
+                }
+                s.apply_text(&text, "api").expect("valid");
+            }
+            let exact = total * u64::from(weight) / 10_000;
+            prop_assert!(selected.abs_diff(exact) <= 1, "{selected} of {total} at {weight} bp");
+        }
+    }
+
     #[tokio::test]
     async fn a_trip_survives_a_change_of_the_fail_fast_policy_while_the_candidate_stays() {
         let s = state();

@@ -172,7 +172,12 @@ impl Table {
                     timeout: r.timeout,
                     metrics: Arc::new(route_metrics),
                     fail_fast,
-                    mirror: r.mirror.map(Mirror::new),
+                    mirror: r.mirror.map(|config| {
+                        let previous = previous
+                            .and_then(|t| t.route(&r.name))
+                            .and_then(|old| old.mirror.as_ref());
+                        Mirror::new(config, previous)
+                    }),
                 })
             })
             .collect();

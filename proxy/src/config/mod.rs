@@ -25,6 +25,8 @@ use crate::split::{KeySource, Override, Side, Weight};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Default admin listen address: loopback, so metrics and config are not exposed by accident.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// Default bound on a route's mirrored requests in flight at once.
+pub const DEFAULT_MIRROR_MAX_IN_FLIGHT: u32 = 100;
 /// Default bound on a mirrored request body held in memory at once.
 pub const DEFAULT_MIRROR_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// Default response header naming the side that served a request.
@@ -123,6 +125,9 @@ impl Default for ConnectionLimits {
 pub struct MirrorConfig {
     /// Share of stable-bound requests copied, in basis points.
     pub weight: Weight,
+    /// Copies in flight at most; past it the copy is skipped and counted (a slow candidate
+    /// must not pile up tasks and connections).
+    pub max_in_flight: u32,
     /// Largest request body copied; a longer body skips the mirror (the primary is unaffected).
     pub max_body_bytes: u64,
 }
@@ -466,6 +471,7 @@ fn raw_route(r: &RouteConfig) -> raw::RawRoute {
         mirror: r.mirror.map(|m| raw::RawMirror {
             weight: i64::from(m.weight.basis_points()),
             max_body_bytes: m.max_body_bytes,
+            max_in_flight: m.max_in_flight.into(),
         }),
         fail_fast: r.fail_fast.map(|f| raw::RawFailFast {
             error_ratio: f.error_ratio,

@@ -59,6 +59,8 @@ pub(super) struct RawMirror {
     pub weight: i64,
     #[serde(default = "default_mirror_max_body_bytes")]
     pub max_body_bytes: u64,
+    #[serde(default = "default_mirror_max_in_flight")]
+    pub max_in_flight: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +217,10 @@ fn default_timeout() -> String {
 
 fn default_mirror_max_body_bytes() -> u64 {
     super::DEFAULT_MIRROR_MAX_BODY_BYTES
+}
+
+fn default_mirror_max_in_flight() -> i64 {
+    super::DEFAULT_MIRROR_MAX_IN_FLIGHT.into()
 }
 
 fn default_fail_fast_window() -> String {

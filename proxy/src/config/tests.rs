@@ -372,3 +372,17 @@ fn the_side_header_cannot_replace_framing_connection_or_proxy_headers() {
     }
     assert!(parse("sideHeader: x-served-by\n").is_ok());
 }
+
+#[test]
+fn a_mirror_needs_room_for_one_copy_in_flight() {
+    let route = |mirror: &str| {
+        format!(
+            "routes:\n  - {{ name: a, stable: {{ backend: v1 }}, candidate: {{ backend: v2 }}, mirror: {mirror} }}\n\
+             backends: {{ v1: {{ endpoints: ['127.0.0.1:1'] }}, v2: {{ endpoints: ['127.0.0.1:2'] }} }}\n"
+        )
+    };
+    let cfg = parse(&route("{ weight: 10 }")).expect("valid");
+    assert_eq!(cfg.routes[0].mirror.map(|m| m.max_in_flight), Some(DEFAULT_MIRROR_MAX_IN_FLIGHT));
+    let got = messages(&route("{ weight: 10, maxInFlight: 0 }"));
+    assert_eq!(got, ["routes[0].mirror.maxInFlight: 0 is not between 1 and 4294967295"]);
+}

@@ -396,13 +396,23 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
             if m.max_body_bytes == 0 {
                 errors.add(format!("{mp}.maxBodyBytes"), "must be at least 1");
             }
-            match u16::try_from(m.weight).ok().and_then(Weight::new) {
-                Some(weight) if route.candidate.is_some() && m.max_body_bytes > 0 => Some(Some(MirrorConfig {
-                    weight,
-                    max_body_bytes: m.max_body_bytes,
-                })),
-                Some(_) => None,
-                None => {
+            let max_in_flight = u32::try_from(m.max_in_flight).ok().filter(|&n| n > 0);
+            if max_in_flight.is_none() {
+                errors.add(
+                    format!("{mp}.maxInFlight"),
+                    format!("{} is not between 1 and {}", m.max_in_flight, u32::MAX),
+                );
+            }
+            match (u16::try_from(m.weight).ok().and_then(Weight::new), max_in_flight) {
+                (Some(weight), Some(max_in_flight)) if route.candidate.is_some() && m.max_body_bytes > 0 => {
+                    Some(Some(MirrorConfig {
+                        weight,
+                        max_body_bytes: m.max_body_bytes,
+                        max_in_flight,
+                    }))
+                }
+                (Some(_), _) => None,
+                (None, _) => {
                     errors.add(
                         format!("{mp}.weight"),
                         format!("{} is not between 0 and {BASIS_POINTS}", m.weight),

@@ -93,3 +93,115 @@ async fn a_body_over_the_mirror_limit_skips_the_mirror_but_not_the_request() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_past_max_in_flight_are_skipped_and_counted() {
+    let stable = Backend::start("stable").await;
+    let candidate = Backend::start_delayed("candidate", Duration::from_secs(3)).await;
+    let yaml = config_yaml(
+        stable.addr,
+        candidate.addr,
+        0,
+        "    mirror: { weight: 10000, maxInFlight: 2 }\n",
+    );
+    let proxy = start_proxy(&yaml).await;
+    let client = h1_client();
+    for _ in 0..6 {
+        let (parts, body, _) = send(&client, get(proxy.listen_addr(), "/")).await;
+        assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"stable"[..]));
+    }
+    eventually("two copies to arrive", || async { candidate.hits() == 2 }).await;
+    let metrics = admin_text(&proxy, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"weir_mirror_skipped_total{route="r",reason="max_in_flight"}"#
+        ),
+        Some(4.0),
+        "{metrics}"
+    );
+    // Once the copies in flight are answered, there is room again.
+    eventually("a place frees up", || async {
+        send(&client, get(proxy.listen_addr(), "/")).await;
+        candidate.hits() == 3
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_primary_ended_before_its_body_never_arrives_complete() {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A candidate that records, for each request, whether its body arrived whole.
+    let outcomes: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let seen = Arc::clone(&outcomes);
+    let candidate = Served::start(hyper::service::service_fn(
+        move |req: http::Request<hyper::body::Incoming>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let whole = req.into_body().collect().await.is_ok();
+                seen.lock().expect("lock").push(whole);
+                Ok::<_, std::convert::Infallible>(http::Response::new(full("candidate")))
+            }
+        },
+    ))
+    .await;
+    // A stable that answers as soon as the head arrives and closes, leaving the body unread
+    // (as a server refusing an upload does): the primary is over before its body is.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let stable = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut upstream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = upstream.read(&mut buf).await.expect("read");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = upstream
+            .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+    });
+    let yaml = config_yaml(stable, candidate.addr, 0, "    mirror: { weight: 10000 }\n");
+    let proxy = start_proxy(&yaml).await;
+
+    // A chunked upload whose client keeps the connection but has sent half its body.
+    let mut client = within(tokio::net::TcpStream::connect(proxy.listen_addr()))
+        .await
+        .expect("connect");
+    within(
+        client.write_all(b"POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"),
+    )
+    .await
+    .expect("write");
+    let mut answer = [0u8; 12];
+    within(client.read_exact(&mut answer))
+        .await
+        .expect("the primary's answer");
+    assert_eq!(&answer, b"HTTP/1.1 413");
+
+    eventually("the copy to end", || async {
+        !outcomes.lock().expect("lock").is_empty()
+    })
+    .await;
+    assert_eq!(
+        *outcomes.lock().expect("lock"),
+        [false],
+        "the candidate saw a broken request, not a short one"
+    );
+    let metrics = admin_text(&proxy, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"weir_mirror_skipped_total{route="r",reason="primary_aborted"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    drop(client);
+    proxy.shutdown().await;
+}
