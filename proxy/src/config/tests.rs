@@ -382,7 +382,10 @@ fn a_mirror_needs_room_for_one_copy_in_flight() {
         )
     };
     let cfg = parse(&route("{ weight: 10 }")).expect("valid");
-    assert_eq!(cfg.routes[0].mirror.map(|m| m.max_in_flight), Some(DEFAULT_MIRROR_MAX_IN_FLIGHT));
+    assert_eq!(
+        cfg.routes[0].mirror.map(|m| m.max_in_flight),
+        Some(DEFAULT_MIRROR_MAX_IN_FLIGHT)
+    );
     let got = messages(&route("{ weight: 10, maxInFlight: 0 }"));
     assert_eq!(got, ["routes[0].mirror.maxInFlight: 0 is not between 1 and 4294967295"]);
 }

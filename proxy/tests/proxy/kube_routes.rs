@@ -360,3 +360,80 @@ async fn a_service_backend_follows_its_ready_endpoints_without_rebuilding_the_ta
     .await;
     assert_eq!(no_endpoint().await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_config_map_changes_under_load_lose_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use crate::zero_loss::{Tally, load};
+
+    let (ns, kubeconfig) = namespace("a_hundred_config_map_changes_under_load").await;
+    let gateway = ns.name.clone();
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    // A route for any host, so the load needs no Host of its own.
+    let config_map = |weight: u32| {
+        let yaml = format!(
+            "routes:\n  - {{ name: any, stable: {{ backend: any.stable }}, candidate: {{ backend: any.candidate, revision: r1 }}, candidateWeight: {weight} }}\n\
+             backends:\n  any.stable: {{ endpoints: [\"{}\"] }}\n  any.candidate: {{ endpoints: [\"{}\"] }}\n",
+            stable.addr, candidate.addr
+        );
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("weir-rollout-any".to_owned()),
+                labels: Some([("weir.dev/gateway".to_owned(), gateway.clone())].into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([("config.yaml".to_owned(), yaml)].into()),
+            ..ConfigMap::default()
+        }
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
+    within(config_maps.create(&PostParams::default(), &config_map(0)))
+        .await
+        .expect("create ConfigMap");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.yaml");
+    std::fs::write(&path, "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 1s\n").expect("write config");
+    let selector = format!("weir.dev/gateway={gateway}");
+    let proxy = start_binary(
+        &path,
+        &["--kube-routes", &selector, "--namespace", &ns.name],
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+    );
+    eventually("the proxy to be ready", || async {
+        let (parts, _, _) = send(&h1_client(), get(proxy.admin, "/readyz")).await;
+        parts.status == StatusCode::OK
+    })
+    .await;
+
+    let tally = Arc::new(Tally::default());
+    let started = tokio::time::Instant::now();
+    let running = tokio::spawn(load(
+        proxy.listen,
+        started + std::time::Duration::from_secs(30),
+        60_000,
+        Arc::clone(&tally),
+    ));
+    let mut last = 0;
+    for i in 1..=100u32 {
+        last = (i * 997) % 10_001;
+        within(config_maps.replace("weir-rollout-any", &PostParams::default(), &config_map(last)))
+            .await
+            .expect("replace ConfigMap");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eventually("the last change to serve", || async {
+        config_json(proxy.admin).await["config"]["routes"][0]["candidateWeight"] == last
+    })
+    .await;
+    running.abort();
+    let _ = running.await;
+    let (ok, failed) = (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
+    eprintln!(
+        "zero loss: {ok} requests over 100 ConfigMap changes in {:.1} s, {failed} failed",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(failed, 0);
+    assert!(ok > 1000, "the load ran: {ok}");
+}

@@ -21,3 +21,4 @@ mod streaming;
 mod support;
 mod tls;
 mod websocket;
+mod zero_loss;
