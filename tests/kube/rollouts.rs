@@ -1370,3 +1370,279 @@ async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_thre
     assert_eq!(count(&events, "RolloutSucceeded"), 1, "{events:#?}");
     Ok(())
 }
+
+/// Every phase the Rollout passes through until `until` holds or the timeout passes, polled
+/// every 100 ms: a phase held for less than that can be missed, so the tests that use this
+/// also check the Events, which record every step.
+async fn phases_until(
+    world: &World,
+    until: impl Fn(&weir::status::RolloutStatus) -> bool,
+    timeout: Duration,
+) -> Result<(Vec<Phase>, weir::status::RolloutStatus)> {
+    let started = Instant::now();
+    let mut seen: Vec<Phase> = Vec::new();
+    loop {
+        let status = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+        if seen.last() != Some(&status.phase) {
+            seen.push(status.phase);
+        }
+        if until(&status) {
+            return Ok((seen, status));
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "timed out; phases {seen:?}, last status {:?} step {} weight {}: {}\ncontroller log:\n{}",
+                status.phase,
+                status.step,
+                status.candidate_weight,
+                status.message,
+                world.controller.tail(40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_gone_for_thirty_seconds_mid_rollout_is_ridden_out_with_no_act_repeated() -> Result<()> {
+    let mut world = World::start("api_server_gone", model("v2", 0.0)).await?;
+    // The controller reaches the API server through a relay the test cuts; the proxy and the
+    // test do not, so they see the cluster as it is.
+    world.controller.kill();
+    let relayed = world.dir.path().join("relayed-kubeconfig");
+    let relay = weir_tests::relay::relayed_kubeconfig(&world.kubeconfig, &relayed).await?;
+    world.controller = start_controller(
+        &world.ns.name,
+        &relayed,
+        world.proxy_admin,
+        world.dir.path(),
+        "relayed-controller",
+        None,
+    )?;
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    let load = world.start_rollout_under_load().await?;
+
+    relay.cut();
+    let at_cut = world.proxy_weight().await?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        world.controller.running(),
+        "the controller rode out the outage:\n{}",
+        world.controller.tail(20)
+    );
+    assert_eq!(
+        world.proxy_weight().await?,
+        at_cut,
+        "nothing moved while the controller was cut off"
+    );
+    relay.restore();
+
+    let done = world
+        .wait_status("the rollout to succeed after the outage", |s| {
+            s.phase == Phase::Succeeded
+        })
+        .await?;
+    drop(load);
+    assert_eq!(done.candidate_weight, 0);
+    let events = world.events().await?;
+    for (reason, times) in [
+        ("RolloutStarted", 1),
+        ("StepAdvanced", 1),
+        ("RolloutPromoting", 1),
+        ("RolloutSucceeded", 1),
+    ] {
+        assert_eq!(count(&events, reason), times, "{reason} in {events:#?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_that_go_away_hold_the_rollout_and_flapping_ones_never_promote_a_bad_candidate() -> Result<()> {
+    // A healthy candidate whose metrics vanish after the first step: the rollout holds where
+    // it is, and goes on once they are back.
+    let mut world = World::start("metrics_gone", model("v2", 0.0)).await?;
+    world.controller.kill();
+    let relay = weir_tests::relay::Relay::start(world.proxy_admin).await?;
+    world.controller = start_controller(
+        &world.ns.name,
+        &world.kubeconfig,
+        relay.addr,
+        world.dir.path(),
+        "controller-via-relay",
+        None,
+    )?;
+    world.create_rollout(canary(&[20.0, 50.0])).await?;
+    let load = world.start_rollout_under_load().await?;
+    relay.cut();
+    let at_cut = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+    let watched = Instant::now();
+    let mut seen = Vec::new();
+    while watched.elapsed() < Duration::from_secs(12) {
+        let now = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
+        seen.push((now.phase, now.step));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.len() > 50, "watched: {seen:?}");
+    assert!(
+        seen.iter().all(|s| *s == (Phase::Progressing, at_cut.step)),
+        "held at step {} without metrics, never promoted: {seen:?}",
+        at_cut.step
+    );
+    relay.restore();
+    world
+        .wait_status("the rollout to finish once the metrics are back", |s| {
+            s.phase == Phase::Succeeded
+        })
+        .await?;
+    drop(load);
+    drop(world);
+
+    // A bad candidate whose metrics flap: it is aborted, and never promoted on the way.
+    let mut world = World::start("metrics_flap", model("v2", 0.3)).await?;
+    world.controller.kill();
+    let relay = Arc::new(weir_tests::relay::Relay::start(world.proxy_admin).await?);
+    world.controller = start_controller(
+        &world.ns.name,
+        &world.kubeconfig,
+        relay.addr,
+        world.dir.path(),
+        "controller-via-flapping-relay",
+        None,
+    )?;
+    let flapping = {
+        let relay = Arc::clone(&relay);
+        tokio::spawn(async move {
+            loop {
+                relay.cut();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                relay.restore();
+                tokio::time::sleep(Duration::from_millis(900)).await;
+            }
+        })
+    };
+    world.create_rollout(canary(&[20.0, 50.0, 80.0])).await?;
+    let load = Load::start(world.proxy_listen);
+    world.push_candidate("registry.invalid/m:2").await?;
+    let (phases, aborted) = phases_until(&world, |s| s.phase == Phase::Aborted, ROLLOUT_TIMEOUT).await?;
+    flapping.abort();
+    drop(load);
+    assert!(
+        !phases.iter().any(|p| matches!(p, Phase::Promoting | Phase::Succeeded)),
+        "never promoted: {phases:?}"
+    );
+    assert_eq!(aborted.candidate_weight, 0);
+    world.wait_proxy_weight(0).await?;
+    let events = world.events().await?;
+    assert_eq!(count(&events, "RolloutPromoting"), 0, "{events:#?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_config_map_edited_by_hand_is_restored_and_the_edit_reported() -> Result<()> {
+    let world = World::start("route_edited_by_hand", model("v2", 0.0)).await?;
+    // A long first step, so the edit lands while the rollout stands still.
+    world
+        .create_rollout(json!({ "canary": { "steps": [{ "weight": 20.0, "hold": "5m" }] } }))
+        .await?;
+    let load = world.start_rollout_under_load().await?;
+    world.wait_proxy_weight(2000).await?;
+
+    // Someone sets the candidate's weight to everything, as `kubectl edit` would.
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.ns.client.clone(), &world.ns.name);
+    let name = "weir-rollout-sentiment";
+    let mut cm = config_maps.get(name).await?;
+    let data = cm.data.get_or_insert_with(Default::default);
+    let text = data.get("config.yaml").cloned().unwrap_or_default();
+    assert!(text.contains("candidateWeight: 2000"), "{text}");
+    data.insert(
+        "config.yaml".into(),
+        text.replace("candidateWeight: 2000", "candidateWeight: 10000"),
+    );
+    let edit = PostParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PostParams::default()
+    };
+    config_maps.replace(name, &edit, &cm).await?;
+
+    eventually("the route to be restored", Duration::from_secs(30), || async {
+        let text = config_maps
+            .get(name)
+            .await?
+            .data
+            .and_then(|mut d| d.remove("config.yaml"))
+            .unwrap_or_default();
+        Ok(if text.contains("candidateWeight: 2000") {
+            Check::Done(())
+        } else {
+            Check::Waiting(text)
+        })
+    })
+    .await
+    .with_context(|| world.controller.tail(30))?;
+    world.wait_proxy_weight(2000).await?;
+    eventually("the RouteRestored Event", Duration::from_secs(30), || async {
+        let events = world.events().await?;
+        Ok(match events.iter().find(|e| e.starts_with("RouteRestored:")) {
+            Some(event) => Check::Done(event.clone()),
+            None => Check::Waiting(format!("{events:?}")),
+        })
+    })
+    .await
+    .map(|event| assert!(event.contains("kubectl-edit"), "{event}"))?;
+    drop(load);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_with_a_wrong_or_expired_kubeconfig_says_so_and_exits_1() -> Result<()> {
+    let shared = weir_tests::shared()?.cluster.kubeconfig.clone();
+    let dir = tempfile::tempdir()?;
+    // The real API server, with a token it never issued.
+    let text = std::fs::read_to_string(&shared)?;
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .context("the cluster's server")?;
+    let ca = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .context("the cluster's CA")?;
+    let expired = dir.path().join("expired");
+    std::fs::write(
+        &expired,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+             users:\n- name: u\n  user:\n    token: expired-or-never-issued\ncontexts:\n- name: x\n  context: {{ cluster: c, user: u }}\ncurrent-context: x\n"
+        ),
+    )?;
+    let malformed = dir.path().join("malformed");
+    std::fs::write(&malformed, "apiVersion: v1\nkind: Config\nclusters: [ {\n")?;
+    for (kubeconfig, says) in [
+        (dir.path().join("missing"), "reading kubeconfig"),
+        (malformed, "reading kubeconfig"),
+        (expired, "401 Unauthorized"),
+    ] {
+        let mut controller = start_controller("default", &kubeconfig, "127.0.0.1:9".parse()?, dir.path(), "c", None)?;
+        let started = Instant::now();
+        let code = loop {
+            if let Some(code) = controller.exit_code() {
+                break code;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "{} did not end the controller: {}",
+                    kubeconfig.display(),
+                    controller.tail(10)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let log = std::fs::read_to_string(&controller.log)?;
+        assert_eq!(code, 1, "{}: {log}", kubeconfig.display());
+        assert!(log.contains(says), "{}: {log}", kubeconfig.display());
+        for trace in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+            assert!(!log.contains(trace), "{}: {log}", kubeconfig.display());
+        }
+    }
+    Ok(())
+}

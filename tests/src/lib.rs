@@ -18,6 +18,7 @@ pub mod fixture;
 pub mod helm;
 pub mod namespace;
 pub mod process;
+pub mod relay;
 pub mod wait;
 
 pub use cluster::{Cluster, shared};

@@ -211,6 +211,14 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Its exit code, once it has exited (`-1` for a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
+            _ => None,
+        }
+    }
+
     /// The last lines of its log.
     pub fn tail(&self, lines: usize) -> String {
         crate::binary::tail_lines(&self.log, lines)

@@ -53,7 +53,14 @@ fn handle(
     targets: &SharedTargets,
     leadership: &Leadership,
 ) -> Response<Full<Bytes>> {
+    let read_only = req.method() == http::Method::GET || req.method() == http::Method::HEAD;
     let (status, content_type, body) = match req.uri().path() {
+        // Nothing here changes state: nothing here takes anything but GET and HEAD.
+        _ if !read_only => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET and HEAD are served here\n".to_owned(),
+        ),
         "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_owned()),
         "/targets" => (
             StatusCode::OK,

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
@@ -132,10 +132,90 @@ fn lease_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// How often a controller that cannot reach the API server at startup tries again.
+const STARTUP_RETRY: Duration = Duration::from_secs(2);
+
+/// What a first request to the API server says about the kubeconfig.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    /// It works.
+    Granted,
+    /// It will never work as written: exit and say why.
+    Refused(String),
+    /// The server could not be reached; it may be starting. Try again.
+    Unreachable(String),
+}
+
+/// Sorts the answer to the first request by whether trying again can help.
+fn access_of(result: Result<(), kube::Error>, namespace: Option<&str>) -> Access {
+    let scope = namespace.map_or_else(|| "in any namespace".to_owned(), |ns| format!("in namespace {ns}"));
+    match result {
+        Ok(()) => Access::Granted,
+        Err(kube::Error::Api(status)) if status.code == 401 => Access::Refused(format!(
+            "the API server refused the kubeconfig's credentials (401 Unauthorized: {}): they are wrong or expired",
+            status.message
+        )),
+        Err(kube::Error::Api(status)) if status.code == 403 => Access::Refused(format!(
+            "the kubeconfig's user may not list Rollouts {scope} (403 Forbidden: {}); grant it the controller's role",
+            status.message
+        )),
+        Err(kube::Error::Api(status)) if status.code == 404 => Access::Refused(format!(
+            "the API server does not serve Rollouts (404: {}); install the CRD with `weir crd | kubectl apply -f -`",
+            status.message
+        )),
+        Err(error @ (kube::Error::Auth(_) | kube::Error::Discovery(_) | kube::Error::InferConfig(_))) => {
+            Access::Refused(format!("the kubeconfig cannot be used: {}", chain(&error)))
+        }
+        Err(error) if tls_rejected(&error) => Access::Refused(format!(
+            "the API server's certificate is not trusted by the kubeconfig's CA: {}",
+            chain(&error)
+        )),
+        Err(error) => Access::Unreachable(chain(&error)),
+    }
+}
+
+/// Whether a request failed because the server's certificate was refused.
+fn tls_rejected(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        // An I/O error's `source` skips the error it wraps: look inside it too.
+        let wrapped = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if e.downcast_ref::<rustls::Error>().is_some()
+            || wrapped.is_some_and(|w| w.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Checks the kubeconfig with one real request before anything starts: credentials that are
+/// wrong or expired, a missing permission or CRD end the controller with the reason, while an
+/// API server not reachable yet is waited for.
+async fn check_access(client: &kube::Client, namespace: Option<&str>) -> anyhow::Result<()> {
+    let rollouts: Api<Rollout> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    loop {
+        let result = rollouts.list_metadata(&ListParams::default().limit(1)).await.map(drop);
+        match access_of(result, namespace) {
+            Access::Granted => return Ok(()),
+            Access::Refused(why) => anyhow::bail!("{why}"),
+            Access::Unreachable(why) => {
+                tracing::warn!(error = %why, "cannot reach the API server; trying again");
+                tokio::time::sleep(STARTUP_RETRY).await;
+            }
+        }
+    }
+}
+
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     crate::crash::warn_if_ignored();
     let client = client(args.kubeconfig.as_ref(), args.context.as_deref()).await?;
+    check_access(&client, args.namespace.as_deref()).await?;
     let lease_namespace = args
         .lease_namespace
         .clone()
@@ -398,6 +478,9 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
             owner,
             route,
             template: valid.map(|v| v.route_config),
+            client: client.clone(),
+            reporter: ctx.reporter.clone(),
+            rollout: rollout.object_ref(&()),
         },
         metrics,
         report,
@@ -490,6 +573,44 @@ async fn failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api(code: u16) -> Result<(), kube::Error> {
+        Err(kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: "no".into(),
+            ..Default::default()
+        })))
+    }
+
+    #[test]
+    fn a_kubeconfig_that_can_never_work_is_refused_and_an_unreachable_server_waited_for() {
+        assert_eq!(access_of(Ok(()), Some("ns")), Access::Granted);
+        for (code, says) in [
+            (401, "wrong or expired"),
+            (403, "may not list Rollouts in namespace ns"),
+            (404, "weir crd"),
+        ] {
+            match access_of(api(code), Some("ns")) {
+                Access::Refused(why) => assert!(why.contains(says), "{code}: {why}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let tls = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(matches!(
+            access_of(Err(kube::Error::Service(Box::new(refused))), None),
+            Access::Unreachable(_)
+        ));
+        assert!(
+            matches!(access_of(Err(kube::Error::Service(Box::new(tls))), None), Access::Refused(why) if why.contains("not trusted"))
+        );
+        assert!(
+            matches!(access_of(api(500), None), Access::Unreachable(_)),
+            "a server error may pass"
+        );
+    }
 
     #[test]
     fn a_lease_duration_is_whole_seconds_of_at_least_one() {

@@ -5,10 +5,16 @@
 //! Before writing, the controller merges its layer with the gateway's other route ConfigMaps
 //! by the proxies' own rule ([`weir_proxy::config::merge`]): a route the proxies would reject
 //! for a clash is refused here with the owner named, and nothing is written.
+//!
+//! The ConfigMap is the controller's alone. One whose data another field manager changed
+//! (`kubectl edit`, a script) is written back at once (the Rollout owns it, so the edit
+//! triggers a reconcile) and a Warning Event on the Rollout names who edited it: a hand-set
+//! weight would otherwise send users to a candidate no analysis approved.
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use weir_proxy::config::{Layer, LayerId, Outcome, PartialConfig, ProxyConfig, merge, parse_partial};
 use weir_proxy::source::kube::text_of;
@@ -43,6 +49,29 @@ pub struct KubeTraffic {
     /// The route as the spec writes it; `None` when the spec is invalid, and then an intent
     /// (only ever one that closes the candidate) is applied to the route as last written.
     pub template: Option<PartialConfig>,
+    /// For the Event that reports a hand edit undone.
+    pub client: kube::Client,
+    /// Who posts that Event.
+    pub reporter: Reporter,
+    /// The Rollout, which the Event is about.
+    pub rollout: ObjectReference,
+}
+
+/// The reason of the Event posted when a hand edit of the route ConfigMap is undone.
+pub const ROUTE_RESTORED: &str = "RouteRestored";
+
+/// The field manager other than ours that last set the ConfigMap's data, if any: server-side
+/// apply with force takes the fields back, so each edit is found once.
+fn foreign_data_manager(managed: &[ManagedFieldsEntry]) -> Option<String> {
+    managed
+        .iter()
+        .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+        .find(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:data").is_some()))
+        .map(|m| {
+            m.manager
+                .clone()
+                .unwrap_or_else(|| "an unnamed field manager".to_owned())
+        })
 }
 
 impl KubeTraffic {
@@ -53,8 +82,9 @@ impl KubeTraffic {
         }
     }
 
-    /// Refuses a layer that another route ConfigMap of the gateway already claims.
-    async fn check_clashes(&self, layer: &PartialConfig) -> Result<(), TrafficError> {
+    /// Refuses a layer that another route ConfigMap of the gateway already claims. Returns who
+    /// edited ours by hand since it was last written, if anyone did.
+    async fn check_clashes(&self, layer: &PartialConfig) -> Result<Option<String>, TrafficError> {
         let selector = format!("{GATEWAY_LABEL}={}", self.gateway);
         let listed = self
             .all
@@ -68,10 +98,12 @@ impl KubeTraffic {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
         };
+        let mut edited_by = None;
         for cm in listed.items {
             let (id, text) = text_of(&cm);
             if id.namespace == ours.namespace && id.name == ours.name {
                 ours.created = id.created;
+                edited_by = cm.metadata.managed_fields.as_deref().and_then(foreign_data_manager);
                 continue;
             }
             layers.push(Layer {
@@ -96,7 +128,7 @@ impl KubeTraffic {
                 route: self.route.clone(),
                 message: format!("the gateway {:?} would reject it: {errors}", self.gateway),
             }),
-            _ => Ok(()),
+            _ => Ok(edited_by),
         }
     }
 }
@@ -129,7 +161,7 @@ impl Traffic for KubeTraffic {
                 route_layer(&written, &route, intent)?
             }
         };
-        self.check_clashes(&layer).await?;
+        let edited_by = self.check_clashes(&layer).await?;
         let patch = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -149,6 +181,57 @@ impl Traffic for KubeTraffic {
             )
             .await
             .map_err(|e| self.write_error(api_error(e, "patch", "configmaps")))?;
+        if let Some(manager) = edited_by {
+            self.report_restored(&manager, intent).await;
+        }
         Ok(())
+    }
+}
+
+impl KubeTraffic {
+    async fn report_restored(&self, manager: &str, intent: &TrafficIntent) {
+        let note = format!(
+            "ConfigMap {} was edited by {manager:?}; restored to the rollout's route (candidate weight {} basis \
+             points). Change the Rollout, not its route ConfigMap",
+            self.name, intent.weight
+        );
+        tracing::warn!(configmap = %self.name, %manager, "a hand edit of the route ConfigMap was undone");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: ROUTE_RESTORED.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(&event, &self.rollout).await {
+            tracing::warn!(%error, configmap = %self.name, "cannot post the RouteRestored Event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+
+    fn entry(manager: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn only_another_manager_of_the_data_is_an_edit() {
+        let ours = entry(FIELD_MANAGER, json!({ "f:data": { "f:config.yaml": {} } }));
+        let labels = entry("kubectl-label", json!({ "f:metadata": { "f:labels": {} } }));
+        assert_eq!(foreign_data_manager(&[ours.clone(), labels.clone()]), None);
+        let edit = entry("kubectl-edit", json!({ "f:data": { "f:config.yaml": {} } }));
+        assert_eq!(
+            foreign_data_manager(&[ours, labels, edit]),
+            Some("kubectl-edit".to_owned())
+        );
     }
 }

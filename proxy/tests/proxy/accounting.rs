@@ -106,6 +106,27 @@ async fn dying_backend() -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_mid_response_resets_the_h2_clients_stream_and_counts_against_its_side() {
+    let stable = Backend::start("stable").await;
+    let dying = dying_backend().await;
+    let proxy = start_proxy(&config_yaml(stable.addr, dying, 10_000, "")).await;
+    let rsp = within(h2c_client().request(get(proxy.listen_addr(), "/v1/generate")))
+        .await
+        .expect("the head arrives");
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let broken = within(rsp.into_body().collect())
+        .await
+        .expect_err("the stream is reset, not ended");
+    let reset = weir_proxy::cause::find::<h2::Error>(&broken).and_then(h2::Error::reason);
+    assert!(reset.is_some(), "an h2 reset: {broken:?}");
+    eventually("the error counted against the candidate", || async {
+        metric(&proxy, &series("weir_requests_total", "candidate", "error")).await == Some(1.0)
+    })
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_breaks_after_a_2xx_head_is_an_error_and_trips_fail_fast() {
     let stable = Backend::start("stable").await;
     let dying = dying_backend().await;

@@ -555,3 +555,27 @@ async fn a_rotated_upstream_ca_is_used_for_new_connections_without_a_reload() {
     within(outer.shutdown()).await;
     within(inner.shutdown()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_shows_no_key_material_changes_nothing_and_binds_loopback_by_default() {
+    let (stable, candidate) = (Backend::start("stable").await, Backend::start("candidate").await);
+    let pki = Pki::new();
+    let leaf = pki.leaf("weir");
+    pki.install(&leaf.cert_pem, &leaf.key_pem);
+    let proxy = start_tls_proxy(&pki, stable.addr, candidate.addr).await;
+    let config = admin_text(&proxy, "/config").await;
+    assert!(config.contains("tls.key"), "the key file is named: {config}");
+    for secret in ["BEGIN", "PRIVATE", &leaf.key_pem[40..80]] {
+        assert!(!config.contains(secret), "{secret:?} in /config: {config}");
+    }
+    // Nothing on the admin listener changes state: anything but GET and HEAD is refused.
+    for method in [http::Method::POST, http::Method::PUT, http::Method::DELETE] {
+        let mut req = get(proxy.admin_addr(), "/config");
+        *req.method_mut() = method.clone();
+        let (parts, _, _) = send(&h1_client(), req).await;
+        assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    within(proxy.shutdown()).await;
+    let defaults = config::parse("routes: []\n").expect("valid");
+    assert!(defaults.admin.ip().is_loopback(), "{}", defaults.admin);
+}
