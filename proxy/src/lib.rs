@@ -47,6 +47,24 @@ const ADMIN_DRAIN: Duration = Duration::from_secs(1);
 /// Open admin connections at most: scrapers, probes and operators, never a crowd.
 const ADMIN_MAX_CONNECTIONS: usize = 256;
 
+/// Backlog of the data listener when bound with `SO_REUSEPORT` (the kernel caps it at
+/// `net.core.somaxconn`), as tokio's own bind uses.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` with `SO_REUSEPORT` (and `SO_REUSEADDR`), so that more than one process may
+/// listen on it and the kernel spreads new connections over them.
+fn bind_reusing_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A listener could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} for the {listener} listener")]
@@ -111,13 +129,16 @@ impl Proxy {
         // Two small files read once at startup, before anything is served: not worth a
         // blocking-pool hop. Rotation reads them off the runtime threads.
         let listener_tls = config.tls.as_ref().map(listener::tls::ListenerTls::load).transpose()?;
-        let bind = |listener: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { listener, addr, source })
+        let bind = |listener: &'static str, addr: SocketAddr, reuse_port: bool| async move {
+            let bound = if reuse_port {
+                bind_reusing_port(addr)
+            } else {
+                TcpListener::bind(addr).await
+            };
+            bound.map_err(|source| BindError { listener, addr, source })
         };
-        let listener = bind("listen", config.listen).await?;
-        let admin = bind("admin", config.admin).await?;
+        let listener = bind("listen", config.listen, config.reuse_port).await?;
+        let admin = bind("admin", config.admin, false).await?;
         let local = |l: &TcpListener, name: &'static str, addr| {
             l.local_addr().map_err(|source| BindError {
                 listener: name,

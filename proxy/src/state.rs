@@ -326,6 +326,9 @@ fn startup_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<String> {
     if old.drain_timeout != new.drain_timeout {
         changes.push("drainTimeout changed; it takes effect at restart".to_owned());
     }
+    if old.reuse_port != new.reuse_port {
+        changes.push("reusePort changed; it takes effect at restart".to_owned());
+    }
     if old.limits != new.limits {
         changes.push("limits changed; they take effect at restart".to_owned());
     }

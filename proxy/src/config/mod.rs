@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     pub tls: Option<ListenTls>,
     /// Bounds on the data listener's client connections. Read at startup only.
     pub limits: ConnectionLimits,
+    /// Bind `listen` with `SO_REUSEPORT`, so that a second proxy can bind the same port and
+    /// take over from this one without a moment of refused connections. Read at startup only.
+    pub reuse_port: bool,
     /// Response header naming the side that served the request; `None` turns it off.
     pub side_header: Option<HeaderName>,
     /// Peers (proxies in front, such as a cloud load balancer) whose `x-forwarded-*` and
@@ -414,6 +417,7 @@ impl From<&ProxyConfig> for raw::RawConfig {
             },
             side_header: cfg.side_header.as_ref().map(ToString::to_string),
             trust_forwarded_from: cfg.trust_forwarded_from.iter().map(ToString::to_string).collect(),
+            reuse_port: cfg.reuse_port,
             routes: cfg.routes.iter().map(raw_route).collect(),
             backends: raw_backends(&cfg.backends),
         }

@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     pub tls: Option<RawListenTls>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_port: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_forwarded_from: Vec<String>,
     /// `null` turns the response header off.

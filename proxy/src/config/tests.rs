@@ -389,3 +389,12 @@ fn a_mirror_needs_room_for_one_copy_in_flight() {
     let got = messages(&route("{ weight: 10, maxInFlight: 0 }"));
     assert_eq!(got, ["routes[0].mirror.maxInFlight: 0 is not between 1 and 4294967295"]);
 }
+
+#[test]
+fn reuse_port_is_off_unless_asked_and_survives_a_round_trip() {
+    assert!(!parse("routes: []\n").expect("valid").reuse_port);
+    let cfg = parse("reusePort: true\n").expect("valid");
+    assert!(cfg.reuse_port);
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+    assert_eq!(messages("reusePort: sometimes\n").len(), 1);
+}

@@ -183,6 +183,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<ProxyConfig, ConfigErrors> {
             drain_timeout,
             tls,
             limits,
+            reuse_port: raw.reuse_port,
             trust_forwarded_from,
             side_header,
             routes,

@@ -36,6 +36,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a connection closed politely (idle, or no request in time) has to go before it is
 /// dropped: an HTTP/2 client that never answers the GOAWAY's ping would otherwise keep it.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a draining HTTP/1.1 connection may stay idle before it is closed: a client
+/// sending requests meets a `Connection: close` answer well within it.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// File descriptors kept back from the default connection cap for listeners, config and
 /// certificate files, and the resolver.
 const RESERVED_FDS: u64 = 100;
@@ -351,6 +354,9 @@ impl Conn {
         let stop = stopped(shutdown);
         tokio::pin!(stop);
         let mut stopping = false;
+        // When a draining HTTP/1.1 connection that stayed idle is closed.
+        let mut drain_close = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut drain_armed = false;
         // Set once the connection was asked to close: past it, it is dropped.
         let mut grace_ends: Option<tokio::time::Instant> = None;
         let mut check = Box::pin(tokio::time::sleep(Duration::ZERO));
@@ -369,6 +375,18 @@ impl Conn {
                 }
                 () = &mut stop, if !stopping => {
                     stopping = true;
+                    if activity.drain() {
+                        // HTTP/1.1 has no GOAWAY: closing an idle keep-alive connection races
+                        // a request the client may be sending on it. Its next answer says
+                        // `Connection: close` instead; one that stays idle closes after a grace.
+                        drain_close.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
+                        drain_armed = true;
+                    } else {
+                        http.as_mut().close_gently();
+                    }
+                }
+                () = drain_close.as_mut(), if drain_armed => {
+                    drain_armed = false;
                     http.as_mut().close_gently();
                 }
                 () = check.as_mut() => {

@@ -10,7 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +39,10 @@ pub struct Activity {
     /// the cap and in the drain is theirs until they close.
     tunnels: AtomicUsize,
     tunnel_closed: tokio::sync::Notify,
+    /// Set when the listener drains: HTTP/1.1 answers then say `Connection: close`.
+    draining: AtomicBool,
+    /// Whether the connection speaks HTTP/2 (known from its first request).
+    http2: AtomicBool,
 }
 
 /// One look at an [`Activity`].
@@ -103,7 +107,18 @@ impl Activity {
             last_event_ms: AtomicU64::new(0),
             tunnels: AtomicUsize::new(0),
             tunnel_closed: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, every HTTP/1.1 answer on this connection closes it: the way to end an
+    /// HTTP/1.1 connection without a race, as the client reads it before sending again.
+    /// Returns whether the connection is HTTP/1.1 and has served a request, so that closing
+    /// it while idle could race a request on its way.
+    pub fn drain(&self) -> bool {
+        self.draining.store(true, Ordering::Relaxed);
+        self.requests.load(Ordering::Relaxed) > 0 && !self.http2.load(Ordering::Relaxed)
     }
 
     /// Returns once no tunnel made from this connection is open.
@@ -213,6 +228,10 @@ where
     type Future = SupervisedFuture<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let http1 = req.version() < http::Version::HTTP_2;
+        if !http1 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
         if req.headers().contains_key(http::header::UPGRADE) {
             req.extensions_mut().insert(UpgradeSource {
                 activity: Arc::clone(&self.activity),
@@ -222,6 +241,7 @@ where
         SupervisedFuture {
             inner: self.inner.call(req),
             in_flight: Some(self.activity.begin()),
+            http1,
         }
     }
 }
@@ -231,6 +251,7 @@ where
 pub struct SupervisedFuture<F> {
     inner: F,
     in_flight: Option<InFlight>,
+    http1: bool,
 }
 
 impl<F, B, E> std::future::Future for SupervisedFuture<F>
@@ -241,11 +262,19 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let response = std::task::ready!(Pin::new(&mut this.inner).poll(cx))?;
+        let mut response = std::task::ready!(Pin::new(&mut this.inner).poll(cx))?;
         let in_flight = this
             .in_flight
             .take()
             .expect("a future is not polled after it completed");
+        if this.http1
+            && in_flight.0.draining.load(Ordering::Relaxed)
+            && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         Poll::Ready(Ok(response.map(|body| Watched {
             body,
             owes: false,

@@ -184,23 +184,21 @@ async fn a_copy_whose_primary_ended_before_its_body_never_arrives_complete() {
         .expect("the primary's answer");
     assert_eq!(&answer, b"HTTP/1.1 413");
 
-    eventually("the copy to end", || async {
-        !outcomes.lock().expect("lock").is_empty()
-    })
-    .await;
-    assert_eq!(
-        *outcomes.lock().expect("lock"),
-        [false],
-        "the candidate saw a broken request, not a short one"
-    );
-    let metrics = admin_text(&proxy, "/metrics").await;
-    assert_eq!(
+    eventually("the copy to be abandoned", || async {
+        let metrics = admin_text(&proxy, "/metrics").await;
         sample(
             &metrics,
-            r#"weir_mirror_skipped_total{route="r",reason="primary_aborted"}"#
-        ),
-        Some(1.0),
-        "{metrics}"
+            r#"weir_mirror_skipped_total{route="r",reason="primary_aborted"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+    // The copy may have been abandoned before it reached the candidate at all; what the
+    // candidate must never see is a request that looks whole.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = outcomes.lock().expect("lock").clone();
+    assert!(
+        seen.is_empty() || seen == [false],
+        "the candidate saw a short request as whole: {seen:?}"
     );
     drop(client);
     proxy.shutdown().await;

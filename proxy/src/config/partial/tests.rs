@@ -66,7 +66,7 @@ fn a_partial_config_holds_routes_and_backends() {
 
 #[test]
 fn listener_fields_and_bad_fields_are_all_named() {
-    let bad = "listen: 0.0.0.0:80\ntls: { cert: a, key: b }\nsideHeader: x-side\nlimits: { maxConnections: 9 }\ncolour: blue\n\
+    let bad = "listen: 0.0.0.0:80\ntls: { cert: a, key: b }\nsideHeader: x-side\nlimits: { maxConnections: 9 }\nreusePort: true\ncolour: blue\n\
                routes:\n  - name: r\n    stable: { backend: elsewhere }\n    candidateWeight: 20000\n";
     let errors: Vec<String> = parse_partial(bad)
         .expect_err("rejected")
@@ -79,6 +79,7 @@ fn listener_fields_and_bad_fields_are_all_named() {
         "tls: belongs to the listener",
         "sideHeader: belongs to the listener",
         "limits: belongs to the listener",
+        "reusePort: belongs to the listener",
         "colour: unknown field",
         "routes[0].stable.backend: backend \"elsewhere\" is not defined",
         "routes[0].candidateWeight: 20000 is over 10000",
@@ -88,7 +89,7 @@ fn listener_fields_and_bad_fields_are_all_named() {
             "missing {expected:?} in {errors:#?}"
         );
     }
-    assert_eq!(errors.len(), 7, "{errors:#?}");
+    assert_eq!(errors.len(), 8, "{errors:#?}");
     assert!(parse_partial("").is_err(), "an empty ConfigMap is refused");
 }
 
