@@ -76,14 +76,20 @@ impl<T: Copy> RouteIndex<T> {
     /// routes, so a catch-all `/` route keeps working beside host-specific ones.
     pub fn find(&self, host: &str, path: &str) -> Option<T> {
         let host = strip_port(host);
+        // Hosts are matched in lowercase: on the stack for any real host name (at most 253
+        // bytes), on the heap for a longer one, which still matches as any other would.
         let mut lower = [0u8; 256];
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) && host.len() <= lower.len() {
+        let heap: String;
+        let host = if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host
+        } else if host.len() <= lower.len() {
             let buf = &mut lower[..host.len()];
             buf.copy_from_slice(host.as_bytes());
             buf.make_ascii_lowercase();
             std::str::from_utf8(buf).expect("ASCII lowercasing keeps UTF-8 valid")
         } else {
-            host
+            heap = host.to_ascii_lowercase();
+            &heap
         };
         if let Some(found) = self.exact.get(host).and_then(|list| longest_prefix(list, path)) {
             return Some(found);
@@ -137,6 +143,15 @@ mod tests {
             (HostMatch::parse(Some("*.eu.example.com")), "/".to_string(), 4),
             (HostMatch::Any, "/static/".to_string(), 5),
         ])
+    }
+
+    #[test]
+    fn hosts_longer_than_the_lowercase_buffer_still_match_case_insensitively() {
+        // Found by the route fuzz target: a long host in capitals missed its wildcard route.
+        let idx = index();
+        let long = format!("{}.EXAMPLE.COM", "A".repeat(300));
+        assert_eq!(idx.find(&long, "/"), Some(3));
+        assert_eq!(idx.find(&format!("{long}:8080"), "/"), Some(3));
     }
 
     #[test]

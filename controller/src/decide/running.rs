@@ -331,8 +331,10 @@ impl Ctx<'_> {
             // stable takes no traffic; a step in which stable had too little keeps the older.
             let step = &evidence.step;
             if step.stable.requests >= spec.analysis.min_requests {
-                evidence.reference_share =
-                    Some(step.stable.requests as f64 / (step.stable.requests + step.candidate.requests) as f64);
+                // In floating point: counts read from a proxy's page can be anything up to
+                // u64::MAX, and their sum must not wrap.
+                let (stable, candidate) = (step.stable.requests as f64, step.candidate.requests as f64);
+                evidence.reference_share = Some(stable / (stable + candidate));
                 evidence.reference = Some(step.stable.clone());
             }
         }

@@ -1340,3 +1340,34 @@ fn an_abort_whose_record_a_crash_lost_is_not_undone() {
     }
     assert_eq!(status.phase, Phase::Aborted, "{}", status.message);
 }
+
+/// Found by the decide fuzz target: a step whose counts sum past u64::MAX (a proxy page that
+/// says 1e20 requests reads as u64::MAX) wrapped the sum when the step passed, and stable's
+/// share came out infinite (a panic with overflow checks).
+#[test]
+fn a_step_counted_near_u64_max_advances_with_a_share_in_range() {
+    let s = spec();
+    let mut world = World::new();
+    world.metrics_down = Some("down".into());
+    let mut status = tick(&s, &RolloutStatus::default(), &mut world, 0.0).status;
+    let evidence = status.evidence.as_mut().expect("a started rollout has evidence");
+    evidence.warming_up = false;
+    evidence.step.stable.requests = u64::MAX;
+    evidence.step.candidate.requests = 1;
+    status.step_passed = true;
+    status.last_analysis = Some(crate::status::AnalysisRecord {
+        at: micro_time(t(20.0)),
+        verdict: VerdictKind::Pass,
+        judged: true,
+        reason: "passed".into(),
+        values: Default::default(),
+    });
+    let d = decide(&s, &status, &world.observe(&status, t(20.0)), t(20.0));
+    assert_eq!(d.status.step, 1);
+    let share = d
+        .status
+        .evidence
+        .and_then(|e| e.reference_share)
+        .expect("stable's share kept");
+    assert!((0.0..=1.0).contains(&share), "{share}");
+}

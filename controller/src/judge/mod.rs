@@ -399,11 +399,12 @@ fn step_power(
     let step = &evidence.step;
     let (stable, share) = match mode {
         Mode::Concurrent => {
-            let total = step.stable.requests + step.candidate.requests;
             if step.stable.requests == 0 || step.candidate.requests == 0 {
                 return None;
             }
-            (&step.stable, step.candidate.requests as f64 / total as f64)
+            // In floating point, so that counts near u64::MAX cannot wrap the sum.
+            let candidate = step.candidate.requests as f64;
+            (&step.stable, candidate / (candidate + step.stable.requests as f64))
         }
         Mode::AgainstReference => (evidence.reference.as_ref()?, 1.0),
         Mode::Preview => return None,
@@ -452,7 +453,7 @@ fn step_power(
         ) {
             // Stable's rate over the threshold is at most about 1 % by its definition; when
             // the step saw none, take it as one in the sample rather than zero.
-            let base = slow.max(1.0 / (hist.total() + 1) as f64);
+            let base = slow.max(1.0 / hist.total().saturating_add(1) as f64);
             let ratio = shifted / base;
             let slow_events = hist.above(threshold);
             if ratio > 1.0

@@ -128,7 +128,9 @@ impl SequentialTest {
             return;
         }
         self.normalised();
-        let share = candidate_requests as f64 / (candidate_requests + stable_requests) as f64;
+        // In floating point: a sum of counts near u64::MAX would wrap, and a share outside
+        // (0, 1) would make the log-likelihoods NaN, which never cross a boundary.
+        let share = candidate_requests as f64 / (candidate_requests as f64 + stable_requests as f64);
         let (c, s) = (candidate_bad as f64, stable_bad as f64);
         for (llr, ratio) in self.log_likelihood_ratios.iter_mut().zip(&self.ratios) {
             let q = share * ratio / (share * ratio + 1.0 - share);
