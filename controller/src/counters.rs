@@ -41,7 +41,8 @@ impl Buckets {
             .rev()
             .find(|(b, _)| **b <= bound)
             .map(|(_, c)| *c);
-        self.total() - at_or_below.unwrap_or(0)
+        // Saturating: buckets read from a page the proxy did not write can be out of order.
+        self.total().saturating_sub(at_or_below.unwrap_or(0))
     }
 
     /// The share of observations above `x`, interpolated linearly inside its bucket (the
@@ -57,7 +58,7 @@ impl Buckets {
                 let below = if bound.is_infinite() || *bound <= lower.0 {
                     lower.1 as f64
                 } else {
-                    lower.1 as f64 + (*count - lower.1) as f64 * (x - lower.0) / (bound - lower.0)
+                    lower.1 as f64 + count.saturating_sub(lower.1) as f64 * (x - lower.0) / (bound - lower.0)
                 };
                 return Some(1.0 - below / total as f64);
             }
@@ -98,7 +99,7 @@ impl Buckets {
         if upper.is_infinite() {
             return Some(lower);
         }
-        let in_bucket = (self.cumulative[i] - below) as f64;
+        let in_bucket = self.cumulative[i].saturating_sub(below) as f64;
         Some(if in_bucket == 0.0 {
             upper
         } else {
@@ -461,5 +462,18 @@ mod tests {
         let json = serde_json::to_string(&b).expect("serialises");
         assert!(json.contains("\"+Inf\""), "{json}");
         assert_eq!(serde_json::from_str::<Buckets>(&json).expect("parses"), b);
+    }
+
+    /// Found by the decide fuzz target: buckets whose cumulative counts go down (which no
+    /// weir-proxy writes, but a page from elsewhere can) made `above` subtract past zero.
+    #[test]
+    fn buckets_out_of_order_give_numbers_not_a_panic() {
+        let b = Buckets {
+            bounds: vec![0.1, 0.5, f64::INFINITY],
+            cumulative: vec![9, 3, 5],
+        };
+        assert_eq!(b.above(0.1), 0);
+        assert!(b.share_above(0.3).is_some_and(f64::is_finite));
+        assert!(b.quantile(0.99).is_some_and(f64::is_finite));
     }
 }

@@ -7,7 +7,7 @@ mod partial;
 mod raw;
 mod validate;
 
-pub use partial::{Layer, LayerId, Merged, Outcome, PartialConfig, merge, parse_partial};
+pub use partial::{Layer, LayerId, Merged, Outcome, PartialConfig, WHOLE_ONLY, merge, parse_partial};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -17,7 +17,7 @@ use crate::route::HostMatch;
 
 /// The top-level fields of a whole config that a partial one may not set: they belong to the
 /// listener and come from `--config` and flags.
-const WHOLE_ONLY: [&str; 8] = [
+pub const WHOLE_ONLY: [&str; 8] = [
     "listen",
     "reusePort",
     "admin",
