@@ -14,7 +14,6 @@ use weir_proxy::metrics::LATENCY_BUCKETS;
 
 use super::TickIn;
 
-
 #[derive(Arbitrary, Debug, Clone, Copy)]
 pub(crate) enum MetricsIn {
     Ok,
