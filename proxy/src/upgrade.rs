@@ -5,7 +5,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,10 +13,9 @@ use http::{Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 use crate::config::ConnectionLimits;
-use crate::listener::supervise::{TunnelHold, UpgradeSource};
+use crate::listener::supervise::{LastEvent, TunnelHold, UpgradeSource};
 
 /// A tunnel's idle timeout when its connection's is unknown (a service used without the
 /// listener's supervision).
@@ -82,7 +80,7 @@ impl ClientUpgrade {
                     return;
                 }
             };
-            let clock = Arc::new(Clock::new());
+            let clock = Arc::new(LastEvent::new());
             let mut client = Stamped::new(TokioIo::new(client), Arc::clone(&clock));
             let mut upstream = Stamped::new(TokioIo::new(upstream), Arc::clone(&clock));
             tokio::select! {
@@ -96,46 +94,14 @@ impl ClientUpgrade {
     }
 }
 
-/// When a tunnel last carried a byte.
-#[derive(Debug)]
-struct Clock {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Clock {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn stamp(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// Returns once nothing has been stamped for `idle`.
-    async fn quiet_for(&self, idle: Duration) {
-        loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if last.elapsed() >= idle {
-                return;
-            }
-            tokio::time::sleep_until(last + idle).await;
-        }
-    }
-}
-
-/// An I/O stream that stamps its tunnel's clock on every byte read.
+/// An I/O stream that stamps its tunnel's last event on every byte read.
 struct Stamped<T> {
     io: T,
-    clock: Arc<Clock>,
+    clock: Arc<LastEvent>,
 }
 
 impl<T> Stamped<T> {
-    fn new(io: T, clock: Arc<Clock>) -> Self {
+    fn new(io: T, clock: Arc<LastEvent>) -> Self {
         Stamped { io, clock }
     }
 }
@@ -206,19 +172,5 @@ mod tests {
             ("upgrade", "websocket"),
         ];
         assert!(requested(&request(Version::HTTP_11, &split)).is_some());
-    }
-
-    #[tokio::test]
-    async fn the_clock_waits_for_quiet() {
-        let clock = Clock::new();
-        let idle = Duration::from_millis(60);
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        clock.stamp();
-        clock.quiet_for(idle).await;
-        assert!(
-            started.elapsed() >= Duration::from_millis(90),
-            "a stamp restarts the wait"
-        );
     }
 }

@@ -107,6 +107,26 @@ impl World {
         })
     }
 
+    /// Replaces the controller with a fresh one named `name`, reaching the API server by
+    /// `kubeconfig` and the proxy's metrics at `proxy_admin` (the world's own when `None`).
+    fn restart_controller(
+        &mut self,
+        name: &str,
+        kubeconfig: Option<&std::path::Path>,
+        proxy_admin: Option<SocketAddr>,
+    ) -> Result<()> {
+        self.controller.kill();
+        self.controller = start_controller(
+            &self.ns.name,
+            kubeconfig.unwrap_or(&self.kubeconfig),
+            proxy_admin.unwrap_or(self.proxy_admin),
+            self.dir.path(),
+            name,
+            None,
+        )?;
+        Ok(())
+    }
+
     fn rollouts(&self) -> Api<Rollout> {
         Api::namespaced(self.ns.client.clone(), &self.ns.name)
     }
@@ -678,14 +698,7 @@ async fn a_controller_killed_between_two_acts_is_finished_by_a_fresh_one_with_no
         .await?;
         world.controller.kill();
         let at_crash = world.rollouts().get("sentiment").await?.status.unwrap_or_default();
-        world.controller = start_controller(
-            &world.ns.name,
-            &world.kubeconfig,
-            world.proxy_admin,
-            world.dir.path(),
-            "fresh-controller",
-            None,
-        )?;
+        world.restart_controller("fresh-controller", None, None)?;
         let done = world
             .wait_status(&format!("the rollout to succeed after a crash at {point}"), |s| {
                 s.phase == Phase::Succeeded
@@ -1408,17 +1421,9 @@ async fn an_api_server_gone_for_thirty_seconds_mid_rollout_is_ridden_out_with_no
     let mut world = World::start("api_server_gone", model("v2", 0.0)).await?;
     // The controller reaches the API server through a relay the test cuts; the proxy and the
     // test do not, so they see the cluster as it is.
-    world.controller.kill();
     let relayed = world.dir.path().join("relayed-kubeconfig");
     let relay = weir_tests::relay::relayed_kubeconfig(&world.kubeconfig, &relayed).await?;
-    world.controller = start_controller(
-        &world.ns.name,
-        &relayed,
-        world.proxy_admin,
-        world.dir.path(),
-        "relayed-controller",
-        None,
-    )?;
+    world.restart_controller("relayed-controller", Some(&relayed), None)?;
     world.create_rollout(canary(&[20.0, 50.0])).await?;
     let load = world.start_rollout_under_load().await?;
 
@@ -1461,16 +1466,8 @@ async fn metrics_that_go_away_hold_the_rollout_and_flapping_ones_never_promote_a
     // A healthy candidate whose metrics vanish after the first step: the rollout holds where
     // it is, and goes on once they are back.
     let mut world = World::start("metrics_gone", model("v2", 0.0)).await?;
-    world.controller.kill();
     let relay = weir_tests::relay::Relay::start(world.proxy_admin).await?;
-    world.controller = start_controller(
-        &world.ns.name,
-        &world.kubeconfig,
-        relay.addr,
-        world.dir.path(),
-        "controller-via-relay",
-        None,
-    )?;
+    world.restart_controller("controller-via-relay", None, Some(relay.addr))?;
     world.create_rollout(canary(&[20.0, 50.0])).await?;
     let load = world.start_rollout_under_load().await?;
     relay.cut();
@@ -1499,16 +1496,8 @@ async fn metrics_that_go_away_hold_the_rollout_and_flapping_ones_never_promote_a
 
     // A bad candidate whose metrics flap: it is aborted, and never promoted on the way.
     let mut world = World::start("metrics_flap", model("v2", 0.3)).await?;
-    world.controller.kill();
     let relay = Arc::new(weir_tests::relay::Relay::start(world.proxy_admin).await?);
-    world.controller = start_controller(
-        &world.ns.name,
-        &world.kubeconfig,
-        relay.addr,
-        world.dir.path(),
-        "controller-via-flapping-relay",
-        None,
-    )?;
+    world.restart_controller("controller-via-flapping-relay", None, Some(relay.addr))?;
     let flapping = {
         let relay = Arc::clone(&relay);
         tokio::spawn(async move {

@@ -90,6 +90,17 @@ fn side_header_can_be_turned_off() {
     assert_eq!(cfg.side_header, None);
 }
 
+/// `got` holds one error per prefix: each prefix starts one of them, and there are no others.
+fn assert_errors_are(got: &[String], prefixes: &[&str]) {
+    for prefix in prefixes {
+        assert!(
+            got.iter().any(|m| m.starts_with(prefix)),
+            "missing {prefix:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), prefixes.len(), "unexpected extra errors: {got:#?}");
+}
+
 #[test]
 fn every_bad_field_is_reported_with_its_path() {
     let bad = r#"
@@ -131,13 +142,7 @@ backends:
         "routes[1].match.pathPrefix: \"api\" does not start with /",
         "routes[1].candidateWeight: is above 0 but the route has no candidate",
     ];
-    for prefix in expect_prefixes {
-        assert!(
-            got.iter().any(|m| m.starts_with(prefix)),
-            "missing {prefix:?} in {got:#?}"
-        );
-    }
-    assert_eq!(got.len(), expect_prefixes.len(), "unexpected extra errors: {got:#?}");
+    assert_errors_are(&got, &expect_prefixes);
 }
 
 #[test]
@@ -329,13 +334,7 @@ fn connection_limits_default_and_every_bad_one_is_named() {
         "limits.idleTimeout: \"never\" is not a duration",
         "limits.sendTimeout: \"1 fortnight\" is not a duration",
     ];
-    for prefix in expect_prefixes {
-        assert!(
-            got.iter().any(|m| m.starts_with(prefix)),
-            "missing {prefix:?} in {got:#?}"
-        );
-    }
-    assert_eq!(got.len(), expect_prefixes.len(), "unexpected extra errors: {got:#?}");
+    assert_errors_are(&got, &expect_prefixes);
 }
 
 #[test]

@@ -22,10 +22,56 @@ use tokio::time::Instant;
 
 use crate::config::ConnectionLimits;
 
+/// When something last happened, kept as milliseconds since the clock started, so that many
+/// tasks can move it forward with one atomic operation and no lock.
+#[derive(Debug)]
+pub struct LastEvent {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl LastEvent {
+    /// A clock whose last event is now.
+    pub fn new() -> Self {
+        LastEvent {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Something happened now.
+    pub fn stamp(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last event.
+    pub fn quiet(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Returns once nothing has been stamped for `quiet`.
+    pub async fn quiet_for(&self, quiet: Duration) {
+        loop {
+            let so_far = self.quiet();
+            if so_far >= quiet {
+                return;
+            }
+            tokio::time::sleep(quiet - so_far).await;
+        }
+    }
+}
+
+impl Default for LastEvent {
+    fn default() -> Self {
+        LastEvent::new()
+    }
+}
+
 /// What one connection's requests and responses are doing, updated as they go.
 #[derive(Debug)]
 pub struct Activity {
-    opened: Instant,
     /// Requests whose handling has begun and whose response body has not been dropped.
     in_flight: AtomicUsize,
     /// Response bodies that handed the connection a frame the client has not yet taken
@@ -33,8 +79,9 @@ pub struct Activity {
     owed: AtomicUsize,
     /// Requests begun on this connection.
     requests: AtomicU64,
-    /// Milliseconds after `opened` of the last change that resets the clocks.
-    last_event_ms: AtomicU64,
+    /// The last change that resets the clocks: a request begun or finished, a frame handed
+    /// over or taken (the connection opening, until the first).
+    last_event: LastEvent,
     /// Upgraded connections (WebSocket tunnels) still open: the connection's place under
     /// the cap and in the drain is theirs until they close.
     tunnels: AtomicUsize,
@@ -100,11 +147,10 @@ impl Activity {
     /// A connection opened now.
     pub fn new() -> Arc<Self> {
         Arc::new(Activity {
-            opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             owed: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-            last_event_ms: AtomicU64::new(0),
+            last_event: LastEvent::new(),
             tunnels: AtomicUsize::new(0),
             tunnel_closed: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
@@ -136,19 +182,16 @@ impl Activity {
 
     /// The state now.
     pub fn snapshot(&self) -> Snapshot {
-        let since_open = self.opened.elapsed();
-        let last = Duration::from_millis(self.last_event_ms.load(Ordering::Relaxed));
         Snapshot {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             owed: self.owed.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
-            quiet: since_open.saturating_sub(last),
+            quiet: self.last_event.quiet(),
         }
     }
 
     fn event(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_event_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_event.stamp();
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
@@ -428,5 +471,19 @@ mod tests {
         drop(body);
         let now = activity.snapshot();
         assert_eq!((now.in_flight, now.requests), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn quiet_for_waits_for_quiet_since_the_last_stamp() {
+        let clock = LastEvent::new();
+        let idle = Duration::from_millis(60);
+        let started = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        clock.stamp();
+        clock.quiet_for(idle).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "a stamp restarts the wait"
+        );
     }
 }

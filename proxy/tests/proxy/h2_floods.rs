@@ -73,11 +73,6 @@ async fn goaway_then_close(stream: &mut TcpStream) -> Option<u32> {
     code
 }
 
-async fn listener_errors(proxy: &weir_proxy::Proxy, kind: &str) -> f64 {
-    let metrics = admin_text(proxy, "/metrics").await;
-    sample(&metrics, &format!(r#"weir_listener_errors_total{{kind="{kind}"}}"#)).unwrap_or(0.0)
-}
-
 async fn still_serves(addr: SocketAddr) {
     let (status, _) = h2c_get(addr, "http://a.test/").await;
     assert_eq!(status, 200, "another client is served during and after the flood");

@@ -20,11 +20,6 @@ async fn proxy_with(limits: &str, stable: &Backend, candidate: &Backend) -> weir
     start_proxy(&yaml).await
 }
 
-async fn listener_errors(proxy: &weir_proxy::Proxy, kind: &str) -> f64 {
-    let metrics = admin_text(proxy, "/metrics").await;
-    sample(&metrics, &format!(r#"weir_listener_errors_total{{kind="{kind}"}}"#)).unwrap_or(0.0)
-}
-
 /// Writes `request` on a new connection and reads until the proxy closes it.
 async fn exchange_until_closed(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = within(TcpStream::connect(addr)).await.expect("connect");

@@ -54,6 +54,28 @@ async fn config_json(admin: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_slice(&body).expect("/config is JSON")
 }
 
+/// The binary on `config` with the route ConfigMaps of `gateway` in `ns`, once ready (the
+/// ConfigMaps' first list merged).
+async fn start_ready(
+    config: &std::path::Path,
+    ns: &TestNamespace,
+    gateway: &str,
+    kubeconfig: &std::path::Path,
+) -> crate::binary::Running {
+    let selector = format!("weir.dev/gateway={gateway}");
+    let proxy = start_binary(
+        config,
+        &["--kube-routes", &selector, "--namespace", &ns.name],
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+    );
+    eventually("the proxy to be ready", || async {
+        let (parts, _, _) = send(&h1_client(), get(proxy.admin, "/readyz")).await;
+        parts.status == StatusCode::OK
+    })
+    .await;
+    proxy
+}
+
 /// A namespace of the shared test cluster for `test`, and the cluster's kubeconfig.
 async fn namespace(test: &str) -> (TestNamespace, std::path::PathBuf) {
     let ns = TestNamespace::create(test)
@@ -96,19 +118,8 @@ async fn route_config_maps_serve_beside_the_file_and_a_bad_one_is_rejected_alone
         file_backend.addr
     );
     std::fs::write(&path, file).expect("write config");
-    let selector = format!("weir.dev/gateway={gateway}");
-    let proxy = start_binary(
-        &path,
-        &["--kube-routes", &selector, "--namespace", &ns.name],
-        &[("KUBECONFIG", kubeconfig.as_os_str())],
-    );
-
     // Ready once the first list is merged; then the ConfigMaps' routes serve beside the file's.
-    eventually("the proxy to be ready", || async {
-        let (parts, _, _) = send(&h1_client(), get(proxy.admin, "/readyz")).await;
-        parts.status == StatusCode::OK
-    })
-    .await;
+    let proxy = start_ready(&path, &ns, &gateway, &kubeconfig).await;
     assert_eq!(ask(proxy.listen, "alpha.test").await, (StatusCode::OK, "alpha".into()));
     assert_eq!(ask(proxy.listen, "beta.test").await, (StatusCode::OK, "beta".into()));
     assert_eq!(ask(proxy.listen, "file.test").await, (StatusCode::OK, "file".into()));
@@ -285,17 +296,7 @@ async fn a_service_backend_follows_its_ready_endpoints_without_rebuilding_the_ta
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 1s\n").expect("write config");
-    let selector = format!("weir.dev/gateway={gateway}");
-    let proxy = start_binary(
-        &path,
-        &["--kube-routes", &selector, "--namespace", &ns.name],
-        &[("KUBECONFIG", kubeconfig.as_os_str())],
-    );
-    eventually("the proxy to be ready", || async {
-        let (parts, _, _) = send(&h1_client(), get(proxy.admin, "/readyz")).await;
-        parts.status == StatusCode::OK
-    })
-    .await;
+    let proxy = start_ready(&path, &ns, &gateway, &kubeconfig).await;
     let key = format!("{}/m-v2:8000", ns.name);
 
     // No EndpointSlice yet: no endpoint, so the proxy answers 503 itself and sends nothing.
@@ -395,17 +396,7 @@ async fn a_hundred_config_map_changes_under_load_lose_no_request() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.yaml");
     std::fs::write(&path, "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndrainTimeout: 1s\n").expect("write config");
-    let selector = format!("weir.dev/gateway={gateway}");
-    let proxy = start_binary(
-        &path,
-        &["--kube-routes", &selector, "--namespace", &ns.name],
-        &[("KUBECONFIG", kubeconfig.as_os_str())],
-    );
-    eventually("the proxy to be ready", || async {
-        let (parts, _, _) = send(&h1_client(), get(proxy.admin, "/readyz")).await;
-        parts.status == StatusCode::OK
-    })
-    .await;
+    let proxy = start_ready(&path, &ns, &gateway, &kubeconfig).await;
 
     let tally = Arc::new(Tally::default());
     let started = tokio::time::Instant::now();

@@ -366,6 +366,12 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// `weir_listener_errors_total{kind}` of `proxy` now (0 before the first).
+pub async fn listener_errors(proxy: &Proxy, kind: &str) -> f64 {
+    let metrics = admin_text(proxy, "/metrics").await;
+    sample(&metrics, &format!(r#"weir_listener_errors_total{{kind="{kind}"}}"#)).unwrap_or(0.0)
+}
+
 /// Polls `check` every 20 ms until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
