@@ -15,6 +15,7 @@ pub mod counters;
 pub mod crash;
 pub mod decide;
 pub mod demo;
+pub mod experiment;
 pub mod judge;
 pub mod ports;
 pub mod reconcile;

@@ -119,7 +119,10 @@ impl Body for ProxyBody {
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(data) = frame.data_ref() {
-                                c.data();
+                                // An empty frame (an h2 END_STREAM on its own) carries no token.
+                                if !data.is_empty() {
+                                    c.data();
+                                }
                                 if let Some(left) = remaining.as_mut() {
                                     *left = left.saturating_sub(data.len() as u64);
                                 }

@@ -10,7 +10,6 @@ use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::grpc;
-use crate::split::Side;
 
 /// Response header naming the reason of a proxy-made error.
 pub const ERROR_HEADER: &str = "x-weir-error";
@@ -66,8 +65,8 @@ pub enum ProxyError {
     BadRequestBody {
         /// Route name.
         route: String,
-        /// Side the request went to.
-        side: Side,
+        /// Side the request went to (a variant's name on an N-way route).
+        side: String,
         /// Endpoint it was going to.
         endpoint: Authority,
         /// Why, from below the proxy.
@@ -80,7 +79,7 @@ pub enum ProxyError {
         /// Route name.
         route: String,
         /// Side the request was for.
-        side: Side,
+        side: String,
         /// The backend.
         backend: String,
     },
@@ -89,8 +88,8 @@ pub enum ProxyError {
     UpstreamConnect {
         /// Route name.
         route: String,
-        /// Side the request went to.
-        side: Side,
+        /// Side the request went to (a variant's name on an N-way route).
+        side: String,
         /// Endpoint tried.
         endpoint: Authority,
         /// Why, from below the proxy.
@@ -102,8 +101,8 @@ pub enum ProxyError {
     UpstreamTls {
         /// Route name.
         route: String,
-        /// Side the request went to.
-        side: Side,
+        /// Side the request went to (a variant's name on an N-way route).
+        side: String,
         /// Endpoint tried.
         endpoint: Authority,
         /// Why, from below the proxy.
@@ -115,8 +114,8 @@ pub enum ProxyError {
     UpstreamTimeout {
         /// Route name.
         route: String,
-        /// Side the request went to.
-        side: Side,
+        /// Side the request went to (a variant's name on an N-way route).
+        side: String,
         /// Endpoint tried.
         endpoint: Authority,
         /// The route's timeout.
@@ -127,8 +126,8 @@ pub enum ProxyError {
     UpstreamReset {
         /// Route name.
         route: String,
-        /// Side the request went to.
-        side: Side,
+        /// Side the request went to (a variant's name on an N-way route).
+        side: String,
         /// Endpoint tried.
         endpoint: Authority,
         /// Why, from below the proxy.

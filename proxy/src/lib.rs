@@ -28,6 +28,7 @@ pub mod state;
 pub mod table;
 pub mod upgrade;
 pub mod upstream;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

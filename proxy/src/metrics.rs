@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::split::Side;
+use crate::users::DistinctUsers;
 
 /// The names of the metrics and labels the controller reads, as they appear in the exposition.
 pub mod names {
@@ -37,6 +39,20 @@ pub mod names {
     pub const LISTENER_ERRORS: &str = "weir_listener_errors_total";
     /// Abandoned mirrors: counter, labels route, reason.
     pub const MIRROR_SKIPPED: &str = "weir_mirror_skipped_total";
+    /// Gaps between the body frames of a response: histogram, labels route, side. For a
+    /// model server streaming tokens, the inter-token latency.
+    pub const STREAM_GAP: &str = "weir_stream_gap_seconds";
+    /// Body frames per response: histogram, labels route, side.
+    pub const STREAM_FRAMES: &str = "weir_stream_frames";
+    /// Sum of the scores responses reported (the route's `score` header or trailer): a gauge
+    /// that only grows (scores are non-negative), labels route, side.
+    pub const SCORE_SUM: &str = "weir_score_sum";
+    /// Sum of the squares of those scores: gauge that only grows, labels route, side.
+    pub const SCORE_SQUARES_SUM: &str = "weir_score_squares_sum";
+    /// Responses that reported a score: gauge that only grows, labels route, side.
+    pub const SCORE_COUNT: &str = "weir_score_count";
+    /// Distinct sticky keys seen per side, a HyperLogLog estimate: gauge, labels route, side.
+    pub const STICKY_USERS: &str = "weir_sticky_users";
     /// When this proxy process started, in seconds since the Unix epoch: gauge. A scraper that
     /// sees it change knows every counter of this instance started again from zero.
     pub const START_TIME: &str = "weir_proxy_start_time_seconds";
@@ -48,7 +64,7 @@ pub mod names {
     pub mod label {
         /// The route's name.
         pub const ROUTE: &str = "route";
-        /// `stable`, `candidate` or `mirror`.
+        /// `stable`, `candidate` or `mirror`, or a variant's name on an N-way route.
         pub const SIDE: &str = "side";
         /// How a request ended: see [`super::super::CodeClass`].
         pub const CODE: &str = "code";
@@ -73,8 +89,14 @@ pub const LATENCY_BUCKETS: [f64; 24] = [
     5.0, 10.0, 30.0, 60.0,
 ];
 
-/// The `side` label: which version served, or the mirror copy.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Upper bounds of the frames-per-response histogram: powers of two from 1 to 16384.
+pub const FRAME_BUCKETS: [f64; 15] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+];
+
+/// The `side` label of a stable/candidate route: which version served, or the mirror copy.
+/// (An N-way route's sides are labelled with its variants' names.)
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 #[allow(non_camel_case_types)]
 pub enum SideLabel {
     /// The stable version.
@@ -96,14 +118,6 @@ impl SideLabel {
     }
 }
 
-impl From<Side> for SideLabel {
-    fn from(side: Side) -> Self {
-        match side {
-            Side::Stable => SideLabel::stable,
-            Side::Candidate => SideLabel::candidate,
-        }
-    }
-}
 
 /// The `code` label: how a request ended. The status class of a response whose body ended
 /// cleanly; `error` when no response came or its body failed or went silent; `cancelled` when
@@ -315,14 +329,14 @@ pub enum ReloadResult {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    side: SideLabel,
+    side: String,
     code: CodeClass,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteSideLabels {
     route: String,
-    side: SideLabel,
+    side: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -333,7 +347,7 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamErrorLabels {
     route: String,
-    side: SideLabel,
+    side: String,
     kind: UpstreamErrorKind,
 }
 
@@ -360,6 +374,26 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+fn frames_histogram() -> Histogram {
+    Histogram::new(FRAME_BUCKETS)
+}
+
+/// A float sum that only grows, exported as a gauge so that its name can end in `_sum`
+/// (a counter's must end in `_total`).
+type Total = Gauge<f64, AtomicU64>;
+
+/// The families whose series a side creates on first use: most routes never stream, score
+/// or stick, and a 10,000-route table should not carry 160,000 idle series for them.
+#[derive(Clone, Debug)]
+struct OnDemandFamilies {
+    stream_gap: HistogramFamily<RouteSideLabels>,
+    stream_frames: HistogramFamily<RouteSideLabels>,
+    score_sum: Family<RouteSideLabels, Total>,
+    score_squares: Family<RouteSideLabels, Total>,
+    score_count: Family<RouteSideLabels, Gauge>,
+    sticky_users: Family<RouteSideLabels, Gauge>,
+}
+
 /// Every metric family of the proxy. Cheap to clone: families and the route cache share
 /// their storage.
 #[derive(Clone, Debug)]
@@ -378,6 +412,7 @@ pub struct ProxyMetrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     listener_errors: Family<ListenerErrorLabels, Counter>,
+    on_demand: OnDemandFamilies,
     start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
@@ -395,6 +430,14 @@ impl ProxyMetrics {
             upstream_errors: Family::default(),
             reloads: Family::default(),
             listener_errors: Family::default(),
+            on_demand: OnDemandFamilies {
+                stream_gap: HistogramFamily::new_with_constructor(latency_histogram),
+                stream_frames: HistogramFamily::new_with_constructor(frames_histogram),
+                score_sum: Family::default(),
+                score_squares: Family::default(),
+                score_count: Family::default(),
+                sticky_users: Family::default(),
+            },
             start_time: Gauge::default(),
         };
         let started = std::time::SystemTime::now()
@@ -463,6 +506,37 @@ impl ProxyMetrics {
             "Client connections closed before any request, by kind",
             metrics.listener_errors.clone(),
         );
+        let on_demand = &metrics.on_demand;
+        registry.register(
+            registered(names::STREAM_GAP),
+            "Gaps between the body frames of a response: inter-token latency of a streamed answer",
+            on_demand.stream_gap.clone(),
+        );
+        registry.register(
+            registered(names::STREAM_FRAMES),
+            "Body frames per response",
+            on_demand.stream_frames.clone(),
+        );
+        registry.register(
+            registered(names::SCORE_SUM),
+            "Sum of the scores responses reported in the route's score header or trailer (only grows)",
+            on_demand.score_sum.clone(),
+        );
+        registry.register(
+            registered(names::SCORE_SQUARES_SUM),
+            "Sum of the squares of the scores responses reported (only grows)",
+            on_demand.score_squares.clone(),
+        );
+        registry.register(
+            registered(names::SCORE_COUNT),
+            "Responses that reported a score (only grows)",
+            on_demand.score_count.clone(),
+        );
+        registry.register(
+            registered(names::STICKY_USERS),
+            "Distinct sticky keys seen, a HyperLogLog estimate (about 1.6 % standard error)",
+            on_demand.sticky_users.clone(),
+        );
         // Both series exist from the start, so a scrape shows 0 rather than nothing.
         for kind in ListenerErrorKind::ALL {
             drop(metrics.listener_errors.get_or_create(&ListenerErrorLabels { kind }));
@@ -470,25 +544,33 @@ impl ProxyMetrics {
         metrics
     }
 
-    /// Prebuilt handles for one route. Call when a routing table is built, never per request.
+    /// Prebuilt handles for one stable/candidate route. Call when a routing table is built,
+    /// never per request.
     pub fn route(&self, route: &str) -> RouteMetrics {
+        self.route_with_variants(route, &[])
+    }
+
+    /// Prebuilt handles for a route, with one set per variant when it splits N ways.
+    pub fn route_with_variants(&self, route: &str, variants: &[&str]) -> RouteMetrics {
         // A poisoned cache only means a panic mid-insert; its entries are still valid handles.
         let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(handles) = routes.get(route) {
+        if let Some(handles) = routes.get(route)
+            && handles.variants.iter().map(|v| v.extra.labels.side.as_str()).eq(variants.iter().copied())
+        {
             return handles.clone();
         }
-        let handles = self.build_route(route);
+        let handles = self.build_route(route, variants);
         routes.insert(route.to_owned(), handles.clone());
         handles
     }
 
-    fn build_route(&self, route: &str) -> RouteMetrics {
-        let side = |side: SideLabel| SideMetrics {
+    fn build_route(&self, route: &str, variants: &[&str]) -> RouteMetrics {
+        let side = |side: &str| SideMetrics {
             codes: CodeClass::ALL.map(|code| {
                 self.requests
                     .get_or_create(&RequestLabels {
                         route: route.to_owned(),
-                        side,
+                        side: side.to_owned(),
                         code,
                     })
                     .clone()
@@ -497,30 +579,41 @@ impl ProxyMetrics {
                 .duration
                 .get_or_create(&RouteSideLabels {
                     route: route.to_owned(),
-                    side,
+                    side: side.to_owned(),
                 })
                 .clone(),
             first_byte: self
                 .first_byte
                 .get_or_create(&RouteSideLabels {
                     route: route.to_owned(),
-                    side,
+                    side: side.to_owned(),
                 })
                 .clone(),
             upstream_errors: UpstreamErrorKind::ALL.map(|kind| {
                 self.upstream_errors
                     .get_or_create(&UpstreamErrorLabels {
                         route: route.to_owned(),
-                        side,
+                        side: side.to_owned(),
                         kind,
                     })
                     .clone()
             }),
+            extra: Arc::new(OnDemand {
+                labels: RouteSideLabels {
+                    route: route.to_owned(),
+                    side: side.to_owned(),
+                },
+                families: self.on_demand.clone(),
+                stream: OnceLock::new(),
+                score: OnceLock::new(),
+                users: OnceLock::new(),
+            }),
         };
         RouteMetrics {
-            stable: side(SideLabel::stable),
-            candidate: side(SideLabel::candidate),
-            mirror: side(SideLabel::mirror),
+            stable: side(SideLabel::stable.as_str()),
+            candidate: side(SideLabel::candidate.as_str()),
+            mirror: side(SideLabel::mirror.as_str()),
+            variants: variants.iter().map(|name| side(name)).collect(),
             mirror_skipped: SkipReason::ALL.map(|reason| {
                 self.mirror_skipped
                     .get_or_create(&MirrorSkipLabels {
@@ -561,12 +654,14 @@ impl ProxyMetrics {
     }
 }
 
-/// Handles for one route's two sides.
+/// Handles for one route's sides.
 #[derive(Clone, Debug)]
 pub struct RouteMetrics {
     stable: SideMetrics,
     candidate: SideMetrics,
     mirror: SideMetrics,
+    /// An N-way route's variants, in config order.
+    variants: Vec<SideMetrics>,
     mirror_skipped: [Counter; SkipReason::ALL.len()],
     weight: Gauge,
     fail_fast_trips: Counter,
@@ -578,6 +673,17 @@ impl RouteMetrics {
         match side {
             Side::Stable => &self.stable,
             Side::Candidate => &self.candidate,
+            // A variant the route does not have cannot come from a validated config.
+            Side::Variant(i) => self.variants.get(usize::from(i)).unwrap_or(&self.stable),
+        }
+    }
+
+    /// The handles of every side requests can go to: stable and candidate, or the variants.
+    pub fn serving_sides(&self) -> Vec<&SideMetrics> {
+        if self.variants.is_empty() {
+            vec![&self.stable, &self.candidate]
+        } else {
+            self.variants.iter().collect()
         }
     }
 
@@ -609,6 +715,51 @@ pub struct SideMetrics {
     duration: Histogram,
     first_byte: Histogram,
     upstream_errors: [Counter; 4],
+    /// Shared by every table's copy of these handles, so the distinct-user sketch survives
+    /// reloads.
+    extra: Arc<OnDemand>,
+}
+
+/// A side's series that exist once used (or once the config asks for them).
+#[derive(Debug)]
+struct OnDemand {
+    labels: RouteSideLabels,
+    families: OnDemandFamilies,
+    stream: OnceLock<(Histogram, Histogram)>,
+    score: OnceLock<(Total, Total, Gauge)>,
+    users: OnceLock<(DistinctUsers, Gauge)>,
+}
+
+impl OnDemand {
+    fn stream(&self) -> &(Histogram, Histogram) {
+        self.stream.get_or_init(|| {
+            let f = &self.families;
+            (
+                f.stream_gap.get_or_create(&self.labels).clone(),
+                f.stream_frames.get_or_create(&self.labels).clone(),
+            )
+        })
+    }
+
+    fn score(&self) -> &(Total, Total, Gauge) {
+        self.score.get_or_init(|| {
+            let f = &self.families;
+            (
+                f.score_sum.get_or_create(&self.labels).clone(),
+                f.score_squares.get_or_create(&self.labels).clone(),
+                f.score_count.get_or_create(&self.labels).clone(),
+            )
+        })
+    }
+
+    fn users(&self) -> &(DistinctUsers, Gauge) {
+        self.users.get_or_init(|| {
+            (
+                DistinctUsers::default(),
+                self.families.sticky_users.get_or_create(&self.labels).clone(),
+            )
+        })
+    }
 }
 
 impl SideMetrics {
@@ -631,6 +782,44 @@ impl SideMetrics {
     /// Counts one upstream failure.
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].inc();
+    }
+
+    /// Records the gap between two body frames of one response.
+    pub fn observe_stream_gap(&self, seconds: f64) {
+        self.extra.stream().0.observe(seconds);
+    }
+
+    /// Records how many body frames one response had.
+    pub fn observe_stream_frames(&self, frames: u64) {
+        self.extra.stream().1.observe(frames as f64);
+    }
+
+    /// Adds one response's score. Scores are finite and non-negative (the caller checks), so
+    /// the sums only grow.
+    pub fn score(&self, value: f64) {
+        let (sum, squares, count) = self.extra.score();
+        sum.inc_by(value);
+        squares.inc_by(value * value);
+        count.inc();
+    }
+
+    /// Counts a sticky key (its hash) among this side's distinct users.
+    pub fn user(&self, key_hash: u64) {
+        let (users, gauge) = self.extra.users();
+        if users.insert(key_hash) {
+            gauge.set(users.estimate() as i64);
+        }
+    }
+
+    /// Exports the score series from 0 now, before any response reports a score, so a
+    /// reader sees `0` for a side whose responses carry none rather than no series at all.
+    pub fn export_score(&self) {
+        self.extra.score();
+    }
+
+    /// Exports the distinct-users series from 0 now, for a route with a sticky key.
+    pub fn export_users(&self) {
+        self.extra.users();
     }
 }
 

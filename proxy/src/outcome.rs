@@ -12,6 +12,10 @@
 //!   fail-fast: stopping a generation half way is ordinary).
 //!
 //! Every candidate outcome also feeds fail-fast.
+//!
+//! [`Completion`] also sees what a streaming model server's users feel beyond the first byte:
+//! the gaps between body frames (inter-token latency) and the frames per response, and the
+//! score a response reports in the route's score header or trailer.
 
 use std::sync::Arc;
 
@@ -78,6 +82,9 @@ impl Pending {
             side: self.side,
             start: self.start,
             first_byte_seen: false,
+            frames: 0,
+            last_frame: None,
+            scored: false,
             outcome: head,
             awaiting_trailers: grpc,
             counted: false,
@@ -104,6 +111,12 @@ pub struct Completion {
     side: Side,
     start: Instant,
     first_byte_seen: bool,
+    /// Data frames passed so far.
+    frames: u64,
+    /// When the last data frame passed.
+    last_frame: Option<Instant>,
+    /// The response's score has been read (from its head or its trailers).
+    scored: bool,
     /// What is counted unless the body says otherwise: the head's class.
     outcome: CodeClass,
     /// A gRPC answer whose trailers (and so its verdict) have not arrived.
@@ -112,8 +125,26 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// A body data frame passed: the first one is the time to first byte.
+    /// The response head's headers: a score may be in them.
+    pub fn head(&mut self, headers: &HeaderMap) {
+        self.take_score(headers);
+    }
+
+    /// A body data frame passed: the first one is the time to first byte; every later one
+    /// is a gap in the stream.
     pub fn data(&mut self) {
+        let now = Instant::now();
+        self.frames += 1;
+        if let Some(last) = self.last_frame.replace(now) {
+            self.route
+                .metrics
+                .side(self.side)
+                .observe_stream_gap(now.duration_since(last).as_secs_f64());
+        }
+        self.first_byte();
+    }
+
+    fn first_byte(&mut self) {
         if !self.first_byte_seen {
             self.first_byte_seen = true;
             self.route
@@ -123,9 +154,26 @@ impl Completion {
         }
     }
 
+    /// Counts the route's score if `headers` carry it, once per response. A value that is not
+    /// a finite, non-negative number is treated as missing: counting it as 0 would drag the
+    /// mean down for a server that failed to score, and the sums must only grow.
+    fn take_score(&mut self, headers: &HeaderMap) {
+        let Some(name) = &self.route.score else { return };
+        if self.scored {
+            return;
+        }
+        let Some(value) = headers.get(name) else { return };
+        self.scored = true;
+        match parse_score(value.as_bytes()) {
+            Some(score) => self.route.metrics.side(self.side).score(score),
+            None => tracing::debug!(route = %self.route.name, header = %name, value = ?value, "score is not a non-negative number; counted as missing"),
+        }
+    }
+
     /// The trailers arrived: a gRPC answer's verdict is its `grpc-status`, and a missing one
-    /// is UNKNOWN.
+    /// is UNKNOWN. A score may be in them too.
     pub fn trailers(&mut self, trailers: &HeaderMap) {
+        self.take_score(trailers);
         if self.awaiting_trailers {
             self.awaiting_trailers = false;
             self.outcome = crate::grpc::status(trailers).map_or(CodeClass::GrpcError, crate::grpc::classify);
@@ -187,10 +235,35 @@ impl Drop for Completion {
             self.route.metrics.side(self.side).count(CodeClass::Cancelled);
         }
         // A response without a body has its first (and last) byte at its end.
-        self.data();
-        self.route
-            .metrics
-            .side(self.side)
-            .observe_duration(self.start.elapsed().as_secs_f64());
+        self.first_byte();
+        let metrics = self.route.metrics.side(self.side);
+        metrics.observe_duration(self.start.elapsed().as_secs_f64());
+        metrics.observe_stream_frames(self.frames);
+    }
+}
+
+/// A score as a response reports it: a finite, non-negative decimal number.
+pub fn parse_score(value: &[u8]) -> Option<f64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|score| score.is_finite() && *score >= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_score;
+
+    #[test]
+    fn scores_are_finite_non_negative_numbers() {
+        assert_eq!(parse_score(b"0.83"), Some(0.83));
+        assert_eq!(parse_score(b" 1 "), Some(1.0));
+        assert_eq!(parse_score(b"0"), Some(0.0));
+        assert_eq!(parse_score(b"2e-3"), Some(0.002));
+        for bad in [&b""[..], b"n/a", b"NaN", b"inf", b"-0.5", b"0.8 good", b"\xff"] {
+            assert_eq!(parse_score(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -27,7 +27,7 @@ use crate::mirror;
 use crate::outcome::Pending;
 use crate::split::Side;
 use crate::state::ConfigState;
-use crate::table::{Route, Table, side_value};
+use crate::table::{Route, Table};
 use crate::upstream::{UpstreamBody, Upstreams};
 
 /// Largest total size of request header names and values the proxy forwards. Larger requests
@@ -153,7 +153,7 @@ impl ProxyService {
             Pending::new(Arc::clone(route), side, start).failed(UpstreamErrorKind::connect);
             return Err(ProxyError::NoEndpoint {
                 route: route.name.clone(),
-                side,
+                side: route.side_name(side),
                 backend: backend.name.clone(),
             });
         };
@@ -166,6 +166,12 @@ impl ProxyService {
         // Only the proxy marks a mirrored copy: a client's own mark would let it pass as
         // shadow traffic, which the candidate may treat differently.
         h.remove(MIRROR_HEADER);
+        if route.score.is_some() {
+            // A streaming server knows its score only at the end: let it send a trailer (an
+            // HTTP/1.1 server sends trailers only to a client that accepts them). The proxy
+            // passes trailers on only to a client that asked for them itself.
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         h.insert(header::HOST, host);
         let trusted = table
             .config
@@ -201,13 +207,14 @@ impl ProxyService {
                     pending.abandoned_by_client();
                     return Err(ProxyError::BadRequestBody {
                         route: route.name.clone(),
-                        side,
+                        side: route.side_name(side),
                         endpoint: endpoint.authority.clone(),
                         source: failure.source,
                     });
                 }
                 Ok(Err(failure)) => {
                     pending.failed(failure.kind);
+                    let side = route.side_name(side);
                     let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);
                     return Err(match failure.kind {
                         UpstreamErrorKind::tls => ProxyError::UpstreamTls {
@@ -241,7 +248,7 @@ impl ProxyService {
                     }
                     return Err(ProxyError::UpstreamTimeout {
                         route: route.name.clone(),
-                        side,
+                        side: route.side_name(side),
                         endpoint: endpoint.authority.clone(),
                         timeout: deadline,
                     });
@@ -249,7 +256,7 @@ impl ProxyService {
             };
 
         let code = CodeClass::of_status(upstream.status());
-        let completion = match (grpc, code) {
+        let mut completion = match (grpc, code) {
             // A gRPC client fails a 200 that is not gRPC (a misrouted or plain HTTP backend).
             (true, CodeClass::Success) if !grpc::is_grpc(upstream.headers()) => {
                 pending.answered(CodeClass::GrpcError, false)
@@ -264,6 +271,7 @@ impl ProxyService {
             },
             _ => pending.answered(code, false),
         };
+        completion.head(upstream.headers());
         let tunnel = match client_upgrade {
             Some(client) if upstream.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let protocol = upstream.headers().get(header::UPGRADE).cloned();
@@ -280,7 +288,7 @@ impl ProxyService {
         head.headers.remove(header::TE);
         head.headers.append(header::VIA, headers::via(head.version));
         if let Some(name) = &table.side_header {
-            head.headers.insert(name.clone(), side_value(side));
+            head.headers.insert(name.clone(), route.side_value(side));
         }
         if diverted {
             head.headers.insert(FAIL_FAST_HEADER, HeaderValue::from_static("1"));

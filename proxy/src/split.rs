@@ -1,4 +1,6 @@
 //! Which side of a route a request goes to: overrides, then sticky hash, then exact weight.
+//! A route splits two ways (stable and candidate, by one weight) or N ways (named variants,
+//! one weight each).
 //!
 //! Pure policy: no sockets, no clocks, no globals. The caller hands in the request's headers
 //! and, for weight-decided requests, a sequence number it drew from the route's counter.
@@ -12,7 +14,10 @@ use serde::{Deserialize, Serialize};
 /// Total number of basis points: a weight of `BASIS_POINTS` sends everything to the candidate.
 pub const BASIS_POINTS: u16 = 10_000;
 
-/// The two versions of a service a route splits between.
+/// Most variants an N-way route splits between.
+pub const MAX_VARIANTS: usize = 8;
+
+/// The version of a service a request goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
@@ -20,21 +25,28 @@ pub enum Side {
     Stable,
     /// The version under rollout.
     Candidate,
+    /// The variant at this index of an N-way route (its name is the route's to give).
+    Variant(u8),
 }
 
 impl Side {
-    /// The lowercase name used in headers, metrics and config.
+    /// The lowercase name used in headers, metrics and config; a variant's name is its
+    /// route's, so here it is only `variant`.
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Stable => "stable",
             Side::Candidate => "candidate",
+            Side::Variant(_) => "variant",
         }
     }
 }
 
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Side::Variant(index) => write!(f, "variant {index}"),
+            side => f.write_str(side.as_str()),
+        }
     }
 }
 
@@ -112,6 +124,19 @@ pub struct SplitPolicy {
     pub overrides: Vec<Override>,
     /// Key for sticky assignment, if any.
     pub sticky: Option<KeySource>,
+    /// The variants of an N-way route; `None` on a stable/candidate route (whose `weight`
+    /// then decides).
+    pub variants: Option<Variants>,
+}
+
+/// One variant of an N-way split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VariantWeight {
+    /// The variant's name: salts its sticky hash, so users stay put when variants are
+    /// reordered, and only a removed variant's users move.
+    pub name: String,
+    /// Its share in basis points; the shares of a route sum to 10000.
+    pub weight: Weight,
 }
 
 impl SplitPolicy {
@@ -123,10 +148,20 @@ impl SplitPolicy {
                 return (rule.side, Reason::Override(index));
             }
         }
-        if let Some(key) = self.sticky.as_ref().and_then(|source| source.find(headers)) {
-            return (sticky_side(&self.route, key, self.weight), Reason::Sticky);
-        }
-        (weighted_side(next_sequence(), self.weight), Reason::Weight)
+        let sticky = self.sticky.as_ref().and_then(|source| source.find(headers));
+        let Some(variants) = &self.variants else {
+            return match sticky {
+                Some(key) => (sticky_side(&self.route, key, self.weight), Reason::Sticky),
+                None => (weighted_side(next_sequence(), self.weight), Reason::Weight),
+            };
+        };
+        let index = match sticky {
+            Some(key) => sticky_variant(&self.route, key, variants.list()),
+            None => variants.weighted(next_sequence()),
+        };
+        // At most MAX_VARIANTS (8): validation refuses more.
+        let side = Side::Variant(index as u8);
+        (side, if sticky.is_some() { Reason::Sticky } else { Reason::Weight })
     }
 }
 
@@ -148,11 +183,108 @@ pub fn weighted_side(sequence: u64, weight: Weight) -> Side {
     }
 }
 
+/// The weight split of an N-way route: which variant each of 10000 weight-decided requests
+/// in a row goes to, the pattern repeating after that.
+///
+/// Built earliest deadline first: request `t` (from 1) goes, among the variants still behind
+/// their share (`served * 10000 < t * weight`), to the one whose next request is due
+/// soonest (`(served + 1) / weight` smallest). After 10000 requests every variant has been
+/// served exactly its weight, so the pattern repeats seamlessly and any 10000 consecutive
+/// requests hold each variant's weight exactly. No variant is ever a whole request ahead of
+/// or behind its share (`t * weight / 10000`) on any prefix (a property test checks it), so
+/// any window holds each within 2 of its share, spread rather than bunched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variants {
+    list: Vec<VariantWeight>,
+    /// The variant index of each position in the 10000-request pattern.
+    schedule: std::sync::Arc<[u8]>,
+}
+
+impl Variants {
+    /// The split of `list`, whose weights sum to 10000 and which holds 1 to
+    /// [`MAX_VARIANTS`] variants (validation checks both).
+    pub fn new(list: Vec<VariantWeight>) -> Variants {
+        let weights: Vec<u64> = list.iter().map(|v| u64::from(v.weight.basis_points())).collect();
+        let total = u64::from(BASIS_POINTS);
+        let mut served = vec![0u64; weights.len()];
+        let schedule = (1..=total)
+            .map(|t| {
+                let mut best: Option<usize> = None;
+                for (i, &w) in weights.iter().enumerate() {
+                    if served[i] * total >= t * w {
+                        continue;
+                    }
+                    // Due sooner: (served_i + 1) / w_i < (served_b + 1) / w_b.
+                    if best.is_none_or(|b| (served[i] + 1) * weights[b] < (served[b] + 1) * w) {
+                        best = Some(i);
+                    }
+                }
+                // Some variant is always behind: the shares of t requests sum to t, and only
+                // t - 1 have been served. (Weights that do not sum to 10000 fall back to 0.)
+                let chosen = best.unwrap_or(0);
+                served[chosen] += 1;
+                chosen as u8
+            })
+            .collect();
+        Variants { list, schedule }
+    }
+
+    /// The variants in config order.
+    pub fn list(&self) -> &[VariantWeight] {
+        &self.list
+    }
+
+    /// The variant of the weight-decided request with sequence number `sequence`.
+    pub fn weighted(&self, sequence: u64) -> usize {
+        usize::from(self.schedule[(sequence % u64::from(BASIS_POINTS)) as usize])
+    }
+}
+
+/// The variant of a sticky key on an N-way route, by weighted rendezvous hashing: each
+/// variant scores the key `w / -ln(u)`, `u` uniform in (0, 1) from a hash of the route, the
+/// variant's name and the key, and the highest score wins. A variant wins with probability
+/// exactly its share; raising one variant's weight raises only its score, and lowering
+/// another's lowers only that one's, so a user only ever moves into the variant that grew.
+pub fn sticky_variant(route: &str, key: &[u8], variants: &[VariantWeight]) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, variant) in variants.iter().enumerate() {
+        let w = f64::from(variant.weight.basis_points());
+        if w == 0.0 {
+            continue;
+        }
+        let hash = hash_parts(&[route.as_bytes(), variant.name.as_bytes(), key]);
+        // 53 random bits, centred in their interval so u is never 0 or 1.
+        let u = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = w / -u.ln();
+        if score > best.1 {
+            best = (i, score);
+        }
+    }
+    best.0
+}
+
+/// The 64-bit hash of a sticky key on a route: the one its bucket comes from, and the one
+/// distinct users are counted by.
+pub fn sticky_hash(route: &str, key: &[u8]) -> u64 {
+    hash_parts(&[route.as_bytes(), key])
+}
+
 /// The bucket (0..10000) of a sticky key on a route. Stable across processes and versions.
 pub fn sticky_bucket(route: &str, key: &[u8]) -> u16 {
+    // Multiply-shift reduction: unbiased enough for 10000 buckets and free of a division.
+    ((u128::from(sticky_hash(route, key)) * u128::from(BASIS_POINTS)) >> 64) as u16
+}
+
+/// FNV-1a over the parts, each but the last followed by a 0xff separator (a byte no UTF-8
+/// name holds), then the murmur3 finaliser.
+fn hash_parts(parts: &[&[u8]]) -> u64 {
     let mut hash = FNV_OFFSET;
-    for &byte in route.as_bytes().iter().chain(&[0xff]).chain(key) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+    let last = parts.len().saturating_sub(1);
+    for (i, part) in parts.iter().enumerate() {
+        let separator: &[u8] = if i < last { &[0xff] } else { &[] };
+        for &byte in part.iter().chain(separator) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
     }
     // FNV alone leaves similar keys ("user-1", "user-2") correlated in the low bits; the
     // murmur3 finaliser spreads every input bit over the whole word before we reduce it.
@@ -161,8 +293,7 @@ pub fn sticky_bucket(route: &str, key: &[u8]) -> u16 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^= hash >> 33;
-    // Multiply-shift reduction: unbiased enough for 10000 buckets and free of a division.
-    ((u128::from(hash) * u128::from(BASIS_POINTS)) >> 64) as u16
+    hash
 }
 
 /// The side of a sticky key: candidate when its bucket is below the weight, so raising the
@@ -269,6 +400,7 @@ mod tests {
                 },
             ],
             sticky: Some(KeySource::Header(HeaderName::from_static("x-user-id"))),
+            variants: None,
         }
     }
 
@@ -329,6 +461,83 @@ mod tests {
         assert!(same < 10, "{same} of 1000 users share a bucket on two routes");
     }
 
+    fn variant_list(weights: &[u16]) -> Vec<VariantWeight> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| VariantWeight {
+                name: format!("v{i}"),
+                weight: weight(w),
+            })
+            .collect()
+    }
+
+    fn variants(weights: &[u16]) -> Variants {
+        Variants::new(variant_list(weights))
+    }
+
+    /// Up to 8 weights summing to 10000, zeros allowed.
+    fn weight_sets() -> impl Strategy<Value = Vec<u16>> {
+        proptest::collection::vec(0u16..=10_000, 1..8).prop_map(|cuts| {
+            let mut cuts: Vec<u16> = cuts;
+            cuts.sort_unstable();
+            let mut previous = 0;
+            let mut weights: Vec<u16> = cuts
+                .iter()
+                .map(|&c| {
+                    let w = c - previous;
+                    previous = c;
+                    w
+                })
+                .collect();
+            weights.push(10_000 - previous);
+            weights
+        })
+    }
+
+    fn variant_counts(range: std::ops::Range<u64>, vs: &Variants) -> Vec<u64> {
+        let mut counts = vec![0; vs.list().len()];
+        for n in range {
+            counts[vs.weighted(n)] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn three_variants_split_exactly_and_evenly() {
+        let vs = variants(&[5000, 3000, 2000]);
+        assert_eq!(variant_counts(0..10_000, &vs), vec![5000, 3000, 2000]);
+        // Spread: every run of 10 requests holds exactly 5, 3 and 2.
+        for start in 0..1000 {
+            assert_eq!(variant_counts(start * 10..start * 10 + 10, &vs), vec![5, 3, 2]);
+        }
+    }
+
+    #[test]
+    fn sticky_variants_follow_their_weights() {
+        let vs = variants(&[5000, 3000, 2000]);
+        let mut counts = [0u32; 3];
+        for i in 0..100_000 {
+            counts[sticky_variant("r", format!("user-{i}").as_bytes(), vs.list())] += 1;
+        }
+        for (count, expected) in counts.iter().zip([50_000, 30_000, 20_000]) {
+            assert!(count.abs_diff(expected) < 800, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn an_n_way_policy_decides_variants_by_override_sticky_and_weight() {
+        let mut p = policy(0);
+        p.variants = Some(variants(&[0, 10_000, 0]));
+        p.overrides[0].side = Side::Variant(2);
+        let mut headers = HeaderMap::new();
+        assert_eq!(p.decide(&headers, || 5), (Side::Variant(1), Reason::Weight));
+        headers.insert("x-user-id", HeaderValue::from_static("alice"));
+        assert_eq!(p.decide(&headers, never_called), (Side::Variant(1), Reason::Sticky));
+        headers.insert("x-weir-side", HeaderValue::from_static("candidate"));
+        assert_eq!(p.decide(&headers, never_called), (Side::Variant(2), Reason::Override(0)));
+    }
+
     proptest! {
         #[test]
         fn any_ten_thousand_consecutive_requests_hold_exactly_weight(w in 0u16..=10_000, start in 0u64..1_000_000_000) {
@@ -348,6 +557,65 @@ mod tests {
             if sticky_side("route", &key, weight(low)) == Side::Candidate {
                 prop_assert_eq!(sticky_side("route", &key, weight(high)), Side::Candidate);
             }
+        }
+
+        #[test]
+        fn any_ten_thousand_consecutive_requests_hold_each_variants_weight_exactly(weights in weight_sets(), start in 0u64..1_000_000_000) {
+            let vs = variants(&weights);
+            let expected: Vec<u64> = weights.iter().map(|&w| u64::from(w)).collect();
+            prop_assert_eq!(variant_counts(start..start + 10_000, &vs), expected);
+        }
+
+        #[test]
+        fn no_variant_is_ever_a_whole_request_off_its_share(weights in weight_sets(), start in 0u64..1_000_000, len in 1u64..3_000) {
+            let vs = variants(&weights);
+            let mut counts = vec![0u64; weights.len()];
+            for n in 0..10_000u64 {
+                counts[vs.weighted(n)] += 1;
+                for (got, &w) in counts.iter().zip(&weights) {
+                    // In whole units: |got * 10000 - (n + 1) * w| < 10000.
+                    let off = (*got * 10_000).abs_diff((n + 1) * u64::from(w));
+                    prop_assert!(off < 10_000, "after {} requests: {got} for weight {w} of {weights:?}", n + 1);
+                }
+            }
+            for (got, &w) in variant_counts(start..start + len, &vs).iter().zip(&weights) {
+                let off = (*got * 10_000).abs_diff(len * u64::from(w));
+                prop_assert!(off < 20_000, "{got} of {len} for weight {w} of {weights:?}");
+            }
+        }
+
+        /// Growing one variant scales the others down by one factor (the only way to keep every
+        /// other variant's users in place: with three or more variants, no assignment can keep
+        /// them whichever others shrink). Weights here are chosen so the factor is exact.
+        #[test]
+        fn sticky_users_only_move_into_the_variant_that_grew(
+            key in proptest::collection::vec(any::<u8>(), 0..40),
+            shares in proptest::collection::vec(0u16..=20, 1..8),
+            grow in 0usize..8,
+            scale in 1u16..=500,
+            shrink_to in 0u16..500,
+        ) {
+            let total: u16 = shares.iter().sum();
+            prop_assume!(total > 0);
+            let scale = scale.min(10_000 / total);
+            let shrunk = shrink_to % scale;
+            let at = |s: u16| {
+                let mut weights: Vec<u16> = shares.iter().map(|&a| a * s).collect();
+                let grow = grow % (weights.len() + 1);
+                weights.insert(grow, 10_000 - total * s);
+                weights
+            };
+            let grow = grow % (shares.len() + 1);
+            let before = sticky_variant("route", &key, &variant_list(&at(scale)));
+            let after = sticky_variant("route", &key, &variant_list(&at(shrunk)));
+            prop_assert!(after == before || after == grow, "moved from {before} to {after}, not into {grow}");
+        }
+
+        #[test]
+        fn weight_zero_variants_get_nothing(weights in weight_sets(), n in 0u64..1_000_000_000, key in proptest::collection::vec(any::<u8>(), 0..20)) {
+            let vs = variants(&weights);
+            prop_assert!(weights[vs.weighted(n)] > 0);
+            prop_assert!(weights[sticky_variant("r", &key, vs.list())] > 0);
         }
 
         #[test]

@@ -14,7 +14,7 @@ use crate::failfast::FailFast;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::mirror::Mirror;
 use crate::route::RouteIndex;
-use crate::split::{Reason, Side, SplitPolicy};
+use crate::split::{Reason, Side, SplitPolicy, VariantWeight, Variants, sticky_hash};
 use crate::upstream::discovery::Discovery;
 use crate::upstream::tls::TlsSettings;
 use crate::upstream::{self, Backend};
@@ -45,6 +45,10 @@ pub struct Route {
     sequence: Arc<AtomicU64>,
     stable: Arc<Backend>,
     candidate: Option<Arc<Backend>>,
+    /// An N-way route's variants, in config order: backend and side header value.
+    variants: Vec<(Arc<Backend>, HeaderValue)>,
+    /// The response header or trailer that reports a score, if the route judges one.
+    pub score: Option<HeaderName>,
     /// Time allowed for the response headers.
     pub timeout: Duration,
     /// Prebuilt metric handles, shared with the route's mirrored copies.
@@ -64,10 +68,16 @@ impl Route {
         let (side, reason) = self
             .split
             .decide(headers, || self.sequence.fetch_add(1, Ordering::Relaxed));
-        if side == Side::Candidate && self.fail_fast.as_ref().is_some_and(|f| f.tripped().is_some()) {
-            return (Side::Stable, reason, true);
+        let (side, diverted) =
+            if side == Side::Candidate && self.fail_fast.as_ref().is_some_and(|f| f.tripped().is_some()) {
+                (Side::Stable, true)
+            } else {
+                (side, false)
+            };
+        if let Some(key) = self.split.sticky.as_ref().and_then(|source| source.find(headers)) {
+            self.metrics.side(side).user(sticky_hash(&self.name, key));
         }
-        (side, reason, false)
+        (side, reason, diverted)
     }
 
     /// Records a candidate outcome for fail-fast (`failure`: an error, or a client that gave
@@ -92,13 +102,31 @@ impl Route {
         self.candidate.as_ref()
     }
 
-    /// The backend of a side. A candidate decision on a route without a candidate cannot come
-    /// from a validated config, but falls back to stable rather than failing the request.
+    /// The backend of a side. A candidate decision on a route without a candidate (or a
+    /// variant it does not have) cannot come from a validated config, but falls back to
+    /// stable rather than failing the request.
     pub fn backend(&self, side: Side) -> (&Backend, Side) {
         match (side, &self.candidate) {
             (Side::Candidate, Some(candidate)) => (candidate, Side::Candidate),
+            (Side::Variant(i), _) if usize::from(i) < self.variants.len() => (&self.variants[usize::from(i)].0, side),
             _ => (&self.stable, Side::Stable),
         }
+    }
+
+    /// The side header's value for a side: `stable`, `candidate`, or the variant's name.
+    pub fn side_value(&self, side: Side) -> HeaderValue {
+        match side {
+            Side::Variant(i) => self
+                .variants
+                .get(usize::from(i))
+                .map_or_else(|| side_value(Side::Stable), |(_, value)| value.clone()),
+            side => side_value(side),
+        }
+    }
+
+    /// The name of a side, for logs and errors.
+    pub fn side_name(&self, side: Side) -> String {
+        self.side_value(side).to_str().unwrap_or("variant").to_owned()
     }
 }
 
@@ -140,7 +168,16 @@ impl Table {
                 let sequence = previous
                     .and_then(|t| t.route(&r.name))
                     .map_or_else(|| Arc::new(AtomicU64::new(0)), |old| Arc::clone(&old.sequence));
-                let route_metrics = metrics.route(&r.name);
+                let variant_names: Vec<&str> = r.variants.iter().map(|v| v.name.as_str()).collect();
+                let route_metrics = metrics.route_with_variants(&r.name, &variant_names);
+                for side in route_metrics.serving_sides() {
+                    if r.score.is_some() {
+                        side.export_score();
+                    }
+                    if r.sticky.is_some() {
+                        side.export_users();
+                    }
+                }
                 let fail_fast = r.fail_fast.map(|policy| {
                     previous
                         .filter(|p| same_candidate(&p.config, r))
@@ -165,10 +202,31 @@ impl Table {
                         weight: r.candidate_weight,
                         overrides: r.overrides.clone(),
                         sticky: r.sticky.clone(),
+                        variants: (!r.variants.is_empty()).then(|| {
+                            Variants::new(
+                                r.variants
+                                    .iter()
+                                    .map(|v| VariantWeight {
+                                        name: v.name.clone(),
+                                        weight: v.weight,
+                                    })
+                                    .collect(),
+                            )
+                        }),
                     },
                     sequence,
                     stable: backend(&r.stable),
                     candidate: r.candidate.as_deref().map(backend),
+                    variants: r
+                        .variants
+                        .iter()
+                        .map(|v| {
+                            // Validation keeps names to letters, digits, '-', '_' and '.'.
+                            let value = HeaderValue::from_str(&v.name).expect("variant names are header-safe");
+                            (backend(&v.backend), value)
+                        })
+                        .collect(),
+                    score: r.score.clone(),
                     timeout: r.timeout,
                     metrics: Arc::new(route_metrics),
                     fail_fast,

@@ -3,6 +3,7 @@
 //! power ([`power`]), and an upper confidence bound on a rate ([`bound`]).
 
 pub mod bound;
+pub mod confidence;
 pub mod power;
 pub mod sequential;
 

@@ -68,7 +68,8 @@ pub struct RouteConfig {
     pub host: HostMatch,
     /// Path prefix, matched on segment boundaries.
     pub path_prefix: String,
-    /// Backend name of the stable side.
+    /// Backend name of the stable side; on an N-way route, the first variant's (the one a
+    /// request goes to when nothing else decides).
     pub stable: String,
     /// Backend name of the candidate side, if a candidate exists.
     pub candidate: Option<String>,
@@ -88,6 +89,33 @@ pub struct RouteConfig {
     pub fail_fast: Option<FailFastConfig>,
     /// Copy a share of stable's requests to the candidate.
     pub mirror: Option<MirrorConfig>,
+    /// The variants of an N-way route (2 to 8, weights summing to 10000) instead of stable
+    /// and candidate; empty on a stable/candidate route.
+    pub variants: Vec<VariantConfig>,
+    /// A numeric response header or trailer the backends report a quality score in, summed
+    /// per side so a mean can be judged.
+    pub score: Option<HeaderName>,
+}
+
+/// One variant of an N-way route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VariantConfig {
+    /// Its name: the `side` label of its metrics and the value of the side header.
+    pub name: String,
+    /// The backend serving it.
+    pub backend: String,
+    /// Its share of weight- and sticky-decided requests.
+    pub weight: Weight,
+}
+
+impl RouteConfig {
+    /// The name of a side of this route, as labels and headers spell it.
+    pub fn side_name(&self, side: Side) -> &str {
+        match side {
+            Side::Variant(i) => self.variants.get(usize::from(i)).map_or("variant", |v| v.name.as_str()),
+            side => side.as_str(),
+        }
+    }
 }
 
 /// Bounds on client connections, so that a slow, idle or hostile client holds a connection
@@ -448,10 +476,20 @@ fn raw_route(r: &RouteConfig) -> raw::RawRoute {
             },
             path_prefix: r.path_prefix.clone(),
         },
-        stable: raw::RawTarget {
+        stable: r.variants.is_empty().then(|| raw::RawTarget {
             backend: r.stable.clone(),
             revision: None,
-        },
+        }),
+        variants: r
+            .variants
+            .iter()
+            .map(|v| raw::RawVariant {
+                name: v.name.clone(),
+                backend: v.backend.clone(),
+                weight: i64::from(v.weight.basis_points()),
+            })
+            .collect(),
+        score: r.score.as_ref().map(|h| raw::RawScore { header: h.to_string() }),
         candidate: r.candidate.as_ref().map(|b| raw::RawTarget {
             backend: b.clone(),
             revision: r.candidate_revision.clone(),
@@ -466,7 +504,7 @@ fn raw_route(r: &RouteConfig) -> raw::RawRoute {
                     header: k.header,
                     cookie: k.cookie,
                     equals: o.equals.clone(),
-                    side: o.side.to_string(),
+                    side: r.side_name(o.side).to_owned(),
                 }
             })
             .collect(),

@@ -38,7 +38,11 @@ pub(super) struct RawRoute {
     pub name: String,
     #[serde(rename = "match", default)]
     pub matches: RawMatch,
-    pub stable: RawTarget,
+    /// Absent on an N-way route, which names `variants` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<RawTarget>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<RawVariant>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<RawTarget>,
     #[serde(default)]
@@ -53,6 +57,22 @@ pub(super) struct RawRoute {
     pub fail_fast: Option<RawFailFast>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<RawMirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<RawScore>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawVariant {
+    pub name: String,
+    pub backend: String,
+    pub weight: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawScore {
+    pub header: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -155,7 +155,7 @@ fn a_type_error_names_its_path() {
 #[test]
 fn a_missing_field_is_named() {
     let got = messages("routes:\n  - name: a\n");
-    assert!(got[0].contains("missing field `stable`"), "{got:?}");
+    assert_eq!(got, ["routes[0].stable: is missing: a route needs stable, or variants"]);
 }
 
 #[test]
@@ -396,4 +396,75 @@ fn reuse_port_is_off_unless_asked_and_survives_a_round_trip() {
     assert!(cfg.reuse_port);
     assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
     assert_eq!(messages("reusePort: sometimes\n").len(), 1);
+}
+
+const VARIANT_BACKENDS: &str = "backends:\n  l: { endpoints: ['127.0.0.1:1'] }\n  d: { endpoints: ['127.0.0.1:2'] }\n  q: { endpoints: ['127.0.0.1:3'] }\n";
+
+#[test]
+fn a_variants_route_parses_and_reads_back_equal() {
+    let cfg = parse(&format!(
+        "routes:\n  - name: summarise\n    variants:\n      - {{ name: large, backend: l, weight: 5000 }}\n      - {{ name: distilled, backend: d, weight: 3000 }}\n      - {{ name: quantised, backend: q, weight: 2000 }}\n    overrides: [ {{ header: x-model, equals: q, side: quantised }} ]\n    sticky: {{ header: x-user-id }}\n    score: {{ header: x-weir-score }}\n{VARIANT_BACKENDS}"
+    ))
+    .expect("valid");
+    let route = &cfg.routes[0];
+    let names: Vec<&str> = route.variants.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["large", "distilled", "quantised"]);
+    assert_eq!(route.overrides[0].side, Side::Variant(2));
+    assert_eq!(route.side_name(Side::Variant(1)), "distilled");
+    assert_eq!(route.score.as_ref().map(|h| h.as_str()), Some("x-weir-score"));
+    assert_eq!(route.stable, "l", "the first variant's backend stands for the route's default");
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+}
+
+#[test]
+fn bad_variants_are_rejected_with_their_paths() {
+    let nine: Vec<String> = (0..9)
+        .map(|i| format!("{{ name: v{i}, backend: l, weight: {} }}", if i == 0 { 2000 } else { 1000 }))
+        .collect();
+    let got = messages(&format!(
+        "routes:\n  - {{ name: many, match: {{ pathPrefix: /many }}, variants: [{}] }}\n  - {{ name: sum, match: {{ pathPrefix: /sum }}, variants: [{{ name: a, backend: l, weight: 5000 }}, {{ name: b, backend: d, weight: 4000 }}] }}\n  - {{ name: dup, match: {{ pathPrefix: /dup }}, variants: [{{ name: a, backend: l, weight: 5000 }}, {{ name: a, backend: d, weight: 5000 }}] }}\n  - {{ name: one, match: {{ pathPrefix: /one }}, variants: [{{ name: a, backend: l, weight: 10000 }}] }}\n  - {{ name: mixed, match: {{ pathPrefix: /mixed }}, stable: {{ backend: l }}, candidate: {{ backend: d }}, candidateWeight: 5, mirror: {{ weight: 10 }}, variants: [{{ name: stable, backend: nowhere, weight: 10001 }}, {{ name: b, backend: d, weight: 0 }}], overrides: [{{ header: x, equals: v, side: c }}] }}\n  - {{ name: score, match: {{ pathPrefix: /score }}, stable: {{ backend: l }}, score: {{ header: 'bad header' }} }}\n{VARIANT_BACKENDS}",
+        nine.join(", ")
+    ));
+    assert_errors_are(
+        &got,
+        &[
+            "routes[0].variants: has 9 variants; a route splits between 2 and 8",
+            "routes[1].variants: weights sum to 9000, not 10000",
+            "routes[2].variants[1].name: duplicate variant name \"a\"",
+            "routes[3].variants: has 1 variants",
+            "routes[4].variants[0].name: \"stable\" is a side name the proxy uses itself",
+            "routes[4].variants[0].backend: backend \"nowhere\" is not defined",
+            "routes[4].variants[0].weight: 10001 is not between 0 and 10000",
+            "routes[4].stable: is set with variants",
+            "routes[4].candidate: is set with variants",
+            "routes[4].candidateWeight: is set with variants",
+            "routes[4].mirror: applies to a stable/candidate route",
+            "routes[5].score.header: \"bad header\" is not a valid header name",
+        ],
+    );
+}
+
+#[test]
+fn an_override_must_name_one_of_the_routes_variants() {
+    let got = messages(&format!(
+        "routes:\n  - {{ name: r, variants: [{{ name: a, backend: l, weight: 5000 }}, {{ name: b, backend: d, weight: 5000 }}], overrides: [{{ header: x, equals: v, side: candidate }}] }}\n{VARIANT_BACKENDS}"
+    ));
+    assert_eq!(
+        got,
+        ["routes[0].overrides[0].side: \"candidate\" is not one of the route's variants (a, b)"]
+    );
+}
+
+#[test]
+fn a_built_config_with_bad_variants_is_refused() {
+    let mut cfg = parse(&format!(
+        "routes:\n  - {{ name: r, variants: [{{ name: a, backend: l, weight: 5000 }}, {{ name: b, backend: d, weight: 5000 }}] }}\n{VARIANT_BACKENDS}"
+    ))
+    .expect("valid");
+    check_built(&cfg).expect("parsed configs pass");
+    cfg.routes[0].variants[1].weight = Weight::new(4000).expect("in range");
+    cfg.routes[0].variants[0].backend = "gone".into();
+    let errors = check_built(&cfg).expect_err("refused").to_string();
+    assert!(errors.contains("routes[0].variants[0].backend: backend \"gone\""), "{errors}");
+    assert!(errors.contains("weights summing to 10000"), "{errors}");
 }

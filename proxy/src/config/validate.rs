@@ -10,10 +10,10 @@ use http::uri::Authority;
 use super::raw::{RawConfig, RawKey, RawLimits, RawRoute};
 use super::{
     BackendConfig, ConfigError, ConfigErrors, ConnectionLimits, FailFastConfig, ListenTls, MirrorConfig, Protocol,
-    ProxyConfig, RouteConfig, ServiceRef, UpstreamTls,
+    ProxyConfig, RouteConfig, ServiceRef, UpstreamTls, VariantConfig,
 };
 use crate::route::HostMatch;
-use crate::split::{BASIS_POINTS, KeySource, Override, Side, Weight};
+use crate::split::{BASIS_POINTS, KeySource, MAX_VARIANTS, Override, Side, Weight};
 
 /// Longest route name: it becomes a metric label, so keep it short and plain.
 const MAX_NAME_LEN: usize = 63;
@@ -210,6 +210,32 @@ pub(super) fn check_built(cfg: &ProxyConfig) -> Result<(), ConfigErrors> {
                 );
             }
         }
+        for (j, variant) in route.variants.iter().enumerate() {
+            if !cfg.backends.contains_key(&variant.backend) {
+                errors.add(
+                    format!("{path}.variants[{j}].backend"),
+                    format!("backend {:?} is not defined in backends", variant.backend),
+                );
+            }
+        }
+        let total: u32 = route.variants.iter().map(|v| u32::from(v.weight.basis_points())).sum();
+        if !route.variants.is_empty()
+            && (route.variants.len() > MAX_VARIANTS || total != u32::from(BASIS_POINTS) || route.candidate.is_some())
+        {
+            errors.add(
+                format!("{path}.variants"),
+                format!(
+                    "must be 2 to {MAX_VARIANTS} variants with weights summing to {BASIS_POINTS}, on a route without a candidate"
+                ),
+            );
+        }
+        if route
+            .overrides
+            .iter()
+            .any(|o| matches!(o.side, Side::Variant(i) if usize::from(i) >= route.variants.len()))
+        {
+            errors.add(format!("{path}.overrides"), "sends requests to a variant the route does not have");
+        }
         if route.candidate.is_none() {
             if route.candidate_weight > Weight::ZERO {
                 errors.add(
@@ -285,12 +311,53 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
             );
         }
     };
-    backend_ref(errors, "stable", &route.stable.backend);
-    if route.stable.revision.is_some() {
-        errors.add(
-            format!("{path}.stable.revision"),
-            "applies to the candidate only (it scopes a fail-fast trip)",
-        );
+    let variants = validate_variants(route, path, raw, errors);
+    let stable = match (&route.stable, &variants) {
+        (Some(stable), Some(variants)) if variants.is_empty() => {
+            backend_ref(errors, "stable", &stable.backend);
+            if stable.revision.is_some() {
+                errors.add(
+                    format!("{path}.stable.revision"),
+                    "applies to the candidate only (it scopes a fail-fast trip)",
+                );
+            }
+            Some(stable.backend.clone())
+        }
+        (Some(_), _) if !route.variants.is_empty() => {
+            errors.add(
+                format!("{path}.stable"),
+                "is set with variants: a route splits between stable and candidate, or between variants",
+            );
+            None
+        }
+        (None, _) if route.variants.is_empty() => {
+            errors.add(format!("{path}.stable"), "is missing: a route needs stable, or variants");
+            None
+        }
+        (_, Some(variants)) => variants.first().map(|v| v.backend.clone()),
+        (_, None) => None,
+    };
+    if !route.variants.is_empty() {
+        if route.candidate.is_some() {
+            errors.add(
+                format!("{path}.candidate"),
+                "is set with variants: a route splits between stable and candidate, or between variants",
+            );
+        }
+        if route.candidate_weight != 0 {
+            errors.add(
+                format!("{path}.candidateWeight"),
+                "is set with variants, whose own weights split the route",
+            );
+        }
+        for (field, set) in [("mirror", route.mirror.is_some()), ("failFast", route.fail_fast.is_some())] {
+            if set {
+                errors.add(
+                    format!("{path}.{field}"),
+                    "applies to a stable/candidate route, not to one split between variants",
+                );
+            }
+        }
     }
     if let Some(candidate) = &route.candidate {
         backend_ref(errors, "candidate", &candidate.backend);
@@ -323,7 +390,21 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
     for (j, rule) in route.overrides.iter().enumerate() {
         let rule_path = format!("{path}.overrides[{j}]");
         let key = errors.check(&rule_path, key_source(rule.header.as_deref(), rule.cookie.as_deref()));
-        let side = match Side::parse(&rule.side) {
+        let side = match variants.as_deref() {
+            Some(list) if !list.is_empty() => match list.iter().position(|v| v.name == rule.side) {
+                Some(i) => Some(Side::Variant(i as u8)),
+                None => {
+                    let names: Vec<&str> = list.iter().map(|v| v.name.as_str()).collect();
+                    errors.add(
+                        format!("{rule_path}.side"),
+                        format!("{:?} is not one of the route's variants ({})", rule.side, names.join(", ")),
+                    );
+                    None
+                }
+            },
+            _ => Side::parse(&rule.side),
+        };
+        let side = match side {
             Some(Side::Candidate) if !has_candidate => {
                 errors.add(
                     format!("{rule_path}.side"),
@@ -331,7 +412,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
                 );
                 None
             }
-            None => {
+            None if route.variants.is_empty() => {
                 errors.add(
                     format!("{rule_path}.side"),
                     format!("{:?} is neither stable nor candidate", rule.side),
@@ -358,6 +439,10 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
             .map(Some),
     };
     let timeout = errors.check(format!("{path}.timeout"), duration(&route.timeout));
+    let score = match &route.score {
+        None => Some(None),
+        Some(score) => errors.check(format!("{path}.score.header"), header_name(&score.header)).map(Some),
+    };
     let fail_fast = match &route.fail_fast {
         None => Some(None),
         Some(f) => {
@@ -372,7 +457,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
             if f.min_requests == 0 {
                 errors.add(format!("{ff}.minRequests"), "must be at least 1");
             }
-            if route.candidate.is_none() {
+            if route.candidate.is_none() && route.variants.is_empty() {
                 errors.add(&ff, "the route has no candidate to fail fast");
             }
             let window = errors.check(format!("{ff}.window"), duration(&f.window));
@@ -391,7 +476,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         None => Some(None),
         Some(m) => {
             let mp = format!("{path}.mirror");
-            if route.candidate.is_none() {
+            if route.candidate.is_none() && route.variants.is_empty() {
                 errors.add(&mp, "the route has no candidate to mirror to");
             }
             if m.max_body_bytes == 0 {
@@ -428,7 +513,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         name: name?,
         host: host?,
         path_prefix: path_prefix?,
-        stable: route.stable.backend.clone(),
+        stable: stable?,
         candidate: route.candidate.as_ref().map(|c| c.backend.clone()),
         candidate_revision: route.candidate.as_ref().and_then(|c| c.revision.clone()),
         candidate_weight: candidate_weight?,
@@ -437,7 +522,69 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         timeout: timeout?,
         fail_fast: fail_fast?,
         mirror: mirror?,
+        variants: variants?,
+        score: score?,
     })
+}
+
+/// Names the proxy gives sides of its own; a variant cannot take them.
+const RESERVED_SIDE_NAMES: [&str; 3] = ["stable", "candidate", "mirror"];
+
+/// The variants of an N-way route (empty for a stable/candidate route), or `None` when one
+/// is wrong (each error recorded).
+fn validate_variants(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Errors) -> Option<Vec<VariantConfig>> {
+    if route.variants.is_empty() {
+        return Some(Vec::new());
+    }
+    let before = errors.0.len();
+    let count = route.variants.len();
+    if !(2..=MAX_VARIANTS).contains(&count) {
+        errors.add(
+            format!("{path}.variants"),
+            format!("has {count} variants; a route splits between 2 and {MAX_VARIANTS}"),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut variants = Vec::new();
+    let mut total: i64 = 0;
+    for (i, v) in route.variants.iter().enumerate() {
+        let vp = format!("{path}.variants[{i}]");
+        if let Err(message) = plain_name(&v.name) {
+            errors.add(format!("{vp}.name"), message);
+        } else if RESERVED_SIDE_NAMES.contains(&v.name.as_str()) {
+            errors.add(
+                format!("{vp}.name"),
+                format!("{:?} is a side name the proxy uses itself; name the variant otherwise", v.name),
+            );
+        } else if !names.insert(v.name.as_str()) {
+            errors.add(format!("{vp}.name"), format!("duplicate variant name {:?}", v.name));
+        }
+        if !raw.backends.contains_key(&v.backend) {
+            errors.add(
+                format!("{vp}.backend"),
+                format!("backend {:?} is not defined in backends", v.backend),
+            );
+        }
+        total = total.saturating_add(v.weight);
+        match u16::try_from(v.weight).ok().and_then(Weight::new) {
+            Some(weight) => variants.push(VariantConfig {
+                name: v.name.clone(),
+                backend: v.backend.clone(),
+                weight,
+            }),
+            None => errors.add(
+                format!("{vp}.weight"),
+                format!("{} is not between 0 and {BASIS_POINTS}", v.weight),
+            ),
+        }
+    }
+    if total != i64::from(BASIS_POINTS) && errors.0.len() == before {
+        errors.add(
+            format!("{path}.variants"),
+            format!("weights sum to {total}, not {BASIS_POINTS}"),
+        );
+    }
+    (errors.0.len() == before).then_some(variants)
 }
 
 fn address(text: &str) -> Result<SocketAddr, String> {

@@ -4,6 +4,7 @@
 mod accounting;
 mod binary;
 mod conformance;
+mod experiments;
 mod failfast;
 mod failures;
 mod forwarding;

@@ -1,0 +1,735 @@
+//! The verdict of an A/B/n experiment: which arm, if any, is better than every other arm on the
+//! plan's primary metric without being worse than control on a guardrail. Pure policy over
+//! per-arm summaries; the intervals come from [`crate::stats::confidence`]. No I/O.
+//!
+//! **Error budget.** Among `k` arms there are `k (k - 1) / 2` pairs, and every pair's primary
+//! interval is an anytime-valid confidence sequence at `α = (1 - confidence) / pairs`
+//! (Bonferroni). So the chance that any primary interval ever misses its true difference, at
+//! any look, is at most `1 - confidence`, and a wrong winner needs such a miss. Guardrails are
+//! compared at the same per-comparison level; they can only hold a winner back, never make one.
+//!
+//! **Winner.** Every arm (control too) has the planned number of users and at least two
+//! observations of the primary metric, and one arm's primary interval against every other arm
+//! lies wholly on the better side of 0. Control wins when it beats every variant. A variant that
+//! wins on the primary metric but is significantly worse than control on a guardrail is held
+//! back: the verdict is inconclusive, with the guardrail named.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::confidence::{self, Interval, Moments};
+
+/// The quantile that the latency metrics compare.
+const TAIL: f64 = 0.99;
+
+/// A Prometheus histogram as scraped: cumulative counts per upper bound (the last `+Inf`) and
+/// the sum of the observations.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Histogram {
+    /// Upper bounds of the buckets, increasing, the last `+Inf`.
+    pub bounds: Vec<f64>,
+    /// Observations at or below each bound.
+    pub cumulative: Vec<u64>,
+    /// Sum of all observations.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// How many observations, 0 for a histogram of the wrong shape.
+    fn total(&self) -> f64 {
+        confidence::histogram_moments(&self.bounds, &self.cumulative, self.sum).count
+    }
+}
+
+/// What one arm has gathered since the experiment began.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmSummary {
+    /// The arm's name; arm 0 is the control (stable).
+    pub name: String,
+    /// Distinct sticky users, an estimate.
+    pub users: f64,
+    /// Requests answered.
+    pub requests: f64,
+    /// Requests that failed.
+    pub errors: f64,
+    /// Request durations.
+    pub latency: Histogram,
+    /// Times to the first byte of the response.
+    pub first_byte: Histogram,
+    /// Gaps between tokens of streamed responses.
+    pub stream_gap: Histogram,
+    /// Scores carried by responses.
+    pub score: Moments,
+}
+
+/// A metric arms are compared on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Metric {
+    /// Failed requests over requests.
+    ErrorRatio,
+    /// The 99th percentile of request duration.
+    P99,
+    /// The 99th percentile of time to first byte.
+    FirstByteP99,
+    /// The mean gap between streamed tokens.
+    StreamGap,
+    /// The mean score.
+    Score,
+}
+
+impl Metric {
+    /// Whether a higher value is better: only for the score.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::Score)
+    }
+
+    /// The metric's name in reasons.
+    fn name(self) -> &'static str {
+        match self {
+            Metric::ErrorRatio => "error ratio",
+            Metric::P99 => "p99 latency",
+            Metric::FirstByteP99 => "p99 time to first byte",
+            Metric::StreamGap => "mean stream gap",
+            Metric::Score => "mean score",
+        }
+    }
+
+    /// Why an arm with no observations of this metric cannot be compared.
+    fn nothing_observed(self, arm: &str) -> String {
+        match self {
+            Metric::ErrorRatio => format!("arm {arm} served no requests"),
+            Metric::P99 => format!("no request of arm {arm} was timed"),
+            Metric::FirstByteP99 => format!("no response of arm {arm} recorded a first byte"),
+            Metric::StreamGap => format!("no response of arm {arm} streamed two tokens"),
+            Metric::Score => format!("no response of arm {arm} carried a score"),
+        }
+    }
+
+    /// How many observations of this metric an arm has; 0 for a count that is not a number.
+    fn observations(self, arm: &ArmSummary) -> f64 {
+        let count = match self {
+            Metric::ErrorRatio => arm.requests,
+            Metric::P99 => arm.latency.total(),
+            Metric::FirstByteP99 => arm.first_byte.total(),
+            Metric::StreamGap => arm.stream_gap.total(),
+            Metric::Score => arm.score.count,
+        };
+        if count.is_finite() { count.max(0.0) } else { 0.0 }
+    }
+
+    /// The arm's value of this metric, if it can be computed.
+    fn value(self, arm: &ArmSummary) -> Option<f64> {
+        match self {
+            Metric::ErrorRatio => {
+                let (errors, requests) = (arm.errors, arm.requests);
+                let counted = requests.is_finite() && requests > 0.0 && errors >= 0.0 && errors <= requests;
+                counted.then(|| errors / requests)
+            }
+            Metric::P99 => confidence::histogram_quantile(&arm.latency.bounds, &arm.latency.cumulative, TAIL),
+            Metric::FirstByteP99 => {
+                confidence::histogram_quantile(&arm.first_byte.bounds, &arm.first_byte.cumulative, TAIL)
+            }
+            Metric::StreamGap => gap_moments(arm).mean(),
+            Metric::Score => arm.score.mean(),
+        }
+    }
+
+    /// The variance of one observation, for metrics compared by their mean.
+    fn observation_variance(self, arm: &ArmSummary) -> Option<f64> {
+        match self {
+            Metric::ErrorRatio => confidence::proportion_variance(arm.errors, arm.requests),
+            Metric::P99 | Metric::FirstByteP99 => None,
+            Metric::StreamGap => gap_moments(arm).variance(),
+            Metric::Score => arm.score.variance(),
+        }
+    }
+
+    /// The interval of `treatment - control` on this metric at level `alpha`.
+    fn difference(self, treatment: &ArmSummary, control: &ArmSummary, alpha: f64) -> Option<Interval> {
+        let (t, c) = (treatment, control);
+        match self {
+            Metric::ErrorRatio => confidence::proportion_difference(t.errors, t.requests, c.errors, c.requests, alpha),
+            Metric::P99 => quantiles(&t.latency, &c.latency, alpha),
+            Metric::FirstByteP99 => quantiles(&t.first_byte, &c.first_byte, alpha),
+            Metric::StreamGap => confidence::mean_difference(&gap_moments(t), &gap_moments(c), alpha),
+            Metric::Score => confidence::mean_difference(&t.score, &c.score, alpha),
+        }
+    }
+}
+
+fn gap_moments(arm: &ArmSummary) -> Moments {
+    confidence::histogram_moments(&arm.stream_gap.bounds, &arm.stream_gap.cumulative, arm.stream_gap.sum)
+}
+
+fn quantiles(treatment: &Histogram, control: &Histogram, alpha: f64) -> Option<Interval> {
+    let (t, c) = (treatment, control);
+    confidence::quantile_difference(&t.bounds, &t.cumulative, &c.bounds, &c.cumulative, TAIL, alpha)
+}
+
+/// What the experiment decides on, from the spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The metric a winner must be better on than every other arm.
+    pub primary: Metric,
+    /// Metrics on which a winning variant must not be worse than control.
+    #[serde(default)]
+    pub guardrails: Vec<Metric>,
+    /// Chance that no primary interval ever misses, e.g. 0.95.
+    pub confidence: f64,
+    /// Users each arm needs before any verdict.
+    pub min_users_per_variant: f64,
+    /// The relative effect that matters (0.02 for 2 %), used only for the sample still needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_effect: Option<f64>,
+}
+
+/// Where a variant stands against control on one metric, for the report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    /// The variant.
+    pub arm: String,
+    /// What it is compared with (control).
+    pub against: String,
+    /// The metric.
+    pub metric: Metric,
+    /// The interval of `arm - against`, `None` without enough data.
+    pub interval: Option<Interval>,
+    /// What the interval says, given which direction of the metric is better.
+    pub significance: Significance,
+}
+
+/// Whether an arm is significantly better or worse than another on a metric.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Significance {
+    /// The interval lies wholly on the better side of 0.
+    Better,
+    /// The interval lies wholly on the worse side of 0.
+    Worse,
+    /// The interval holds 0, or there is none.
+    Unclear,
+}
+
+impl Significance {
+    /// Reads an interval of `arm - other` on `metric`.
+    pub fn of(metric: Metric, interval: Option<&Interval>) -> Significance {
+        let Some(interval) = interval.filter(|i| i.excludes_zero()) else {
+            return Significance::Unclear;
+        };
+        if (interval.low > 0.0) == metric.higher_is_better() {
+            Significance::Better
+        } else {
+            Significance::Worse
+        }
+    }
+}
+
+/// The outcome of an experiment at one look.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Outcome {
+    /// This arm is better than every other arm and no worse than control on any guardrail.
+    Winner {
+        /// The winning arm.
+        arm: String,
+    },
+    /// No verdict yet.
+    Inconclusive {
+        /// Why not, naming the arm or metric at fault.
+        reason: String,
+        /// Observations per arm the deciding comparison would need, at today's variance.
+        samples_needed: Option<f64>,
+    },
+}
+
+impl Outcome {
+    fn inconclusive(reason: String) -> Outcome {
+        Outcome::Inconclusive {
+            reason,
+            samples_needed: None,
+        }
+    }
+}
+
+/// The verdict at one look: the comparisons for the report and the outcome.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// Every variant against control on every metric of the plan, primary first.
+    pub comparisons: Vec<Comparison>,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// Judges the arms (arm 0 the control) under `plan`.
+pub fn verdict(plan: &Plan, arms: &[ArmSummary]) -> Verdict {
+    let Some(alpha) = comparison_alpha(plan, arms.len()) else {
+        let reason = if arms.len() < 2 {
+            "an experiment needs a control and at least one variant".to_string()
+        } else {
+            "confidence must lie strictly between 0 and 1".to_string()
+        };
+        return Verdict {
+            comparisons: Vec::new(),
+            outcome: Outcome::inconclusive(reason),
+        };
+    };
+    let mut metrics = vec![plan.primary];
+    for &metric in &plan.guardrails {
+        if !metrics.contains(&metric) {
+            metrics.push(metric);
+        }
+    }
+    let control = &arms[0];
+    let comparisons = arms[1..]
+        .iter()
+        .flat_map(|arm| metrics.iter().map(move |&metric| (arm, metric)))
+        .map(|(arm, metric)| {
+            let interval = metric.difference(arm, control, alpha);
+            Comparison {
+                arm: arm.name.clone(),
+                against: control.name.clone(),
+                metric,
+                significance: Significance::of(metric, interval.as_ref()),
+                interval,
+            }
+        })
+        .collect();
+    Verdict {
+        comparisons,
+        outcome: outcome(plan, arms, alpha),
+    }
+}
+
+/// The per-comparison level: `1 - confidence` over the pairs of arms.
+fn comparison_alpha(plan: &Plan, arms: usize) -> Option<f64> {
+    let pairs = (arms * arms.saturating_sub(1) / 2) as f64;
+    let alpha = (1.0 - plan.confidence) / pairs;
+    (pairs >= 1.0 && plan.confidence > 0.0 && plan.confidence < 1.0).then_some(alpha)
+}
+
+fn outcome(plan: &Plan, arms: &[ArmSummary], alpha: f64) -> Outcome {
+    let primary = plan.primary;
+    // An arm that served traffic but has none of the primary metric points at a missing
+    // header or histogram; say so before asking for more users.
+    if let Some(arm) = arms
+        .iter()
+        .find(|arm| arm.requests > 0.0 && primary.observations(arm) < 1.0)
+    {
+        return Outcome::inconclusive(primary.nothing_observed(&arm.name));
+    }
+    let minimum = plan.min_users_per_variant;
+    if !minimum.is_finite() {
+        return Outcome::inconclusive("minUsersPerVariant must be a finite number".to_string());
+    }
+    let standing = Standing::new(primary, arms, alpha);
+    if let Some(arm) = arms.iter().find(|arm| !arm.users.is_finite() || arm.users < minimum) {
+        let users = if arm.users.is_finite() { arm.users.max(0.0) } else { 0.0 };
+        let reason = format!(
+            "arm {} has {users:.0} users of the {minimum:.0} each arm needs",
+            arm.name
+        );
+        let samples_needed = standing.and_then(|standing| standing.samples_needed(plan, arms, alpha));
+        return Outcome::Inconclusive { reason, samples_needed };
+    }
+    if let Some(arm) = arms.iter().find(|arm| primary.observations(arm) < 2.0) {
+        let reason = if primary.observations(arm) >= 1.0 {
+            format!("arm {} has a single observation of the {}", arm.name, primary.name())
+        } else {
+            primary.nothing_observed(&arm.name)
+        };
+        return Outcome::inconclusive(reason);
+    }
+    let Some(standing) = standing else {
+        return Outcome::inconclusive(format!("the {} of no arm can be computed", primary.name()));
+    };
+    if !standing.unresolved.is_empty() {
+        let others: Vec<&str> = standing
+            .unresolved
+            .iter()
+            .map(|&other| arms[other].name.as_str())
+            .collect();
+        let reason = format!(
+            "the {} does not yet separate arm {} from arm {}",
+            primary.name(),
+            arms[standing.leader].name,
+            others.join(", arm ")
+        );
+        let samples_needed = standing.samples_needed(plan, arms, alpha);
+        return Outcome::Inconclusive { reason, samples_needed };
+    }
+    let winner = &arms[standing.leader];
+    if standing.leader != 0 {
+        let worse = plan.guardrails.iter().find(|&&metric| {
+            let interval = metric.difference(winner, &arms[0], alpha);
+            Significance::of(metric, interval.as_ref()) == Significance::Worse
+        });
+        if let Some(metric) = worse {
+            return Outcome::inconclusive(format!(
+                "arm {} is better on the {} but worse than control on the {}",
+                winner.name,
+                primary.name(),
+                metric.name()
+            ));
+        }
+    }
+    Outcome::Winner {
+        arm: winner.name.clone(),
+    }
+}
+
+/// The arm with the best primary value and the arms it is not yet significantly better than.
+struct Standing {
+    leader: usize,
+    unresolved: Vec<usize>,
+    /// The primary interval of `leader - other`, indexed by `other`.
+    against: Vec<Option<Interval>>,
+}
+
+impl Standing {
+    /// `None` when no arm's primary value can be computed.
+    fn new(primary: Metric, arms: &[ArmSummary], alpha: f64) -> Option<Standing> {
+        let sign = if primary.higher_is_better() { 1.0 } else { -1.0 };
+        let leader = (0..arms.len())
+            .filter_map(|index| Some((index, sign * primary.value(&arms[index])?)))
+            .fold(None, |best: Option<(usize, f64)>, (index, value)| match best {
+                Some((_, top)) if top >= value => best,
+                _ => Some((index, value)),
+            })?
+            .0;
+        // Only the winner candidate's pairs decide: any winner has the best point value,
+        // because its difference with every other arm lies on the better side.
+        let against: Vec<Option<Interval>> = arms
+            .iter()
+            .enumerate()
+            .map(|(other, arm)| {
+                (other != leader)
+                    .then(|| primary.difference(&arms[leader], arm, alpha))
+                    .flatten()
+            })
+            .collect();
+        let unresolved = (0..arms.len())
+            .filter(|&other| other != leader)
+            .filter(|&other| Significance::of(primary, against[other].as_ref()) != Significance::Better)
+            .collect();
+        Some(Standing {
+            leader,
+            unresolved,
+            against,
+        })
+    }
+
+    /// Observations per arm for the leader's unresolved comparisons to resolve an effect of the
+    /// size estimated today, or of `min_effect` relative to control when the plan gives one;
+    /// the largest over those comparisons. `None` for quantiles, which are bounded by buckets.
+    fn samples_needed(&self, plan: &Plan, arms: &[ArmSummary], alpha: f64) -> Option<f64> {
+        let primary = plan.primary;
+        let planned = match plan.min_effect {
+            Some(relative) => Some((relative * primary.value(&arms[0])?).abs()),
+            None => None,
+        };
+        let leader = primary.observation_variance(&arms[self.leader])?;
+        self.unresolved.iter().try_fold(None, |most: Option<f64>, &other| {
+            let effect = planned.or_else(|| self.against[other].map(|i| i.estimate.abs()))?;
+            let needed =
+                confidence::samples_for_half_width(leader, primary.observation_variance(&arms[other])?, effect, alpha)?;
+            Some(Some(most.map_or(needed, |most| most.max(needed))))
+        })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BUCKETS: [f64; 5] = [0.1, 0.2, 0.5, 1.0, f64::INFINITY];
+
+    fn scores(count: f64, mean: f64, sd: f64) -> Moments {
+        Moments {
+            count,
+            sum: count * mean,
+            squares: (count - 1.0) * sd * sd + count * mean * mean,
+        }
+    }
+
+    fn arm(name: &str, count: f64, mean_score: f64) -> ArmSummary {
+        let latency = Histogram {
+            bounds: BUCKETS.to_vec(),
+            cumulative: vec![count as u64; 5],
+            sum: 0.05 * count,
+        };
+        ArmSummary {
+            name: name.to_string(),
+            users: count,
+            requests: count,
+            errors: count / 100.0,
+            latency: latency.clone(),
+            first_byte: latency.clone(),
+            stream_gap: latency,
+            score: scores(count, mean_score, 0.2),
+        }
+    }
+
+    fn plan(primary: Metric) -> Plan {
+        Plan {
+            primary,
+            guardrails: vec![Metric::ErrorRatio, Metric::P99],
+            confidence: 0.95,
+            min_users_per_variant: 1000.0,
+            min_effect: None,
+        }
+    }
+
+    fn reason(outcome: &Outcome) -> &str {
+        match outcome {
+            Outcome::Inconclusive { reason, .. } => reason,
+            Outcome::Winner { arm } => panic!("unexpected winner {arm}"),
+        }
+    }
+
+    #[test]
+    fn clear_winner_among_three_arms() {
+        let arms = [arm("stable", 5000.0, 0.7), arm("a", 5000.0, 0.7), arm("b", 5000.0, 0.8)];
+        let verdict = verdict(&plan(Metric::Score), &arms);
+        assert_eq!(verdict.outcome, Outcome::Winner { arm: "b".to_string() });
+        assert_eq!(verdict.comparisons.len(), 2 * 3, "two variants, three metrics");
+        let b_score = &verdict.comparisons[3];
+        assert_eq!((b_score.arm.as_str(), b_score.metric), ("b", Metric::Score));
+        assert_eq!(b_score.significance, Significance::Better);
+    }
+
+    #[test]
+    fn two_variants_beating_control_but_not_each_other_is_inconclusive() {
+        let arms = [
+            arm("stable", 5000.0, 0.7),
+            arm("a", 5000.0, 0.8),
+            arm("b", 5000.0, 0.801),
+        ];
+        let verdict = verdict(&plan(Metric::Score), &arms);
+        let Outcome::Inconclusive { reason, samples_needed } = &verdict.outcome else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(reason, "the mean score does not yet separate arm b from arm a");
+        assert!(
+            samples_needed.is_some_and(|needed| needed > 5000.0),
+            "{samples_needed:?}"
+        );
+        assert!(
+            verdict
+                .comparisons
+                .iter()
+                .filter(|c| c.metric == Metric::Score)
+                .all(|c| c.significance == Significance::Better)
+        );
+    }
+
+    #[test]
+    fn control_wins_when_every_variant_is_worse() {
+        let arms = [arm("stable", 5000.0, 0.8), arm("a", 5000.0, 0.7), arm("b", 5000.0, 0.7)];
+        assert_eq!(
+            verdict(&plan(Metric::Score), &arms).outcome,
+            Outcome::Winner {
+                arm: "stable".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn an_arm_without_scores_is_named() {
+        let mut arms = [arm("stable", 5000.0, 0.7), arm("a", 5000.0, 0.8)];
+        arms[1].score = Moments::default();
+        let verdict = verdict(&plan(Metric::Score), &arms);
+        assert_eq!(reason(&verdict.outcome), "no response of arm a carried a score");
+        assert_eq!(verdict.comparisons[0].interval, None);
+    }
+
+    #[test]
+    fn too_few_users_are_named_with_the_sample_still_needed() {
+        let mut arms = [arm("stable", 5000.0, 0.7), arm("a", 5000.0, 0.701)];
+        arms[0].users = 400.0;
+        let verdict = verdict(&plan(Metric::Score), &arms);
+        let Outcome::Inconclusive { reason, samples_needed } = &verdict.outcome else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(reason, "arm stable has 400 users of the 1000 each arm needs");
+        assert!(
+            samples_needed.is_some(),
+            "the leader a is not yet separated from stable"
+        );
+    }
+
+    #[test]
+    fn min_effect_sizes_the_sample_still_needed() {
+        let arms = [arm("stable", 2000.0, 0.7), arm("a", 2000.0, 0.7)];
+        let plan = Plan {
+            min_effect: Some(0.02),
+            ..plan(Metric::Score)
+        };
+        let Outcome::Inconclusive { samples_needed, .. } = verdict(&plan, &arms).outcome else {
+            panic!()
+        };
+        let variance = arms[0].score.variance().expect("data");
+        let expected = confidence::samples_for_half_width(variance, variance, 0.7 * 0.02, 0.05);
+        assert_eq!(samples_needed, expected);
+        assert!(expected.is_some_and(|needed| needed > 2000.0));
+    }
+
+    #[test]
+    fn a_guardrail_regression_holds_the_winner_back() {
+        let mut arms = [arm("stable", 5000.0, 0.7), arm("a", 5000.0, 0.8)];
+        arms[1].errors = 500.0;
+        let verdict = verdict(&plan(Metric::Score), &arms);
+        assert_eq!(
+            reason(&verdict.outcome),
+            "arm a is better on the mean score but worse than control on the error ratio"
+        );
+        assert_eq!(verdict.comparisons[1].significance, Significance::Worse);
+    }
+
+    #[test]
+    fn a_slower_tail_is_worse_on_p99() {
+        let mut arms = [arm("stable", 20_000.0, 0.7), arm("a", 20_000.0, 0.7)];
+        // Control: 99.5 % under 0.1 s. Variant: 5 % past 0.5 s.
+        arms[0].latency.cumulative = vec![19_900, 20_000, 20_000, 20_000, 20_000];
+        arms[1].latency.cumulative = vec![18_000, 18_500, 19_000, 20_000, 20_000];
+        let verdict = verdict(&plan(Metric::P99), &arms);
+        let p99 = &verdict.comparisons[0];
+        assert_eq!((p99.metric, p99.significance), (Metric::P99, Significance::Worse));
+        assert_eq!(
+            verdict.outcome,
+            Outcome::Winner {
+                arm: "stable".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_plan_or_a_lone_arm_gives_no_verdict() {
+        let arms = [arm("stable", 5000.0, 0.7), arm("a", 5000.0, 0.8)];
+        let sure = Plan {
+            confidence: 1.0,
+            ..plan(Metric::Score)
+        };
+        assert_eq!(
+            reason(&verdict(&sure, &arms).outcome),
+            "confidence must lie strictly between 0 and 1"
+        );
+        let lone = verdict(&plan(Metric::Score), &arms[..1]);
+        assert_eq!(
+            reason(&lone.outcome),
+            "an experiment needs a control and at least one variant"
+        );
+    }
+
+    #[test]
+    fn names_serialize_in_camel_case() {
+        let metrics = [
+            Metric::ErrorRatio,
+            Metric::P99,
+            Metric::FirstByteP99,
+            Metric::StreamGap,
+            Metric::Score,
+        ];
+        let json = serde_json::to_string(&metrics).expect("serializable");
+        assert_eq!(json, r#"["errorRatio","p99","firstByteP99","streamGap","score"]"#);
+        let outcome = Outcome::Inconclusive {
+            reason: "r".to_string(),
+            samples_needed: Some(3.0),
+        };
+        let json = serde_json::to_string(&outcome).expect("serializable");
+        assert_eq!(json, r#"{"kind":"inconclusive","reason":"r","samplesNeeded":3.0}"#);
+    }
+
+    fn any_number() -> impl Strategy<Value = f64> {
+        prop_oneof![any::<f64>(), 0.0..1e5, Just(0.0), Just(f64::NAN), Just(f64::INFINITY)]
+    }
+
+    fn any_histogram() -> impl Strategy<Value = Histogram> {
+        let bounds = prop_oneof![Just(BUCKETS.to_vec()), proptest::collection::vec(any_number(), 0..4)];
+        let counts = proptest::collection::vec(0..1000_u64, 5);
+        (bounds, counts, any_number()).prop_map(|(bounds, mut cumulative, sum)| {
+            cumulative.sort_unstable();
+            Histogram {
+                bounds,
+                cumulative,
+                sum,
+            }
+        })
+    }
+
+    fn any_arm() -> impl Strategy<Value = ArmSummary> {
+        let numbers = proptest::collection::vec(any_number(), 6);
+        (numbers, any_histogram(), any_histogram()).prop_map(|(n, latency, stream_gap)| ArmSummary {
+            name: "x".to_string(),
+            users: n[0],
+            requests: n[1],
+            errors: n[2],
+            first_byte: latency.clone(),
+            latency,
+            stream_gap,
+            score: Moments {
+                count: n[3],
+                sum: n[4],
+                squares: n[5],
+            },
+        })
+    }
+
+    fn any_metric() -> impl Strategy<Value = Metric> {
+        prop_oneof![
+            Just(Metric::ErrorRatio),
+            Just(Metric::P99),
+            Just(Metric::FirstByteP99),
+            Just(Metric::StreamGap),
+            Just(Metric::Score)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_summaries_never_give_nan(
+            arms in proptest::collection::vec(any_arm(), 0..5),
+            primary in any_metric(),
+            confidence in any_number(),
+            min_users in any_number(),
+            min_effect in proptest::option::of(any_number()),
+        ) {
+            let plan = Plan { primary, guardrails: vec![Metric::P99, Metric::StreamGap], confidence, min_users_per_variant: min_users, min_effect };
+            let verdict = verdict(&plan, &arms);
+            for interval in verdict.comparisons.iter().filter_map(|c| c.interval) {
+                prop_assert!(interval.low.is_finite() && interval.high.is_finite() && interval.estimate.is_finite());
+            }
+            if let Outcome::Inconclusive { samples_needed: Some(needed), .. } = verdict.outcome {
+                prop_assert!(needed.is_finite());
+            }
+        }
+
+        #[test]
+        fn a_winner_beats_every_other_arm(
+            arms in proptest::collection::vec((100.0..20_000.0_f64, 0.6..0.8_f64, 0.05..0.3_f64), 2..5),
+        ) {
+            let arms: Vec<ArmSummary> = arms.iter().enumerate().map(|(index, &(count, mean, sd))| {
+                ArmSummary { score: scores(count, mean, sd), ..arm(&index.to_string(), count, mean) }
+            }).collect();
+            let plan = Plan { guardrails: Vec::new(), min_users_per_variant: 0.0, ..plan(Metric::Score) };
+            let verdict = verdict(&plan, &arms);
+            if let Outcome::Winner { arm } = &verdict.outcome {
+                let winner = arms.iter().find(|a| &a.name == arm).expect("a winner is an arm");
+                let alpha = 0.05 / (arms.len() * (arms.len() - 1) / 2) as f64;
+                for other in arms.iter().filter(|a| a.name != *arm) {
+                    let interval = confidence::mean_difference(&winner.score, &other.score, alpha).expect("data");
+                    prop_assert!(interval.low > 0.0, "{arm} vs {}: {interval:?}", other.name);
+                }
+                for comparison in &verdict.comparisons {
+                    let expected = if comparison.arm == *arm { Significance::Better } else if arm == "0" { Significance::Worse } else { comparison.significance };
+                    prop_assert_eq!(comparison.significance, expected);
+                }
+            }
+        }
+    }
+}
