@@ -23,7 +23,7 @@ const TAIL: f64 = 0.99;
 
 /// A Prometheus histogram as scraped: cumulative counts per upper bound (the last `+Inf`) and
 /// the sum of the observations.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Histogram {
     /// Upper bounds of the buckets, increasing, the last `+Inf`.
@@ -42,7 +42,7 @@ impl Histogram {
 }
 
 /// What one arm has gathered since the experiment began.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ArmSummary {
     /// The arm's name; arm 0 is the control (stable).
@@ -64,7 +64,7 @@ pub struct ArmSummary {
 }
 
 /// A metric arms are compared on.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub enum Metric {
     /// Failed requests over requests.
@@ -169,7 +169,7 @@ fn quantiles(treatment: &Histogram, control: &Histogram, alpha: f64) -> Option<I
 }
 
 /// What the experiment decides on, from the spec.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// The metric a winner must be better on than every other arm.
@@ -187,7 +187,7 @@ pub struct Plan {
 }
 
 /// Where a variant stands against control on one metric, for the report.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Comparison {
     /// The variant.
@@ -203,7 +203,7 @@ pub struct Comparison {
 }
 
 /// Whether an arm is significantly better or worse than another on a metric.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Significance {
     /// The interval lies wholly on the better side of 0.
@@ -229,7 +229,7 @@ impl Significance {
 }
 
 /// The outcome of an experiment at one look.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Outcome {
     /// This arm is better than every other arm and no worse than control on any guardrail.
@@ -256,7 +256,7 @@ impl Outcome {
 }
 
 /// The verdict at one look: the comparisons for the report and the outcome.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Verdict {
     /// Every variant against control on every metric of the plan, primary first.

@@ -44,7 +44,7 @@ pub const PLANNED_OBSERVATIONS: f64 = 10_000.0;
 
 /// Count, sum and sum of squares of one arm's observations of a numeric metric (all `f64` so
 /// they can come straight from Prometheus counters).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Moments {
     /// How many observations.
@@ -87,7 +87,7 @@ impl Moments {
 }
 
 /// An estimate with its anytime-valid interval; `low <= estimate <= high`, all finite.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Interval {
     /// The point estimate.
