@@ -67,6 +67,7 @@ fn window(stable_rate: u64, candidate_rate: u64, seed: u64) -> Counters {
         stable: side(stable_rate, seed),
         candidate: side(candidate_rate, seed + 1),
         fail_fast_trips: 0,
+        arms: Default::default(),
     }
 }
 

@@ -197,7 +197,7 @@ impl SideCounters {
         self.first_byte.add(&other.first_byte);
     }
 
-    fn checked_since(&self, earlier: &SideCounters) -> Option<SideCounters> {
+    pub(crate) fn checked_since(&self, earlier: &SideCounters) -> Option<SideCounters> {
         Some(SideCounters {
             requests: self.requests.checked_sub(earlier.requests)?,
             errors: self.errors.checked_sub(earlier.errors)?,
@@ -224,6 +224,9 @@ pub struct Counters {
     /// Times the route's fail-fast tripped.
     #[serde(default)]
     pub fail_fast_trips: u64,
+    /// The arms of an N-way route (an experiment), by variant name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arms: BTreeMap<String, ArmCounters>,
 }
 
 impl Counters {
@@ -232,16 +235,89 @@ impl Counters {
         self.stable.add(&other.stable);
         self.candidate.add(&other.candidate);
         self.fail_fast_trips = self.fail_fast_trips.saturating_add(other.fail_fast_trips);
+        for (name, arm) in &other.arms {
+            self.arms.entry(name.clone()).or_default().add(arm);
+        }
     }
 
     /// `self - earlier`, or `None` when any counter went down: the instance restarted.
     pub fn checked_since(&self, earlier: &Counters) -> Option<Counters> {
+        let empty = ArmCounters::default();
         Some(Counters {
             stable: self.stable.checked_since(&earlier.stable)?,
             candidate: self.candidate.checked_since(&earlier.candidate)?,
             fail_fast_trips: self.fail_fast_trips.checked_sub(earlier.fail_fast_trips)?,
+            arms: self
+                .arms
+                .iter()
+                .map(|(name, now)| Some((name.clone(), now.checked_since(earlier.arms.get(name).unwrap_or(&empty))?)))
+                .collect::<Option<BTreeMap<_, _>>>()?,
         })
     }
+}
+
+/// One arm of an N-way route: what a side counts, and what an experiment also judges.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmCounters {
+    /// Requests, errors, durations, first bytes.
+    #[serde(flatten)]
+    pub side: SideCounters,
+    /// Gaps between streamed body frames.
+    #[serde(default)]
+    pub stream_gap: Buckets,
+    /// Sum of those gaps, in seconds.
+    #[serde(default)]
+    pub stream_gap_sum: f64,
+    /// Sum of reported scores.
+    #[serde(default)]
+    pub score_sum: f64,
+    /// Sum of their squares.
+    #[serde(default)]
+    pub score_squares: f64,
+    /// Responses that reported a score.
+    #[serde(default)]
+    pub score_count: u64,
+    /// Distinct sticky users, an estimate (a gauge: instances give their largest, and a
+    /// window gives the latest).
+    #[serde(default)]
+    pub users: f64,
+}
+
+impl ArmCounters {
+    /// Adds another instance's counters; the users estimate takes the larger.
+    pub fn add(&mut self, other: &ArmCounters) {
+        self.side.add(&other.side);
+        self.stream_gap.add(&other.stream_gap);
+        self.stream_gap_sum += finite(other.stream_gap_sum);
+        self.score_sum += finite(other.score_sum);
+        self.score_squares += finite(other.score_squares);
+        self.score_count = self.score_count.saturating_add(other.score_count);
+        self.users = self.users.max(finite(other.users));
+    }
+
+    /// `self - earlier`, or `None` when a count went down (the instance restarted).
+    fn checked_since(&self, earlier: &ArmCounters) -> Option<ArmCounters> {
+        let sub = |now: f64, then: f64| {
+            let d = finite(now) - finite(then);
+            // Float sums drift by rounding; a real restart drops them far more.
+            (d >= -1e-9 * finite(now).abs().max(1.0)).then_some(d.max(0.0))
+        };
+        Some(ArmCounters {
+            side: self.side.checked_since(&earlier.side)?,
+            stream_gap: self.stream_gap.checked_since(&earlier.stream_gap)?,
+            stream_gap_sum: sub(self.stream_gap_sum, earlier.stream_gap_sum)?,
+            score_sum: sub(self.score_sum, earlier.score_sum)?,
+            score_squares: sub(self.score_squares, earlier.score_squares)?,
+            score_count: self.score_count.checked_sub(earlier.score_count)?,
+            users: finite(self.users),
+        })
+    }
+}
+
+/// A value read off a page, as a number that cannot poison a sum: NaN and infinities as 0.
+fn finite(value: f64) -> f64 {
+    if value.is_finite() { value.max(0.0) } else { 0.0 }
 }
 
 /// One proxy instance's cumulative counters of the route.
@@ -348,6 +424,7 @@ mod tests {
                 stable: side(stable.0, stable.1),
                 candidate: side(candidate.0, candidate.1),
                 fail_fast_trips: 0,
+                arms: Default::default(),
             },
             weight: Some(500),
         }

@@ -125,6 +125,7 @@ fn simulate(seed: u64, scenario: &Scenario, oracle_ratio: f64) -> (Option<u64>, 
                 first_byte: Buckets::default(),
             },
             fail_fast_trips: 0,
+            arms: Default::default(),
         };
         if oracle_at.is_none() {
             let share = WEIGHT;

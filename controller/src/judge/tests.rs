@@ -63,6 +63,7 @@ fn window(stable: SideCounters, candidate: SideCounters) -> Counters {
         stable,
         candidate,
         fail_fast_trips: 0,
+        arms: Default::default(),
     }
 }
 

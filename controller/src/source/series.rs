@@ -4,7 +4,13 @@
 
 use weir_proxy::metrics::{CodeClass, SideLabel, names};
 
-use crate::counters::{Buckets, InstanceCounters, SideCounters};
+use std::collections::BTreeMap;
+
+use crate::counters::{ArmCounters, Buckets, InstanceCounters, SideCounters};
+
+/// Most arms read from one route: a route splits between at most 8 variants, and a page
+/// from elsewhere must not grow the controller's memory with made-up side names.
+const MAX_ARMS: usize = 8;
 
 /// Why a sample cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +57,17 @@ pub struct Samples {
     /// Buckets by side (stable, candidate): (bound, cumulative count).
     latency: [Vec<(f64, u64)>; 2],
     first_byte: [Vec<(f64, u64)>; 2],
+    /// An N-way route's arms, by variant name.
+    arms: BTreeMap<String, ArmSamples>,
+}
+
+/// The samples of one arm, folded as they come.
+#[derive(Debug, Default)]
+struct ArmSamples {
+    counters: ArmCounters,
+    latency: Vec<(f64, u64)>,
+    first_byte: Vec<(f64, u64)>,
+    stream_gap: Vec<(f64, u64)>,
 }
 
 impl Samples {
@@ -78,7 +95,9 @@ impl Samples {
         let side = match label(names::label::SIDE) {
             Some(s) if s == SideLabel::stable.as_str() => 0,
             Some(s) if s == SideLabel::candidate.as_str() => 1,
-            _ => return Ok(()),
+            Some(s) if s == SideLabel::mirror.as_str() => return Ok(()),
+            Some(arm) => return self.add_arm(arm, name, label, value),
+            None => return Ok(()),
         };
         if name == names::REQUESTS {
             self.requests_seen = true;
@@ -109,6 +128,55 @@ impl Samples {
         Ok(())
     }
 
+    /// Folds a sample of an N-way route's arm.
+    fn add_arm<'l>(
+        &mut self,
+        arm: &str,
+        name: &str,
+        label: impl Fn(&str) -> Option<&'l str>,
+        value: f64,
+    ) -> Result<(), BadSample> {
+        if !self.arms.contains_key(arm) && self.arms.len() >= MAX_ARMS {
+            return Ok(());
+        }
+        let n = count(value);
+        let amount = if value.is_finite() && value > 0.0 { value } else { 0.0 };
+        let samples = self.arms.entry(arm.to_owned()).or_default();
+        let target = &mut samples.counters;
+        match name {
+            _ if name == names::REQUESTS => {
+                self.requests_seen = true;
+                target.side.requests = target.side.requests.saturating_add(n);
+                match label(names::label::CODE).and_then(CodeClass::from_label) {
+                    Some(code) if code.is_error() => target.side.errors = target.side.errors.saturating_add(n),
+                    Some(CodeClass::Cancelled) => target.side.cancelled = target.side.cancelled.saturating_add(n),
+                    _ => {}
+                }
+                return Ok(());
+            }
+            _ if name == names::SCORE_SUM => target.score_sum += amount,
+            _ if name == names::SCORE_SQUARES_SUM => target.score_squares += amount,
+            _ if name == names::SCORE_COUNT => target.score_count = target.score_count.saturating_add(n),
+            _ if name == names::STICKY_USERS => target.users = target.users.max(amount),
+            _ if name.strip_suffix("_sum") == Some(names::STREAM_GAP) => target.stream_gap_sum += amount,
+            _ => {
+                let list = match name.strip_suffix(names::BUCKET_SUFFIX) {
+                    Some(h) if h == names::REQUEST_DURATION => &mut samples.latency,
+                    Some(h) if h == names::FIRST_BYTE => &mut samples.first_byte,
+                    Some(h) if h == names::STREAM_GAP => &mut samples.stream_gap,
+                    _ => return Ok(()),
+                };
+                let le = label(names::label::LE).ok_or(BadSample::NoBound)?;
+                let bound = parse_value(le)
+                    .ok()
+                    .filter(|b| !b.is_nan())
+                    .ok_or_else(|| BadSample::Bound(le.to_owned()))?;
+                list.push((bound, n));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any of the route's request counters were seen: a proxy without them has not
     /// loaded the route.
     pub fn has_requests(&self) -> bool {
@@ -125,6 +193,17 @@ impl Samples {
         counters.candidate.latency = to_buckets(lc);
         counters.stable.first_byte = to_buckets(fs);
         counters.candidate.first_byte = to_buckets(fc);
+        counters.arms = self
+            .arms
+            .into_iter()
+            .map(|(name, samples)| {
+                let mut arm = samples.counters;
+                arm.side.latency = to_buckets(samples.latency);
+                arm.side.first_byte = to_buckets(samples.first_byte);
+                arm.stream_gap = to_buckets(samples.stream_gap);
+                (name, arm)
+            })
+            .collect();
         instance
     }
 }
@@ -154,6 +233,53 @@ mod tests {
         let b = to_buckets(vec![(f64::INFINITY, 10), (0.1, 10), (0.2, 9)]);
         assert_eq!(b.bounds, vec![0.1, 0.2, f64::INFINITY]);
         assert_eq!(b.cumulative, vec![10, 10, 10]);
+    }
+
+    #[test]
+    fn an_arm_of_an_n_way_route_gathers_its_series() {
+        let mut s = Samples::default();
+        let arm = |code: Option<&'static str>, le: Option<&'static str>| {
+            move |k: &str| match k {
+                "side" => Some("distilled"),
+                "code" => code,
+                "le" => le,
+                _ => None,
+            }
+        };
+        s.add(names::REQUESTS, arm(Some("2xx"), None), 90.0).expect("ok");
+        s.add(names::REQUESTS, arm(Some("5xx"), None), 10.0).expect("ok");
+        s.add(names::SCORE_SUM, arm(None, None), 42.5).expect("ok");
+        s.add(names::SCORE_SQUARES_SUM, arm(None, None), 20.0).expect("ok");
+        s.add(names::SCORE_COUNT, arm(None, None), 60.0).expect("ok");
+        s.add(names::STICKY_USERS, arm(None, None), 37.0).expect("ok");
+        let gap = format!("{}{}", names::STREAM_GAP, names::BUCKET_SUFFIX);
+        s.add(&gap, arm(None, Some("0.05")), 7.0).expect("ok");
+        s.add(&gap, arm(None, Some("+Inf")), 9.0).expect("ok");
+        s.add(&format!("{}_sum", names::STREAM_GAP), arm(None, None), 0.4).expect("ok");
+        let mirror = |k: &str| (k == "side").then_some("mirror");
+        s.add(names::REQUESTS, mirror, 5.0).expect("ok");
+        let counters = s.finish().counters;
+        let a = &counters.arms["distilled"];
+        assert_eq!((a.side.requests, a.side.errors), (100, 10));
+        assert_eq!((a.score_sum, a.score_squares, a.score_count, a.users), (42.5, 20.0, 60, 37.0));
+        assert_eq!(a.stream_gap.cumulative, vec![7, 9]);
+        assert_eq!(a.stream_gap_sum, 0.4);
+        assert_eq!(counters.arms.len(), 1, "mirror copies are no arm");
+    }
+
+    #[test]
+    fn a_page_cannot_make_up_more_than_eight_arms() {
+        let mut s = Samples::default();
+        let sides: Vec<String> = (0..100).map(|i| format!("arm{i}")).collect();
+        for name in &sides {
+            let label = |k: &str| match k {
+                "side" => Some(name.as_str()),
+                "code" => Some("2xx"),
+                _ => None,
+            };
+            s.add(names::REQUESTS, label, 1.0).expect("ok");
+        }
+        assert_eq!(s.finish().counters.arms.len(), MAX_ARMS);
     }
 
     #[test]
