@@ -98,6 +98,7 @@ fn observation(now: SystemTime, seed: u64) -> Observation {
             trips: Vec::new(),
         }),
         request: None,
+        variants: Vec::new(),
     }
 }
 

@@ -146,6 +146,15 @@ pub trait Workloads {
     /// refuses with [`WorkloadError::RevisionMismatch`] unless the candidate still runs
     /// `revision`, the analysed one. Idempotent.
     fn promote_template(&self, revision: &str) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+    /// Observes an experiment's variant Deployments, in the order given.
+    fn observe_variants(
+        &self,
+        deployments: &[String],
+    ) -> impl Future<Output = Result<Vec<WorkloadState>, WorkloadError>> + Send;
+    /// Copies the pod template of Deployment `from` (an experiment's winning variant) into
+    /// stable, as [`Workloads::promote_template`] does the candidate's: refused unless `from`
+    /// still runs `revision`, the judged one. Idempotent.
+    fn promote_variant(&self, from: &str, revision: &str) -> impl Future<Output = Result<(), WorkloadError>> + Send;
 }
 
 /// The proxy's route.

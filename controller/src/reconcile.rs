@@ -64,6 +64,21 @@ impl<W: Workloads, T: Traffic, M: Metrics, R: Report> Reconciler<W, T, M, R> {
     /// to start from next time, its `requeue_after` when).
     pub async fn reconcile(&self, input: Input<'_>) -> Result<Decision, ReconcileError> {
         let (stable, candidate) = self.workloads.observe().await.map_err(ReconcileError::Observe)?;
+        let variant_deployments: Vec<String> = input
+            .spec
+            .strategy
+            .experiment
+            .iter()
+            .flat_map(|e| e.variants.iter().map(|v| v.side.deployment.clone()))
+            .collect();
+        let variants = if variant_deployments.is_empty() {
+            Vec::new()
+        } else {
+            self.workloads
+                .observe_variants(&variant_deployments)
+                .await
+                .map_err(ReconcileError::Observe)?
+        };
         let promql: Vec<String> = input
             .spec
             .analysis
@@ -88,6 +103,7 @@ impl<W: Workloads, T: Traffic, M: Metrics, R: Report> Reconciler<W, T, M, R> {
             candidate,
             metrics,
             request: input.request,
+            variants,
         };
         let decision = decide(input.spec, input.status, &observation, input.now);
         tracing::debug!(
@@ -129,6 +145,13 @@ pub async fn act<W: Workloads, T: Traffic>(
             Action::PromoteTemplate { revision } => {
                 workloads
                     .promote_template(revision)
+                    .await
+                    .map_err(ReconcileError::Workloads)?;
+                crate::crash::point("promote");
+            }
+            Action::PromoteVariant { deployment, revision } => {
+                workloads
+                    .promote_variant(deployment, revision)
                     .await
                     .map_err(ReconcileError::Workloads)?;
                 crate::crash::point("promote");

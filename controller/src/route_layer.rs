@@ -27,8 +27,30 @@ pub fn route_layer(
         route: route.to_owned(),
         message: format!("weight {} is over 10000", intent.weight),
     })?;
+    if let Some(arms) = &intent.arms {
+        if arms.len() != r.variants.len() || arms.iter().map(|w| u32::from(*w)).sum::<u32>() != 10_000 {
+            return Err(TrafficError::Invalid {
+                route: route.to_owned(),
+                message: format!(
+                    "{} arm weights summing to {} for a route of {} variants",
+                    arms.len(),
+                    arms.iter().map(|w| u32::from(*w)).sum::<u32>(),
+                    r.variants.len()
+                ),
+            });
+        }
+        for (variant, weight) in r.variants.iter_mut().zip(arms) {
+            variant.weight = Weight::new(*weight).ok_or_else(|| TrafficError::Invalid {
+                route: route.to_owned(),
+                message: format!("weight {weight} is over 10000"),
+            })?;
+        }
+    }
     if !intent.candidate_overrides {
-        r.overrides.retain(|o| o.side != Side::Candidate);
+        // Nobody reaches a version that is not under rollout by a header: on an experiment's
+        // route, only control (arm 0) stays reachable.
+        r.overrides
+            .retain(|o| o.side != Side::Candidate && !matches!(o.side, Side::Variant(i) if i > 0));
     }
     if let Some(preview) = &intent.preview {
         let header = HeaderName::from_bytes(preview.header.as_bytes()).map_err(|_| TrafficError::Invalid {
@@ -75,6 +97,7 @@ mod tests {
             }),
             candidate_overrides: true,
             candidate_revision: Some("r1".into()),
+            arms: None,
         };
         let open = route_layer(&template(), "m", &preview).expect("applies");
         let route = &open.routes[0];
@@ -97,6 +120,7 @@ mod tests {
             preview: None,
             candidate_overrides: true,
             candidate_revision: None,
+            arms: None,
         };
         let layer = route_layer(&template(), "m", &intent).expect("applies");
         assert_eq!(layer.routes[0].candidate_weight.basis_points(), 2500);
@@ -104,5 +128,24 @@ mod tests {
             route_layer(&template(), "other", &intent),
             Err(TrafficError::NoRoute(_))
         ));
+    }
+
+    #[test]
+    fn an_experiment_sets_each_arms_weight_and_control_only_closes_the_variants() {
+        let template = weir_proxy::config::parse_partial(
+            "routes:\n  - name: e\n    variants: [{ name: control, backend: a, weight: 5000 }, { name: v, backend: b, weight: 5000 }]\n    overrides:\n      - { header: x-arm, equals: v, side: v }\n      - { header: x-arm, equals: control, side: control }\nbackends: { a: { endpoints: ['127.0.0.1:1'] }, b: { endpoints: ['127.0.0.1:2'] } }\n",
+        )
+        .expect("valid");
+        let split = route_layer(&template, "e", &TrafficIntent::experiment(vec![7000, 3000])).expect("applies");
+        let weights: Vec<u16> = split.routes[0].variants.iter().map(|v| v.weight.basis_points()).collect();
+        assert_eq!(weights, [7000, 3000]);
+        assert_eq!(split.routes[0].overrides.len(), 2);
+        let closed = route_layer(&template, "e", &TrafficIntent::control_only(2)).expect("applies");
+        let weights: Vec<u16> = closed.routes[0].variants.iter().map(|v| v.weight.basis_points()).collect();
+        assert_eq!(weights, [10_000, 0]);
+        assert_eq!(closed.routes[0].overrides.len(), 1);
+        assert_eq!(closed.routes[0].overrides[0].side, Side::Variant(0));
+        let wrong = route_layer(&template, "e", &TrafficIntent::experiment(vec![10_000]));
+        assert!(matches!(wrong, Err(TrafficError::Invalid { .. })), "{wrong:?}");
     }
 }

@@ -173,6 +173,9 @@ pub struct RolloutStatus {
     /// The last request obeyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<UserRequest>,
+    /// An experiment's arms, verdict and history (the `experiment` strategy only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<crate::experiment::status::ExperimentStatus>,
     /// The Rollout generation this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -164,18 +164,36 @@ impl Workloads for KubeWorkloads {
         Ok(())
     }
 
-    /// Replaces stable's whole template (a merge would keep fields the candidate dropped), with
-    /// stable's resourceVersion, so a template changed since the read is never overwritten
-    /// blind: the conflict fails this act and the next reconcile reads again.
     async fn promote_template(&self, analysed: &str) -> Result<(), WorkloadError> {
+        self.promote_from(&self.candidate, analysed).await
+    }
+
+    async fn observe_variants(&self, deployments: &[String]) -> Result<Vec<WorkloadState>, WorkloadError> {
+        let mut states = Vec::with_capacity(deployments.len());
+        for name in deployments {
+            states.push(state(self.get(name).await?.as_ref()));
+        }
+        Ok(states)
+    }
+
+    async fn promote_variant(&self, from: &str, revision: &str) -> Result<(), WorkloadError> {
+        self.promote_from(from, revision).await
+    }
+}
+
+impl KubeWorkloads {
+    /// Replaces stable's whole template with Deployment `from`'s (a merge would keep fields
+    /// `from` dropped), with stable's resourceVersion, so a template changed since the read is
+    /// never overwritten blind: the conflict fails this act and the next reconcile reads again.
+    async fn promote_from(&self, from: &str, analysed: &str) -> Result<(), WorkloadError> {
         let promote_error = |source| WorkloadError::Promote {
             name: self.stable.clone(),
             revision: analysed.to_owned(),
             source,
         };
-        let candidate = self.get(&self.candidate).await?.ok_or_else(|| WorkloadError::Observe {
-            name: self.candidate.clone(),
-            source: "the candidate Deployment is gone".into(),
+        let candidate = self.get(from).await?.ok_or_else(|| WorkloadError::Observe {
+            name: from.to_owned(),
+            source: format!("Deployment {from}, whose template was to be promoted, is gone").into(),
         })?;
         let current = state(Some(&candidate)).template_hash;
         if current != analysed {

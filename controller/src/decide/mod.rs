@@ -10,6 +10,9 @@
 //! weight change starts a new window from a fresh baseline), a warm-up after each change that
 //! is shown but not judged, and candidate replicas that give both sides the same load per pod.
 
+mod experiment;
+#[cfg(test)]
+mod experiment_tests;
 mod promotion;
 pub mod reasons;
 mod running;
@@ -109,6 +112,8 @@ pub struct Observation {
     pub metrics: Result<Reading, MetricsUnavailable>,
     /// The latest request of a person; obeyed once, when it differs from the last obeyed.
     pub request: Option<UserRequest>,
+    /// An experiment's variant Deployments, in spec order (empty for other strategies).
+    pub variants: Vec<WorkloadState>,
 }
 
 /// One thing to do, through a port.
@@ -124,6 +129,14 @@ pub enum Action {
     /// revision (the analysed one); the port refuses otherwise.
     PromoteTemplate {
         /// The analysed revision.
+        revision: String,
+    },
+    /// Copy an experiment's winning variant's pod template into the stable Deployment, if it
+    /// is still this revision (the judged one); the port refuses otherwise.
+    PromoteVariant {
+        /// The winner's Deployment.
+        deployment: String,
+        /// The judged revision.
         revision: String,
     },
 }
@@ -180,7 +193,10 @@ pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now
     match validate(spec) {
         Ok(spec) => {
             ctx.condition("SpecValid", "True", reasons::SPEC_VALID, "");
-            ctx.run(&spec);
+            match &spec.strategy {
+                crate::rollout::validate::ValidStrategy::Experiment(e) => ctx.experiment(&spec, e),
+                _ => ctx.run(&spec),
+            }
         }
         Err(errors) => {
             // An invalid spec changes no step: whatever traffic was set stays until it is
@@ -553,6 +569,8 @@ impl Ctx<'_> {
         match spec.strategy {
             crate::rollout::validate::ValidStrategy::Canary(_) => candidate_replicas(stable, weight),
             crate::rollout::validate::ValidStrategy::BlueGreen { .. } => stable.max(1),
+            // An experiment scales no Deployment (and never reaches here).
+            crate::rollout::validate::ValidStrategy::Experiment(_) => 0,
         }
     }
 
@@ -632,6 +650,7 @@ impl Ctx<'_> {
             ValidStrategy::Canary(steps) => steps.get(self.next.step as usize).map_or(Duration::ZERO, |s| s.hold),
             ValidStrategy::BlueGreen { hold_before_switch, .. } if self.next.step == 0 => *hold_before_switch,
             ValidStrategy::BlueGreen { keep_old_for, .. } => *keep_old_for,
+            ValidStrategy::Experiment(e) => e.duration,
         }
     }
 
@@ -643,6 +662,7 @@ impl Ctx<'_> {
             ValidStrategy::Canary(_) => format!("step {i}/{n} at {}", percent(spec.strategy.weight(i - 1))),
             ValidStrategy::BlueGreen { .. } if self.next.step == 0 => format!("step {i}/{n} (preview)"),
             ValidStrategy::BlueGreen { .. } => format!("step {i}/{n} (switched, stable kept)"),
+            ValidStrategy::Experiment(_) => "the experiment".to_owned(),
         }
     }
 

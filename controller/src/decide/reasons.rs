@@ -34,3 +34,7 @@ pub const DEPLOYMENTS_FOUND: &str = "DeploymentsFound";
 /// `maxSurge` is set while a HorizontalPodAutoscaler scales stable: the two would fight over
 /// stable's replicas.
 pub const SURGE_WITH_AUTOSCALER: &str = "SurgeWithAutoscaler";
+/// An experiment began splitting traffic between control and its variants.
+pub const EXPERIMENT_STARTED: &str = "ExperimentStarted";
+/// An experiment ended without a promotion: all traffic back on control.
+pub const EXPERIMENT_CONCLUDED: &str = "ExperimentConcluded";

@@ -21,6 +21,7 @@ pub(crate) fn spec() -> RolloutSpec {
                     .collect(),
             }),
             blue_green: None,
+            experiment: None,
         },
         Analysis {
             interval: "5s".into(),
@@ -40,6 +41,7 @@ pub(crate) fn blue_green() -> RolloutSpec {
             hold_before_switch: "10s".into(),
             keep_old_for: "10s".into(),
         }),
+        experiment: None,
     };
     s
 }
@@ -195,6 +197,7 @@ impl World {
             candidate: self.candidate.clone(),
             metrics: self.reading(status, at),
             request: self.request.clone(),
+            variants: Vec::new(),
         }
     }
 
@@ -225,6 +228,7 @@ impl World {
                     self.promoted.push(revision.clone());
                     self.stable.template_hash = revision.clone();
                 }
+                Action::PromoteVariant { .. } => panic!("a canary never promotes an experiment's variant"),
             }
         }
         true
@@ -296,6 +300,7 @@ fn a_new_available_candidate_starts_at_the_first_step() {
                 preview: None,
                 candidate_overrides: true,
                 candidate_revision: Some("b".into()),
+                arms: None,
             })
         ]
     );

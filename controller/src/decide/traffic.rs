@@ -27,6 +27,8 @@ pub struct TrafficIntent {
     /// The candidate's revision, written into the route so the proxy keeps a fail-fast trip
     /// until the candidate really changes.
     pub candidate_revision: Option<String>,
+    /// An experiment's weights, in basis points per arm in route order (control first).
+    pub arms: Option<Vec<u16>>,
 }
 
 impl TrafficIntent {
@@ -37,6 +39,28 @@ impl TrafficIntent {
             preview: None,
             candidate_overrides: false,
             candidate_revision,
+            arms: None,
+        }
+    }
+
+    /// An experiment's split: each arm its weight, the route's overrides to variants on.
+    pub fn experiment(arms: Vec<u16>) -> Self {
+        TrafficIntent {
+            weight: 0,
+            preview: None,
+            candidate_overrides: true,
+            candidate_revision: None,
+            arms: Some(arms),
+        }
+    }
+
+    /// An experiment's route with everything on control (arm 0), and no way to a variant.
+    pub fn control_only(arm_count: usize) -> Self {
+        let mut arms = vec![0; arm_count.max(1)];
+        arms[0] = BASIS_POINTS;
+        TrafficIntent {
+            candidate_overrides: false,
+            ..TrafficIntent::experiment(arms)
         }
     }
 
@@ -58,6 +82,7 @@ impl TrafficIntent {
             preview,
             candidate_overrides: true,
             candidate_revision,
+            arms: None,
         }
     }
 }

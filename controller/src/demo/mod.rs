@@ -165,6 +165,7 @@ impl DemoArgs {
                         .collect(),
                 }),
                 blue_green: None,
+                experiment: None,
             },
             DemoStrategy::BlueGreen => Strategy {
                 canary: None,
@@ -174,6 +175,7 @@ impl DemoArgs {
                     hold_before_switch: hold.into(),
                     keep_old_for: hold.into(),
                 }),
+                experiment: None,
             },
         };
         let side = |deployment: &str, addr: std::net::SocketAddr| SideSpec {

@@ -38,6 +38,8 @@ pub struct DemoWorkloads {
     candidate: Mutex<Deployment>,
     stable_backend: DemoBackend,
     candidate_backend: DemoBackend,
+    /// An experiment's variants: Deployment name, Deployment, backend.
+    variants: Vec<(String, Mutex<Deployment>, DemoBackend)>,
 }
 
 impl DemoWorkloads {
@@ -65,7 +67,32 @@ impl DemoWorkloads {
             }),
             stable_backend,
             candidate_backend,
+            variants: Vec::new(),
         }
+    }
+
+    /// Adds an experiment's variant Deployment `name`, ready at once with `replicas`.
+    pub fn with_variant(mut self, name: &str, backend: DemoBackend, template: Behavior, replicas: u32) -> Self {
+        backend.set_behavior(template);
+        let deployment = Deployment {
+            template,
+            replicas,
+            ready_at: Instant::now(),
+            ready_before: 0,
+        };
+        self.variants.push((name.to_owned(), Mutex::new(deployment), backend));
+        self
+    }
+
+    fn variant(&self, name: &str) -> Result<&Mutex<Deployment>, WorkloadError> {
+        self.variants
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, d, _)| d)
+            .ok_or_else(|| WorkloadError::Observe {
+                name: name.to_owned(),
+                source: "no such Deployment in the demo".into(),
+            })
     }
 
     fn state(d: &Deployment, now: Instant) -> WorkloadState {
@@ -125,6 +152,27 @@ impl Workloads for DemoWorkloads {
 
     async fn promote_template(&self, revision: &str) -> Result<(), WorkloadError> {
         let template = lock(&self.candidate).template;
+        self.promote(template, revision)
+    }
+
+    async fn observe_variants(&self, deployments: &[String]) -> Result<Vec<WorkloadState>, WorkloadError> {
+        let now = Instant::now();
+        deployments
+            .iter()
+            .map(|name| Ok(Self::state(&lock(self.variant(name)?), now)))
+            .collect()
+    }
+
+    async fn promote_variant(&self, from: &str, revision: &str) -> Result<(), WorkloadError> {
+        let template = lock(self.variant(from)?).template;
+        self.promote(template, revision)
+    }
+}
+
+impl DemoWorkloads {
+    /// Copies `template` into stable, as a promotion does, refusing one that is not the
+    /// judged `revision`.
+    fn promote(&self, template: Behavior, revision: &str) -> Result<(), WorkloadError> {
         if template.template_hash() != revision {
             return Err(WorkloadError::RevisionMismatch {
                 analysed: revision.to_owned(),
@@ -139,9 +187,7 @@ impl Workloads for DemoWorkloads {
         }
         Ok(())
     }
-}
 
-impl DemoWorkloads {
     /// Pushes a new template to the candidate Deployment, as a developer's deploy would.
     pub fn push_candidate(&self, template: Behavior) {
         let mut candidate = lock(&self.candidate);

@@ -21,9 +21,19 @@ pub struct ExperimentStatus {
     pub plan: Plan,
     /// Each arm, control first.
     pub arms: Vec<ArmState>,
+    /// Each arm's revision (pod template hash) when the split began, control first: data
+    /// from another revision would judge something nobody is comparing.
+    #[serde(default)]
+    pub revisions: Vec<String>,
     /// The verdict at the last look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// When the experiment ended (RFC 3339), if it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// The arm found better than every other, once the experiment has ended with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner: Option<String>,
     /// Looks over time, oldest first, at most [`MAX_HISTORY`].
     #[serde(default)]
     pub history: Vec<HistoryPoint>,

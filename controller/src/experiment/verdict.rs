@@ -229,7 +229,7 @@ impl Significance {
 }
 
 /// The outcome of an experiment at one look.
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Outcome {
     /// This arm is better than every other arm and no worse than control on any guardrail.
@@ -262,7 +262,32 @@ pub struct Verdict {
     /// Every variant against control on every metric of the plan, primary first.
     pub comparisons: Vec<Comparison>,
     /// The outcome.
+    #[schemars(with = "OutcomeSchema")]
     pub outcome: Outcome,
+}
+
+/// The schema of [`Outcome`] as one object: Kubernetes structural schemas cannot say "one of
+/// two objects told apart by `kind`", and this flat shape is exactly what serde writes.
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct OutcomeSchema {
+    /// `winner` or `inconclusive`.
+    kind: OutcomeKind,
+    /// The winning arm (`winner`).
+    arm: Option<String>,
+    /// Why there is no verdict yet (`inconclusive`).
+    reason: Option<String>,
+    /// Observations per arm the deciding comparison would need (`inconclusive`).
+    samples_needed: Option<f64>,
+}
+
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+enum OutcomeKind {
+    Winner,
+    Inconclusive,
 }
 
 /// Judges the arms (arm 0 the control) under `plan`.

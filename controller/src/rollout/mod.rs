@@ -1,6 +1,7 @@
 //! The `Rollout` custom resource (`weir.dev/v1alpha1`): spec as users write it, status as the
 //! controller writes it. Plain data; validation is in [`validate`]. No I/O here.
 
+mod experiment;
 pub mod proxy_route;
 mod route;
 pub mod validate;
@@ -10,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::status::RolloutStatus;
+pub use experiment::{CONTROL, Experiment, ExperimentDecide, Metric, VariantSpec};
 pub use route::{FailFastSpec, KeySpec, MirrorSpec, OverrideSpec, RouteMatch, RouteSpec, TlsSpec};
 
 /// What to roll out and how: the proxy route this Rollout owns, the two sides, the strategy and
@@ -38,9 +40,10 @@ pub struct RolloutSpec {
     pub route: RouteSpec,
     /// The version serving today.
     pub stable: SideSpec,
-    /// The version under rollout.
+    /// The version under rollout (absent in an experiment, whose variants replace it).
+    #[serde(default, skip_serializing_if = "SideSpec::is_unset")]
     pub candidate: SideSpec,
-    /// Canary steps or blue-green.
+    /// Canary steps, blue-green, or an experiment.
     pub strategy: Strategy,
     /// How the candidate is judged against stable.
     #[serde(default)]
@@ -74,6 +77,12 @@ pub struct SideSpec {
     pub tls: Option<TlsSpec>,
 }
 
+impl SideSpec {
+    fn is_unset(&self) -> bool {
+        *self == SideSpec::default()
+    }
+}
+
 /// Limits on the fleet during a rollout.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -90,7 +99,7 @@ impl Scaling {
     }
 }
 
-/// Exactly one of `canary` or `blueGreen`.
+/// Exactly one of `canary`, `blueGreen` or `experiment`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Strategy {
@@ -100,6 +109,10 @@ pub struct Strategy {
     /// Preview the candidate by header, then switch all traffic at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreen>,
+    /// Split users between control (stable) and variants by fixed weights, judge them with
+    /// anytime-valid intervals, and report (or promote) the winner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
 }
 
 /// Canary steps, in ascending weight.

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use weir_proxy::config::{ConfigError, ConfigErrors, PartialConfig, parse_partial};
 
-use super::{RolloutSpec, SideSpec};
+use super::{CONTROL, Experiment, RolloutSpec, SideSpec};
 
 /// The proxy's name for one side's backend.
 pub fn backend_name(route: &str, side: &str) -> String {
@@ -23,7 +23,7 @@ pub fn template(spec: &RolloutSpec, route: &str) -> Result<PartialConfig, Config
             errors
                 .into_iter()
                 .map(|e| ConfigError {
-                    path: spec_path(&e.path, route),
+                    path: spec_path(&e.path, route, spec),
                     message: e.message,
                 })
                 .collect(),
@@ -38,6 +38,9 @@ fn document(spec: &RolloutSpec, route: &str) -> Value {
         _ => Map::new(),
     };
     written.insert("name".into(), json!(route));
+    if let Some(experiment) = &spec.strategy.experiment {
+        return experiment_document(spec, experiment, route, written);
+    }
     written.insert("stable".into(), json!({ "backend": backend_name(route, "stable") }));
     written.insert(
         "candidate".into(),
@@ -51,6 +54,35 @@ fn document(spec: &RolloutSpec, route: &str) -> Value {
             backend_name(route, "candidate"): backend(&spec.candidate),
         },
     })
+}
+
+/// An experiment's route: control (stable) and the variants as an N-way route at their
+/// weights, control taking what the variants leave, and the score header.
+fn experiment_document(spec: &RolloutSpec, experiment: &Experiment, route: &str, mut written: Map<String, Value>) -> Value {
+    let weights = arm_weights(experiment);
+    let mut variants = vec![json!({ "name": CONTROL, "backend": backend_name(route, CONTROL), "weight": weights[0] })];
+    let mut backends = Map::new();
+    backends.insert(backend_name(route, CONTROL), backend(&spec.stable));
+    for (variant, weight) in experiment.variants.iter().zip(&weights[1..]) {
+        variants.push(json!({ "name": variant.name, "backend": backend_name(route, &variant.name), "weight": weight }));
+        backends.insert(backend_name(route, &variant.name), backend(&variant.side));
+    }
+    written.insert("variants".into(), Value::Array(variants));
+    written.insert("score".into(), json!({ "header": experiment.score_header }));
+    json!({ "routes": [Value::Object(written)], "backends": backends })
+}
+
+/// Each arm's weight in basis points, control first: the variants' percents, and control the
+/// rest (0 when they take it all, which validation refuses).
+pub fn arm_weights(experiment: &Experiment) -> Vec<u16> {
+    let variants: Vec<u16> = experiment
+        .variants
+        .iter()
+        .map(|v| (v.weight * 100.0).round().clamp(0.0, 10_000.0) as u16)
+        .collect();
+    let taken: u32 = variants.iter().map(|w| u32::from(*w)).sum();
+    let control = 10_000u32.saturating_sub(taken) as u16;
+    std::iter::once(control).chain(variants).collect()
 }
 
 /// One side as a proxy backend: its endpoints, or its Service and port, with protocol and TLS.
@@ -75,7 +107,7 @@ fn backend(side: &SideSpec) -> Value {
 }
 
 /// A path in the partial config document as a path in the Rollout.
-fn spec_path(path: &str, route: &str) -> String {
+fn spec_path(path: &str, route: &str, spec: &RolloutSpec) -> String {
     if let Some(rest) = path.strip_prefix("routes[0]") {
         return format!("spec.route{rest}");
     }
@@ -83,6 +115,17 @@ fn spec_path(path: &str, route: &str) -> String {
         let prefix = format!("backends.{}", backend_name(route, side));
         if let Some(rest) = path.strip_prefix(&prefix) {
             return format!("spec.{side}{rest}");
+        }
+    }
+    if let Some(rest) = path.strip_prefix(&format!("backends.{}", backend_name(route, CONTROL))) {
+        return format!("spec.stable{rest}");
+    }
+    let variants = spec.strategy.experiment.iter().flat_map(|e| e.variants.iter().enumerate());
+    for (i, variant) in variants {
+        if let Some(rest) = path.strip_prefix(&format!("backends.{}", backend_name(route, &variant.name)))
+            && (rest.is_empty() || rest.starts_with(['.', '[']))
+        {
+            return format!("spec.strategy.experiment.variants[{i}]{rest}");
         }
     }
     if path.is_empty() {

@@ -303,6 +303,7 @@ fn run(scenario: &Scenario) {
                 candidate: world.candidate.clone(),
                 metrics: world.reading(&spec, &status, now, tick),
                 request,
+                variants: Vec::new(),
             };
             let d = decide(&spec, &status, &obs, now);
             let again = decide(&spec, &status, &obs, now);

@@ -70,11 +70,13 @@ pub(crate) fn spec_of(s: &SpecIn) -> RolloutSpec {
                 hold_before_switch: pick(&HOLDS, s.interval).into(),
                 keep_old_for: pick(&HOLDS, s.deadline).into(),
             }),
+            experiment: None,
         }
     } else {
         Strategy {
             canary: Some(Canary { steps }),
             blue_green: None,
+            experiment: None,
         }
     };
     let mut checks = Vec::new();

@@ -249,6 +249,7 @@ impl World {
                     self.stable.template_hash = revision.clone();
                     self.stable.rolled_out = slow_pods;
                 }
+                Action::PromoteVariant { .. } => panic!("a canary never promotes an experiment's variant"),
             }
         }
         true

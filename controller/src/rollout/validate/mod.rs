@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use weir_proxy::config::PartialConfig;
 
+mod experiment;
+
+pub use experiment::{ValidExperiment, ValidVariant};
+
 use super::{CheckMetric, MetricsSource, RolloutSpec, SideSpec, proxy_route};
 
 /// A Rollout spec that passed validation.
@@ -44,6 +48,8 @@ pub enum ValidStrategy {
         /// Time on the candidate before promotion.
         keep_old_for: Duration,
     },
+    /// An A/B/n experiment.
+    Experiment(ValidExperiment),
 }
 
 impl ValidStrategy {
@@ -52,6 +58,7 @@ impl ValidStrategy {
         match self {
             ValidStrategy::Canary(steps) => steps.len(),
             ValidStrategy::BlueGreen { .. } => 2,
+            ValidStrategy::Experiment(_) => 1,
         }
     }
 
@@ -61,6 +68,8 @@ impl ValidStrategy {
             ValidStrategy::Canary(steps) => steps.get(index).map_or(0, |s| s.weight),
             ValidStrategy::BlueGreen { .. } if index == 0 => 0,
             ValidStrategy::BlueGreen { .. } => weir_proxy::split::BASIS_POINTS,
+            // An experiment has no candidate: its arms' weights are in the strategy.
+            ValidStrategy::Experiment(_) => 0,
         }
     }
 
@@ -235,7 +244,9 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
         errors.add("spec.route.name", "is empty");
     }
     side(&mut errors, "spec.stable", &spec.stable);
-    side(&mut errors, "spec.candidate", &spec.candidate);
+    if spec.strategy.experiment.is_none() {
+        side(&mut errors, "spec.candidate", &spec.candidate);
+    }
     match (spec.scaling.max_surge, &spec.strategy.blue_green) {
         (Some(0), _) => errors.add(
             "spec.scaling.maxSurge",
@@ -260,14 +271,25 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     if spec.stable.deployment.is_empty() {
         errors.add("spec.stable.deployment", "is empty");
     }
-    if spec.candidate.deployment.is_empty() {
+    if spec.strategy.experiment.is_some() {
+        if spec.candidate != SideSpec::default() {
+            errors.add(
+                "spec.candidate",
+                "is not used by an experiment, whose variants are in spec.strategy.experiment.variants",
+            );
+        }
+    } else if spec.candidate.deployment.is_empty() {
         errors.add("spec.candidate.deployment", "is empty");
     } else if spec.candidate.deployment == spec.stable.deployment {
         errors.add("spec.candidate.deployment", "names the stable Deployment");
     }
 
     let strategy = match (&spec.strategy.canary, &spec.strategy.blue_green) {
-        (Some(canary), None) => {
+        _ if spec.strategy.experiment.is_some() && spec.strategy.canary.is_none() && spec.strategy.blue_green.is_none() => {
+            let experiment = spec.strategy.experiment.as_ref().expect("checked just above");
+            ValidStrategy::Experiment(experiment::validate(spec, experiment, &mut errors))
+        }
+        (Some(canary), None) if spec.strategy.experiment.is_none() => {
             if canary.steps.is_empty() {
                 errors.add("spec.strategy.canary.steps", "needs at least one step");
             }
@@ -301,7 +323,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             }
             ValidStrategy::Canary(steps)
         }
-        (None, Some(bg)) => {
+        (None, Some(bg)) if spec.strategy.experiment.is_none() => {
             match http::HeaderName::from_bytes(bg.preview_header.as_bytes()) {
                 Err(_) => errors.add(
                     "spec.strategy.blueGreen.previewHeader",
@@ -327,7 +349,7 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
             }
         }
         _ => {
-            errors.add("spec.strategy", "needs exactly one of canary or blueGreen");
+            errors.add("spec.strategy", "needs exactly one of canary, blueGreen or experiment");
             ValidStrategy::Canary(Vec::new())
         }
     };

@@ -17,6 +17,7 @@ mod basics {
                         .collect(),
                 }),
                 blue_green: None,
+                experiment: None,
             },
             Analysis::default(),
         )
@@ -153,6 +154,7 @@ mod analysis {
                 hold_before_switch: "1m".into(),
                 keep_old_for: "1m".into(),
             }),
+            experiment: None,
         };
         let errors: Vec<String> = validate(&s)
             .expect_err("invalid")
@@ -235,6 +237,7 @@ mod sides_and_route {
                     }],
                 }),
                 blue_green: None,
+                experiment: None,
             },
             Analysis::default(),
         )
@@ -314,5 +317,112 @@ mod sides_and_route {
             "{text}"
         );
         assert_eq!(errors.len(), 1, "{text}");
+    }
+}
+
+mod experiments {
+    use super::super::*;
+    use crate::rollout::{
+        Analysis, Experiment, ExperimentDecide, KeySpec, Metric, PrometheusSource, Strategy, VariantSpec,
+    };
+
+    fn variant(name: &str, deployment: &str, weight: f64) -> VariantSpec {
+        VariantSpec {
+            name: name.into(),
+            weight,
+            side: SideSpec {
+                deployment: deployment.into(),
+                endpoints: vec!["127.0.0.1:9100".into()],
+                ..SideSpec::default()
+            },
+        }
+    }
+
+    fn spec(variants: Vec<VariantSpec>) -> RolloutSpec {
+        let mut spec = crate::rollout::example(
+            Strategy {
+                experiment: Some(Experiment {
+                    variants,
+                    primary: Metric::Score,
+                    guardrails: vec![Metric::ErrorRatio, Metric::P99],
+                    duration: "1h".into(),
+                    min_users_per_variant: 100,
+                    confidence: 0.95,
+                    decide: ExperimentDecide::Manual,
+                    stop_when_conclusive: false,
+                    min_effect: None,
+                    score_header: "x-weir-score".into(),
+                }),
+                ..Strategy::default()
+            },
+            Analysis::default(),
+        );
+        spec.candidate = SideSpec::default();
+        spec.route.sticky = Some(KeySpec {
+            header: Some("x-user-id".into()),
+            cookie: None,
+        });
+        spec
+    }
+
+    #[test]
+    fn a_good_experiment_gives_control_the_weight_the_variants_leave() {
+        let valid = validate(&spec(vec![variant("fast", "m-fast", 25.0), variant("better", "m-better", 25.5)]))
+            .expect("valid");
+        let ValidStrategy::Experiment(e) = valid.strategy else {
+            panic!("an experiment")
+        };
+        assert_eq!(e.weights, [4950, 2500, 2550]);
+        assert_eq!(e.arm_names(), ["control", "fast", "better"]);
+        let route = &valid.route_config.routes[0];
+        let arms: Vec<(&str, u16)> = route
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.weight.basis_points()))
+            .collect();
+        assert_eq!(arms, [("control", 4950), ("fast", 2500), ("better", 2550)]);
+        assert_eq!(route.score.as_ref().map(|h| h.as_str()), Some("x-weir-score"));
+    }
+
+    #[test]
+    fn every_bad_experiment_field_is_named() {
+        let mut s = spec(vec![
+            variant("control", "m-a", 30.0),
+            variant("b", "v1", 40.0),
+            variant("b", "", 40.001),
+        ]);
+        s.candidate.deployment = "v2".into();
+        s.route.sticky = None;
+        s.analysis.source.prometheus = Some(PrometheusSource {
+            url: "http://127.0.0.1:9090".into(),
+        });
+        let experiment = s.strategy.experiment.as_mut().expect("experiment");
+        experiment.duration = "soon".into();
+        experiment.confidence = 1.5;
+        let errors = validate(&s).expect_err("invalid");
+        let text = describe(&errors);
+        for expected in [
+            "spec.candidate: is not used by an experiment",
+            "spec.strategy.experiment.variants[0].name: \"control\" names an arm weir keeps",
+            "spec.strategy.experiment.variants[1].deployment: \"v1\" is stable's or another variant's",
+            "spec.strategy.experiment.variants[2].name: duplicate variant name \"b\"",
+            "spec.strategy.experiment.variants[2].deployment: is empty",
+            "spec.strategy.experiment.variants[2].weight: 40.001 is finer than 0.01 percent",
+            "spec.strategy.experiment.variants: weights sum to",
+            "spec.strategy.experiment.duration: \"soon\" is not a duration",
+            "spec.strategy.experiment.confidence: 1.5 is not above 0.5 and below 1",
+            "spec.route.sticky: is needed by an experiment",
+            "spec.analysis.source.prometheus: cannot feed an experiment yet",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn an_experiment_with_a_canary_too_is_refused() {
+        let mut s = spec(vec![variant("fast", "m-fast", 25.0)]);
+        s.strategy.canary = super::basics::spec(&[(5.0, "1m")]).strategy.canary;
+        let text = describe(&validate(&s).expect_err("invalid"));
+        assert!(text.contains("needs exactly one of canary, blueGreen or experiment"), "{text}");
     }
 }

@@ -1,0 +1,299 @@
+//! The experiment strategy's policy, with no server: starting only when every arm can serve,
+//! ending on time, promoting only a judged winner, stopping a failing variant at once.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use proptest::prelude::*;
+
+use super::tests::{t, workload};
+use super::*;
+use crate::counters::{ArmCounters, Counters, SideCounters};
+use crate::experiment::verdict::Metric;
+use crate::rollout::{
+    Analysis, Experiment, ExperimentDecide, KeySpec, RouteSpec, SideSpec, Strategy, VariantSpec,
+};
+use crate::status::{Verb, WindowMark, micro_time};
+
+fn experiment_spec(decide: ExperimentDecide) -> RolloutSpec {
+    let variant = |name: &str, port: u16| VariantSpec {
+        name: name.into(),
+        weight: 30.0,
+        side: SideSpec {
+            deployment: format!("model-{name}"),
+            endpoints: vec![format!("127.0.0.1:{port}")],
+            ..SideSpec::default()
+        },
+    };
+    let mut spec = crate::rollout::example(
+        Strategy {
+            experiment: Some(Experiment {
+                variants: vec![variant("fast", 9002), variant("better", 9003)],
+                primary: Metric::Score,
+                guardrails: vec![Metric::ErrorRatio],
+                duration: "60s".into(),
+                min_users_per_variant: 50,
+                confidence: 0.95,
+                decide,
+                stop_when_conclusive: false,
+                min_effect: None,
+                score_header: "x-weir-score".into(),
+            }),
+            ..Strategy::default()
+        },
+        Analysis {
+            interval: "5s".into(),
+            ..Analysis::default()
+        },
+    );
+    spec.candidate = SideSpec::default();
+    spec.route = RouteSpec {
+        name: Some("r".into()),
+        sticky: Some(KeySpec {
+            header: Some("x-user-id".into()),
+            cookie: None,
+        }),
+        ..RouteSpec::default()
+    };
+    spec
+}
+
+/// An arm's counters after `n` requests, `errors` of them failed, each scored around `mean`.
+fn arm(n: u64, errors: u64, mean: f64, users: f64) -> ArmCounters {
+    // Scores of mean `mean` and standard deviation 0.2.
+    let count = n - errors;
+    ArmCounters {
+        side: SideCounters {
+            requests: n,
+            errors,
+            ..SideCounters::default()
+        },
+        score_sum: mean * count as f64,
+        score_squares: (mean * mean + 0.04) * count as f64,
+        score_count: count,
+        users,
+        ..ArmCounters::default()
+    }
+}
+
+fn reading(at: SystemTime, arms: &[(&str, ArmCounters)]) -> Result<Reading, MetricsUnavailable> {
+    Ok(Reading {
+        window: Some(Counters {
+            arms: arms.iter().map(|(n, a)| ((*n).to_owned(), a.clone())).collect::<BTreeMap<_, _>>(),
+            ..Counters::default()
+        }),
+        mark: WindowMark {
+            at: micro_time(at),
+            instances: None,
+        },
+        promql: Vec::new(),
+        trips: Vec::new(),
+    })
+}
+
+fn observe(metrics: Result<Reading, MetricsUnavailable>, request: Option<UserRequest>) -> Observation {
+    Observation {
+        generation: Some(1),
+        stable: workload("s1", 4),
+        candidate: WorkloadState::default(),
+        metrics,
+        request,
+        variants: vec![workload("f1", 2), workload("b1", 2)],
+    }
+}
+
+fn request(verb: Verb, at: SystemTime) -> Option<UserRequest> {
+    Some(UserRequest {
+        verb,
+        at: humantime::format_rfc3339_seconds(at).to_string(),
+    })
+}
+
+fn started(spec: &RolloutSpec) -> RolloutStatus {
+    let d = decide(spec, &RolloutStatus::default(), &observe(reading(t(0.0), &[]), None), t(0.0));
+    assert_eq!(d.status.phase, Phase::Progressing, "{}", d.status.message);
+    d.status
+}
+
+/// The better arm scores 0.80 against 0.70 on 2000 requests each: a clear winner.
+fn clear_winner(at: f64) -> Result<Reading, MetricsUnavailable> {
+    reading(
+        t(at),
+        &[
+            ("control", arm(2000, 2, 0.70, 400.0)),
+            ("fast", arm(2000, 2, 0.70, 400.0)),
+            ("better", arm(2000, 2, 0.80, 400.0)),
+        ],
+    )
+}
+
+#[test]
+fn it_starts_only_when_every_arm_can_serve_and_then_splits_by_the_weights() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let mut obs = observe(reading(t(0.0), &[]), None);
+    obs.variants[1].ready_replicas = 0;
+    let d = decide(&spec, &RolloutStatus::default(), &obs, t(0.0));
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert!(d.status.message.contains("better"), "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+
+    let d = decide(&spec, &RolloutStatus::default(), &observe(reading(t(0.0), &[]), None), t(0.0));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(
+        d.actions,
+        vec![Action::SetTraffic(TrafficIntent::experiment(vec![4000, 3000, 3000]))]
+    );
+    let experiment = d.status.experiment.expect("experiment status");
+    assert_eq!(experiment.revisions, ["s1", "f1", "b1"]);
+    assert!(d.events.iter().any(|e| e.reason == reasons::EXPERIMENT_STARTED));
+}
+
+#[test]
+fn a_manual_experiment_reports_its_winner_and_promotes_it_only_when_asked() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    // Before the duration: the winner leads, nothing ends.
+    let d = decide(&spec, &status, &observe(clear_winner(30.0), None), t(30.0));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert!(d.status.message.contains("better leads"), "{}", d.status.message);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::PromoteVariant { .. })));
+    // At the duration: it ends, all traffic on control, nothing promoted.
+    let d = decide(&spec, &d.status, &observe(clear_winner(61.0), None), t(61.0));
+    assert_eq!(d.status.phase, Phase::Succeeded, "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+    assert_eq!(d.status.experiment.as_ref().and_then(|e| e.winner.as_deref()), Some("better"));
+    // A person's promote: the winner's judged revision goes into stable.
+    let d = decide(&spec, &d.status, &observe(clear_winner(70.0), request(Verb::Promote, t(70.0))), t(70.0));
+    assert_eq!(d.status.phase, Phase::Promoting, "{}", d.status.message);
+    assert!(d.actions.contains(&Action::PromoteVariant {
+        deployment: "model-better".into(),
+        revision: "b1".into(),
+    }));
+    // Stable rolled out with it: control (now the winner) takes everything.
+    let mut obs = observe(clear_winner(80.0), None);
+    obs.stable.template_hash = "b1".into();
+    let d = decide(&spec, &d.status, &obs, t(80.0));
+    assert_eq!(d.status.phase, Phase::Succeeded);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn promote_winner_promotes_at_the_end_and_refuses_a_revision_nobody_judged() {
+    let spec = experiment_spec(ExperimentDecide::PromoteWinner);
+    let status = started(&spec);
+    let d = decide(&spec, &status, &observe(clear_winner(61.0), None), t(61.0));
+    assert_eq!(d.status.phase, Phase::Promoting, "{}", d.status.message);
+    // The winner's Deployment gets a new template before stable took the judged one.
+    let mut obs = observe(clear_winner(62.0), None);
+    obs.variants[1].template_hash = "b2".into();
+    let d = decide(&spec, &d.status, &obs, t(62.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn a_variant_failing_more_than_control_ends_the_experiment_at_once() {
+    let spec = experiment_spec(ExperimentDecide::PromoteWinner);
+    let status = started(&spec);
+    let failing = reading(
+        t(10.0),
+        &[
+            ("control", arm(2000, 4, 0.70, 400.0)),
+            ("fast", arm(2000, 300, 0.70, 400.0)),
+            ("better", arm(2000, 4, 0.70, 400.0)),
+        ],
+    );
+    let d = decide(&spec, &status, &observe(failing, None), t(10.0));
+    assert_eq!(d.status.phase, Phase::Aborted);
+    assert!(d.status.message.contains("variant fast fails more often"), "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn no_score_on_any_response_stays_inconclusive_with_the_reason_and_promotes_nothing() {
+    let spec = experiment_spec(ExperimentDecide::PromoteWinner);
+    let status = started(&spec);
+    let unscored = |at: f64| {
+        let mut a = arm(2000, 0, 0.0, 400.0);
+        a.score_count = 0;
+        a.score_sum = 0.0;
+        a.score_squares = 0.0;
+        reading(t(at), &[("control", a.clone()), ("fast", a.clone()), ("better", a)])
+    };
+    let d = decide(&spec, &status, &observe(unscored(30.0), None), t(30.0));
+    assert!(
+        d.status.message.contains("carried a score"),
+        "the reason names the missing score: {}",
+        d.status.message
+    );
+    let d = decide(&spec, &d.status, &observe(unscored(61.0), None), t(61.0));
+    assert_eq!(d.status.phase, Phase::Succeeded);
+    assert!(d.status.message.contains("inconclusive"), "{}", d.status.message);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::PromoteVariant { .. })));
+}
+
+#[test]
+fn a_new_template_on_any_arm_starts_the_experiment_again() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    let mut obs = observe(clear_winner(20.0), None);
+    obs.variants[0].template_hash = "f2".into();
+    let d = decide(&spec, &status, &obs, t(20.0));
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert_eq!(d.status.experiment, None);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn abort_puts_everything_on_control() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    let d = decide(&spec, &status, &observe(clear_winner(5.0), request(Verb::Abort, t(5.0))), t(5.0));
+    assert_eq!(d.status.phase, Phase::Aborted);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+proptest! {
+    /// Whatever the data and the requests, a variant's template is promoted only when the
+    /// verdict recorded in status named it the winner, and every end puts traffic on control
+    /// or keeps the judged split while stable takes the winner.
+    #[test]
+    fn only_a_judged_winner_is_ever_promoted(
+        looks in proptest::collection::vec((0u64..3000, 0u64..60, 0.5f64..0.9, 0.5f64..0.9, 0.5f64..0.9, 0u8..8), 1..25),
+        promote_winner in any::<bool>(),
+    ) {
+        let decide_mode = if promote_winner { ExperimentDecide::PromoteWinner } else { ExperimentDecide::Manual };
+        let spec = experiment_spec(decide_mode);
+        let mut status = started(&spec);
+        let (mut total, mut at) = (0u64, 0.0);
+        for (n, errors, c, f, b, verb) in looks {
+            total += n;
+            at += 7.0;
+            let errors = errors.min(total);
+            let data = reading(t(at), &[
+                ("control", arm(total, errors, c, total as f64 / 5.0)),
+                ("fast", arm(total, errors, f, total as f64 / 5.0)),
+                ("better", arm(total, errors, b, total as f64 / 5.0)),
+            ]);
+            let verb = match verb { 0 => request(Verb::Promote, t(at)), 1 => request(Verb::Abort, t(at)), _ => None };
+            let d = decide(&spec, &status, &observe(data, verb), t(at));
+            for action in &d.actions {
+                if let Action::PromoteVariant { deployment, revision } = action {
+                    let experiment = d.status.experiment.as_ref().expect("an experiment");
+                    let winner = experiment.winner.as_deref().expect("a recorded winner");
+                    prop_assert_eq!(deployment, &format!("model-{winner}"));
+                    let named = matches!(
+                        experiment.verdict.as_ref().map(|v| &v.outcome),
+                        Some(crate::experiment::verdict::Outcome::Winner { arm }) if arm == winner
+                    );
+                    prop_assert!(named, "promoted {} without a verdict naming it", winner);
+                    prop_assert!(revision == "f1" || revision == "b1");
+                }
+            }
+            if d.status.phase == Phase::Aborted && status.phase != Phase::Aborted {
+                prop_assert_eq!(d.actions.first(), Some(&Action::SetTraffic(TrafficIntent::control_only(3))));
+            }
+            status = d.status;
+        }
+    }
+}
