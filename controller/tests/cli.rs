@@ -64,7 +64,7 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
             // (a blue-green preview is judged by its guardrails alone: only the switch is sized).
             assert_eq!(
                 summary.steps.len(),
-                a.spec(([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into())
+                a.spec(([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into(), &[])
                     .strategy
                     .canary
                     .map_or(1, |c| c.steps.len()),

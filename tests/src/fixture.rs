@@ -117,6 +117,8 @@ pub fn model(version: &'static str, error_rate: f64) -> Behavior {
         version,
         error_rate,
         latency_ms: 20.0,
+        score: None,
+        token_gap_ms: 2.0,
     }
 }
 

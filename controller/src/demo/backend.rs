@@ -28,12 +28,25 @@ pub struct Behavior {
     pub error_rate: f64,
     /// Median time to the first token, in milliseconds.
     pub latency_ms: f64,
+    /// Mean quality of its answers (0 to 1), sent as the trailer `x-weir-score` at the end
+    /// of each stream; `None` sends no score.
+    pub score: Option<f64>,
+    /// Time between streamed tokens, in milliseconds.
+    pub token_gap_ms: f64,
 }
+
+/// The trailer a demo model server reports its answer's score in.
+pub const SCORE_HEADER: &str = "x-weir-score";
+/// Spread of one answer's score around its version's mean.
+const SCORE_SPREAD: f64 = 0.15;
 
 impl Behavior {
     /// A short stable hash, standing in for a pod template hash.
     pub fn template_hash(&self) -> String {
-        let text = format!("{}/{}/{}", self.version, self.error_rate, self.latency_ms);
+        let text = format!(
+            "{}/{}/{}/{:?}/{}",
+            self.version, self.error_rate, self.latency_ms, self.score, self.token_gap_ms
+        );
         let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
@@ -41,9 +54,8 @@ impl Behavior {
     }
 }
 
-/// Tokens streamed per answer, and the gap between them.
+/// Tokens streamed per answer.
 const TOKENS: usize = 4;
-const TOKEN_GAP: Duration = Duration::from_millis(2);
 /// Spread of latency around its median (log-normal sigma): p99 is about 2.3x the median.
 const LATENCY_SIGMA: f64 = 0.35;
 
@@ -105,11 +117,16 @@ async fn answer(
     rng: Arc<Mutex<SmallRng>>,
 ) -> Result<Response<Tokens>, Infallible> {
     let b = *behavior.lock().expect("no panics while holding the behavior lock");
-    let (fail, delay) = {
+    let (fail, delay, score) = {
         let mut rng = rng.lock().expect("no panics while holding the rng lock");
         let fail = rng.random::<f64>() < b.error_rate;
         let latency = LogNormal::new(b.latency_ms.max(0.1).ln(), LATENCY_SIGMA).expect("sigma is positive");
-        (fail, Duration::from_secs_f64(latency.sample(&mut *rng) / 1000.0))
+        let delay = Duration::from_secs_f64(latency.sample(&mut *rng) / 1000.0);
+        let score = b.score.map(|mean| {
+            let noise = rand_distr::Normal::new(0.0, SCORE_SPREAD).expect("spread is positive");
+            (mean + noise.sample(&mut *rng)).clamp(0.0, 1.0)
+        });
+        (fail, delay, score)
     };
     tokio::time::sleep(delay).await;
     if fail {
@@ -117,14 +134,23 @@ async fn answer(
         *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         return Ok(rsp);
     }
-    let (tx, rx) = mpsc::channel(TOKENS);
+    let (tx, rx) = mpsc::channel(TOKENS + 1);
+    let gap = Duration::from_secs_f64(b.token_gap_ms.max(0.0) / 1000.0);
     tokio::spawn(async move {
         for i in 0..TOKENS {
             if i > 0 {
-                tokio::time::sleep(TOKEN_GAP).await;
+                tokio::time::sleep(gap).await;
             }
-            if tx.send(Bytes::from(format!("data: token {i}\n\n"))).await.is_err() {
+            if tx.send(Frame::data(Bytes::from(format!("data: token {i}\n\n")))).await.is_err() {
                 return;
+            }
+        }
+        if let Some(score) = score {
+            // A streaming server knows its answer's quality only at the end: a trailer.
+            let mut trailers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_str(&format!("{score:.4}")) {
+                trailers.insert(SCORE_HEADER, value);
+                let _ = tx.send(Frame::trailers(trailers)).await;
             }
         }
     });
@@ -133,12 +159,18 @@ async fn answer(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/event-stream"),
     );
+    if b.score.is_some() {
+        // An HTTP/1.1 server announces its trailers (and sends them only to a client that
+        // asked for them with `TE: trailers`, as the proxy does on a route with a score).
+        rsp.headers_mut()
+            .insert(http::header::TRAILER, http::HeaderValue::from_static(SCORE_HEADER));
+    }
     Ok(rsp)
 }
 
 /// A streamed answer, or a one-frame error body.
 enum Tokens {
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(mpsc::Receiver<Frame<Bytes>>),
     Error(Option<Bytes>),
 }
 
@@ -154,7 +186,7 @@ impl Body for Tokens {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            Tokens::Stream(rx) => rx.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
+            Tokens::Stream(rx) => rx.poll_recv(cx).map(|frame| frame.map(Ok)),
             Tokens::Error(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }

@@ -22,8 +22,8 @@ use weir_proxy::{Proxy, ProxyConfig};
 use crate::reconcile::{Input, Reconciler};
 use crate::rollout::validate::validate;
 use crate::rollout::{
-    Analysis, BlueGreen, Canary, Check, CheckMetric, Detect, KeySpec, MetricsSource, PrometheusSource, RolloutSpec,
-    RouteSpec, Scaling, SideSpec, Step, Strategy,
+    Analysis, BlueGreen, Canary, Check, CheckMetric, Detect, Experiment, ExperimentDecide, KeySpec, Metric,
+    MetricsSource, PrometheusSource, RolloutSpec, RouteSpec, Scaling, SideSpec, Step, Strategy, VariantSpec,
 };
 use crate::source::Source;
 use crate::source::prometheus::PrometheusSource as PrometheusClient;
@@ -40,6 +40,13 @@ pub const PREVIEW_HEADER: &str = "x-weir-preview";
 const DEMO_DETECT: f64 = 3.0;
 /// Stable replicas; the candidate's follow its share.
 const STABLE_REPLICAS: u32 = 4;
+/// Time between streamed tokens of the demo's model servers, in milliseconds.
+const TOKEN_GAP_MS: f64 = 2.0;
+/// The experiment's variants and their scores (control's, and the better one's).
+const FAST: &str = "fast";
+const BETTER: &str = "better";
+const CONTROL_SCORE: f64 = 0.70;
+const BETTER_SCORE: f64 = 0.78;
 
 /// The rollout strategy to demonstrate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +55,9 @@ pub enum DemoStrategy {
     Canary,
     /// Preview by header, then switch all traffic.
     BlueGreen,
+    /// A/B/n: control and two variants (one faster, one better-scoring) split by sticky
+    /// user; the better-scoring one is promoted.
+    Experiment,
 }
 
 /// Where the demo's controller reads the proxy's numbers.
@@ -127,6 +137,8 @@ impl DemoArgs {
             version: "model-v1",
             error_rate: self.stable_error_rate,
             latency_ms: self.stable_latency_ms,
+            score: (self.strategy == DemoStrategy::Experiment).then_some(CONTROL_SCORE),
+            token_gap_ms: TOKEN_GAP_MS,
         }
     }
 
@@ -135,15 +147,50 @@ impl DemoArgs {
             version: "model-v2",
             error_rate: self.candidate_error_rate.unwrap_or(self.stable_error_rate),
             latency_ms: self.candidate_latency_ms.unwrap_or(self.stable_latency_ms),
+            score: None,
+            token_gap_ms: TOKEN_GAP_MS,
         }
     }
 
+    /// The experiment's variants: `fast` answers in half the time and streams twice as fast
+    /// with control's quality; `better` is as fast as control and scores higher.
+    fn variants(&self) -> [(&'static str, Behavior); 2] {
+        let stable = self.stable();
+        [
+            (
+                FAST,
+                Behavior {
+                    version: "model-fast",
+                    latency_ms: stable.latency_ms / 2.0,
+                    token_gap_ms: TOKEN_GAP_MS / 2.0,
+                    ..stable
+                },
+            ),
+            (
+                BETTER,
+                Behavior {
+                    version: "model-better",
+                    score: Some(BETTER_SCORE),
+                    ..stable
+                },
+            ),
+        ]
+    }
+
     /// What the flags predict: a candidate clearly worse than stable is aborted, any other
-    /// is promoted.
+    /// is promoted; an experiment promotes its better-scoring variant.
     pub fn expected(&self) -> Phase {
+        if self.strategy == DemoStrategy::Experiment {
+            return Phase::Succeeded;
+        }
         let (s, c) = (self.stable(), self.candidate());
         let worse = c.error_rate > s.error_rate * 1.5 + 0.002 || c.latency_ms > s.latency_ms * 1.25;
         if worse { Phase::Aborted } else { Phase::Succeeded }
+    }
+
+    /// The arm the experiment should find better than every other.
+    pub fn expected_winner(&self) -> Option<&'static str> {
+        (self.strategy == DemoStrategy::Experiment).then_some(BETTER)
     }
 
     fn rate(&self) -> u32 {
@@ -151,9 +198,44 @@ impl DemoArgs {
     }
 
     /// The Rollout the demo runs, over the two model servers at `stable` and `candidate`.
-    pub fn spec(&self, stable: std::net::SocketAddr, candidate: std::net::SocketAddr) -> RolloutSpec {
+    /// `variants` are the experiment's variants' addresses, in [`DemoArgs::variants`] order.
+    pub fn spec(
+        &self,
+        stable: std::net::SocketAddr,
+        candidate: std::net::SocketAddr,
+        variants: &[std::net::SocketAddr],
+    ) -> RolloutSpec {
         let (hold, interval, min_requests) = if self.fast { ("4s", "1s", 20) } else { ("15s", "2s", 30) };
+        let side = |deployment: &str, addr: std::net::SocketAddr| SideSpec {
+            deployment: deployment.into(),
+            endpoints: vec![addr.to_string()],
+            ..SideSpec::default()
+        };
         let strategy = match self.strategy {
+            DemoStrategy::Experiment => Strategy {
+                experiment: Some(Experiment {
+                    variants: self
+                        .variants()
+                        .iter()
+                        .zip(variants)
+                        .map(|((name, behavior), addr)| VariantSpec {
+                            name: (*name).into(),
+                            weight: 33.0,
+                            side: side(behavior.version, *addr),
+                        })
+                        .collect(),
+                    primary: Metric::Score,
+                    guardrails: vec![Metric::ErrorRatio, Metric::P99],
+                    duration: if self.fast { "40s" } else { "90s" }.into(),
+                    min_users_per_variant: 100,
+                    confidence: 0.95,
+                    decide: ExperimentDecide::PromoteWinner,
+                    stop_when_conclusive: true,
+                    min_effect: None,
+                    score_header: backend::SCORE_HEADER.into(),
+                }),
+                ..Strategy::default()
+            },
             DemoStrategy::Canary => Strategy {
                 canary: Some(Canary {
                     steps: [10.0, 25.0, 50.0]
@@ -178,11 +260,7 @@ impl DemoArgs {
                 experiment: None,
             },
         };
-        let side = |deployment: &str, addr: std::net::SocketAddr| SideSpec {
-            deployment: deployment.into(),
-            endpoints: vec![addr.to_string()],
-            ..SideSpec::default()
-        };
+        let experiment = self.strategy == DemoStrategy::Experiment;
         RolloutSpec {
             gateway: "weir".into(),
             route: RouteSpec {
@@ -195,7 +273,11 @@ impl DemoArgs {
                 ..RouteSpec::default()
             },
             stable: side("model-v1", stable),
-            candidate: side("model-v2", candidate),
+            candidate: if experiment {
+                SideSpec::default()
+            } else {
+                side("model-v2", candidate)
+            },
             scaling: Scaling::default(),
             strategy,
             analysis: Analysis {
@@ -250,7 +332,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     };
     match run_inner(&args, mode).await {
         Ok(summary) => {
-            let as_expected = summary.phase == summary.expected;
+            let as_expected = summary.as_expected();
             Reporter::new(mode).summary(&summary);
             if as_expected {
                 ExitCode::SUCCESS
@@ -272,19 +354,30 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     let (stop_backends, backends_stopped) = watch::channel(false);
     let (stop_load, load_stopped) = watch::channel(false);
     let stable_backend = DemoBackend::start(args.stable(), args.seed, backends_stopped.clone()).await?;
-    let candidate_backend = DemoBackend::start(args.candidate(), args.seed.wrapping_add(1), backends_stopped).await?;
-    let mut spec = args.spec(stable_backend.addr, candidate_backend.addr);
+    let candidate_backend =
+        DemoBackend::start(args.candidate(), args.seed.wrapping_add(1), backends_stopped.clone()).await?;
+    let mut variant_backends = Vec::new();
+    if args.strategy == DemoStrategy::Experiment {
+        for (i, (_, behavior)) in args.variants().into_iter().enumerate() {
+            let seed = args.seed.wrapping_add(10 + i as u64);
+            variant_backends.push((behavior, DemoBackend::start(behavior, seed, backends_stopped.clone()).await?));
+        }
+    }
+    let variant_addrs: Vec<std::net::SocketAddr> = variant_backends.iter().map(|(_, b)| b.addr).collect();
+    let mut spec = args.spec(stable_backend.addr, candidate_backend.addr, &variant_addrs);
     let valid =
         validate(&spec).map_err(|e| anyhow::anyhow!("demo spec: {}", crate::rollout::validate::describe(&e)))?;
     let steps = valid.strategy.step_count();
     // The proxy starts with the route closed to the candidate, as the controller writes it
     // before any rollout.
     let base = proxy_base();
-    let closed = crate::route_layer::route_layer(
-        &valid.route_config,
-        &valid.route,
-        &crate::decide::TrafficIntent::none(None),
-    )?;
+    let closed_intent = match &valid.strategy {
+        crate::rollout::validate::ValidStrategy::Experiment(e) => {
+            crate::decide::TrafficIntent::control_only(e.weights.len())
+        }
+        _ => crate::decide::TrafficIntent::none(None),
+    };
+    let closed = crate::route_layer::route_layer(&valid.route_config, &valid.route, &closed_intent)?;
     let proxy = Proxy::start(world::with_layer(&base, closed), "api").await?;
     let (metrics, _prometheus) = match args.metrics_source {
         DemoMetricsSource::Proxy => (
@@ -299,14 +392,18 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
             (Source::Prometheus(PrometheusClient::new(&local.url)?), Some(local))
         }
     };
+    let mut workloads = world::DemoWorkloads::new(
+        stable_backend,
+        candidate_backend,
+        args.stable(),
+        args.candidate(),
+        STABLE_REPLICAS,
+    );
+    for (behavior, backend) in variant_backends {
+        workloads = workloads.with_variant(behavior.version, backend, behavior, STABLE_REPLICAS);
+    }
     let reconciler = Reconciler {
-        workloads: world::DemoWorkloads::new(
-            stable_backend,
-            candidate_backend,
-            args.stable(),
-            args.candidate(),
-            STABLE_REPLICAS,
-        ),
+        workloads,
         traffic: world::DemoTraffic::new(&proxy, base, valid.route_config.clone(), &valid.route),
         metrics,
         report: TerminalReport::new(mode, Instant::now(), steps),
@@ -374,9 +471,13 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     let _ = load.await;
     proxy.shutdown().await;
     let _ = stop_backends.send(true);
+    let winner = status.experiment.as_ref().and_then(|e| e.winner.clone());
     result.map(|()| Summary {
         phase: status.phase,
         expected: args.expected(),
+        winner,
+        expected_winner: args.expected_winner().map(str::to_owned),
+        experiment: status.experiment.clone(),
         message: if status.phase.is_terminal() {
             status.message.clone()
         } else {

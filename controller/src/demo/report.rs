@@ -44,6 +44,20 @@ pub struct Summary {
     pub steps: Vec<PassedStep>,
     /// What the clients saw: (stable answers, candidate answers, errors, skipped).
     pub clients: (u64, u64, u64, u64),
+    /// An experiment's winner, if it found one.
+    pub winner: Option<String>,
+    /// The winner the flags predict, for an experiment.
+    pub expected_winner: Option<String>,
+    /// An experiment's arms, verdict and history, as the status holds them.
+    pub experiment: Option<crate::experiment::status::ExperimentStatus>,
+}
+
+impl Summary {
+    /// Whether the run ended as the flags predict: the phase, and for an experiment the
+    /// winner.
+    pub fn as_expected(&self) -> bool {
+        self.phase == self.expected && self.winner == self.expected_winner
+    }
 }
 
 /// A step that passed, with its sample against what its power needed.
@@ -175,7 +189,8 @@ impl Reporter {
                     "summary": {
                         "outcome": s.phase,
                         "expected": s.expected,
-                        "asExpected": s.phase == s.expected,
+                        "asExpected": s.as_expected(),
+                        "winner": s.winner,
                         "message": s.message,
                         "seconds": round2(s.elapsed.as_secs_f64()),
                         "badStepToWeightZeroSeconds": time_to_zero,
@@ -199,6 +214,9 @@ impl Reporter {
             s.elapsed.as_secs_f64(),
             s.message
         ));
+        if let Some(winner) = &s.winner {
+            self.line(&format!("  winner: {winner}"));
+        }
         if let Some(t) = s.time_to_zero {
             self.line(&format!(
                 "  time from the bad step's start to weight 0: {:.2}s",

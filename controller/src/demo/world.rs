@@ -258,6 +258,8 @@ mod tests {
             version,
             error_rate: 0.0,
             latency_ms: 1.0,
+            score: None,
+            token_gap_ms: 1.0,
         };
         let backend = |b| DemoBackend::start(b, 1, stopped.clone());
         let (stable, candidate) = (behavior("v1"), behavior("v2"));
