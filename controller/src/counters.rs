@@ -142,7 +142,7 @@ impl Buckets {
     }
 }
 
-mod le_strings {
+pub(crate) mod le_strings {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(bounds: &[f64], serializer: S) -> Result<S::Ok, S::Error> {

@@ -19,6 +19,7 @@ pub mod experiment;
 pub mod judge;
 pub mod ports;
 pub mod reconcile;
+pub mod report;
 pub mod rollout;
 pub mod route_layer;
 pub mod source;

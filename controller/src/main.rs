@@ -35,6 +35,9 @@ enum Command {
     Resume(weir::cli::VerbArgs),
     /// Start an aborted rollout again.
     Retry(weir::cli::VerbArgs),
+    /// Show an experiment: each arm's numbers with their intervals and the verdict
+    /// (--html FILE also writes a page with plots).
+    Report(weir::cli::ReportArgs),
     /// Print the Rollout CustomResourceDefinition as YAML.
     Crd,
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status(args) => run_cli(weir::cli::status(args)),
+        Command::Report(args) => run_cli(weir::cli::report(args)),
         Command::Promote(args) => run_cli(weir::cli::act(Verb::Promote, args)),
         Command::Abort(args) => run_cli(weir::cli::act(Verb::Abort, args)),
         Command::Pause(args) => run_cli(weir::cli::act(Verb::Pause, args)),

@@ -44,7 +44,9 @@ impl Counters {
     }
 
     fn serve(&mut self, rng: &mut StdRng, (_, _, error_rate, score, median): (&str, f64, f64, f64, f64)) {
-        let latency = LogNormal::new(f64::ln(median), 0.6).expect("valid parameters").sample(rng);
+        let latency = LogNormal::new(f64::ln(median), 0.6)
+            .expect("valid parameters")
+            .sample(rng);
         let bucket = LATENCY_BUCKETS.iter().position(|&bound| latency <= bound);
         self.buckets[bucket.unwrap_or(LATENCY_BUCKETS.len())] += 1;
         let summary = &mut self.summary;
@@ -98,7 +100,13 @@ fn experiment() -> ExperimentStatus {
     for look in 1..=LOOKS {
         for _ in 0..1500 {
             let pick = rng.random_range(0.0..100.0);
-            let index = if pick < ARMS[0].1 { 0 } else if pick < ARMS[0].1 + ARMS[1].1 { 1 } else { 2 };
+            let index = if pick < ARMS[0].1 {
+                0
+            } else if pick < ARMS[0].1 + ARMS[1].1 {
+                1
+            } else {
+                2
+            };
             counters[index].serve(&mut rng, ARMS[index]);
         }
         let arms: Vec<ArmSummary> = counters.iter().map(Counters::snapshot).collect();
@@ -141,7 +149,13 @@ fn run_chromium(dir: &Path, page: &Path, args: &[String]) -> String {
     let stdout_path = dir.join("chromium.out");
     let stderr_path = dir.join("chromium.err");
     let mut child = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .args(args)
         .arg(format!("file://{}", page.display()))
@@ -203,12 +217,17 @@ fn chromium_shows_the_report_with_its_four_plots() {
     let experiment = experiment();
     let table = weir::report::table("shop", &experiment);
     assert_eq!(table.lines().last(), Some("winner: better"), "{table}");
+    println!("{table}");
     let page = weir::report::html("shop", &experiment);
     for external in ["<script", "<link", "src=", "url(", "@import"] {
         assert!(!page.contains(external), "the page loads nothing: found {external}");
     }
     let links = page.matches("http").count();
-    assert_eq!(links, page.matches("http://www.w3.org/2000/svg").count(), "no link but the SVG namespace");
+    assert_eq!(
+        links,
+        page.matches("http://www.w3.org/2000/svg").count(),
+        "no link but the SVG namespace"
+    );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("report.html");
@@ -240,11 +259,19 @@ fn chromium_shows_the_report_with_its_four_plots() {
         assert!(!svg.contains("no data yet"), "{title} has data");
     }
     let bands = svgs[1..].iter().map(|svg| svg.matches("<polygon").count());
-    assert!(bands.clone().all(|count| count >= 2), "bands over time: {:?}", bands.collect::<Vec<_>>());
+    assert!(
+        bands.clone().all(|count| count >= 2),
+        "bands over time: {:?}",
+        bands.collect::<Vec<_>>()
+    );
 
     let screenshot = dir.path().join("report.png");
     let size = format!("--window-size={WIDTH},{HEIGHT}");
-    run_chromium(dir.path(), &path, &[format!("--screenshot={}", screenshot.display()), size.clone()]);
+    run_chromium(
+        dir.path(),
+        &path,
+        &[format!("--screenshot={}", screenshot.display()), size.clone()],
+    );
     let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
     assert_eq!(png_size(&png), (WIDTH, HEIGHT));
 
@@ -252,7 +279,11 @@ fn chromium_shows_the_report_with_its_four_plots() {
     let blank = dir.path().join("blank.html");
     std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").expect("write the blank page");
     let blank_shot = dir.path().join("blank.png");
-    run_chromium(dir.path(), &blank, &[format!("--screenshot={}", blank_shot.display()), size]);
+    run_chromium(
+        dir.path(),
+        &blank,
+        &[format!("--screenshot={}", blank_shot.display()), size],
+    );
     let blank_png = std::fs::read(&blank_shot).expect("chromium wrote the blank screenshot");
     assert_eq!(png_size(&blank_png), (WIDTH, HEIGHT));
     assert!(

@@ -25,6 +25,8 @@ use weir_tests::fixture::{
 use weir_tests::process::{Process, free_port, workspace_binary};
 use weir_tests::{Check, TestNamespace, eventually};
 
+mod experiment;
+
 /// Generous: a debug-build controller on a 2-core machine shared with other tests.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -52,6 +54,16 @@ impl World {
 
     /// As [`World::start`], with a controller that stops dead at `crash_after`.
     async fn start_crashing(test: &str, candidate: Behavior, crash_after: Option<&str>) -> Result<World> {
+        World::start_serving(test, model("v1", 0.0), candidate, crash_after).await
+    }
+
+    /// As [`World::start_crashing`], with stable's model server behaving as `stable`.
+    async fn start_serving(
+        test: &str,
+        stable: Behavior,
+        candidate: Behavior,
+        crash_after: Option<&str>,
+    ) -> Result<World> {
         let ns = TestNamespace::create(test).await?;
         let kubeconfig = weir_tests::shared()?.cluster.kubeconfig.clone();
         apply_crd(&ns.client).await?;
@@ -65,7 +77,7 @@ impl World {
             .await?;
 
         let dir = tempfile::tempdir()?;
-        let stable = ModelServer::start(model("v1", 0.0), 1, dir.path()).await?;
+        let stable = ModelServer::start(stable, 1, dir.path()).await?;
         let candidate = ModelServer::start(candidate, 2, dir.path()).await?;
 
         let (config, proxy_listen, proxy_admin) = loopback_proxy_config(dir.path())?;

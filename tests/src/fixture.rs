@@ -133,20 +133,24 @@ impl ModelServer {
     /// Starts one behaving as `behavior`, and waits until it answers.
     pub async fn start(behavior: Behavior, seed: u64, dir: &std::path::Path) -> Result<ModelServer> {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            addr.to_string(),
+            "--version".into(),
+            behavior.version.into(),
+            "--error-rate".into(),
+            behavior.error_rate.to_string(),
+            "--latency-ms".into(),
+            behavior.latency_ms.to_string(),
+            "--seed".into(),
+            seed.to_string(),
+        ];
+        if let Some(score) = behavior.score {
+            args.extend(["--score".into(), score.to_string()]);
+        }
         let process = Process::start(
             &workspace_binary("weir-test-model-server")?,
-            &[
-                "--listen".into(),
-                addr.to_string(),
-                "--version".into(),
-                behavior.version.into(),
-                "--error-rate".into(),
-                behavior.error_rate.to_string(),
-                "--latency-ms".into(),
-                behavior.latency_ms.to_string(),
-                "--seed".into(),
-                seed.to_string(),
-            ],
+            &args,
             &[],
             dir.join(format!("model-{}.log", behavior.version)),
         )?;

@@ -4,6 +4,9 @@
 //! kubeconfig, `--context` and `-n` work as in kubectl.
 
 pub mod render;
+mod report;
+
+pub use report::{ReportArgs, report};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -302,7 +302,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|r| {
                     r.namespace().as_deref() == Some(namespace.as_str())
-                        && (r.spec.stable.deployment == name || r.spec.candidate.deployment == name)
+                        && (r.spec.stable.deployment == name
+                            || r.spec.candidate.deployment == name
+                            || r.spec
+                                .strategy
+                                .experiment
+                                .iter()
+                                .flat_map(|e| &e.variants)
+                                .any(|v| v.side.deployment == name))
                 })
                 .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
@@ -420,10 +427,13 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
     // candidate's failures (503 no-endpoint) still abort it.
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let starting = matches!(status.phase, Phase::Idle | Phase::Succeeded | Phase::Aborted);
-    let sides = [
-        ("spec.stable.service", &spec.stable),
-        ("spec.candidate.service", &spec.candidate),
+    let mut sides = vec![
+        ("spec.stable.service".to_owned(), &spec.stable),
+        ("spec.candidate.service".to_owned(), &spec.candidate),
     ];
+    for (i, variant) in spec.strategy.experiment.iter().flat_map(|e| e.variants.iter().enumerate()) {
+        sides.push((format!("spec.strategy.experiment.variants[{i}].service"), &variant.side));
+    }
     for (field, side) in sides.into_iter().filter(|_| starting) {
         let Some(service) = &side.service else { continue };
         match services.get_opt(service).await {

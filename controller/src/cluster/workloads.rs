@@ -112,7 +112,12 @@ pub fn state(d: Option<&Deployment>) -> WorkloadState {
 impl Workloads for KubeWorkloads {
     async fn observe(&self) -> Result<(WorkloadState, WorkloadState), WorkloadError> {
         let stable = self.get(&self.stable).await?;
-        let candidate = self.get(&self.candidate).await?;
+        // An experiment names no candidate: its variants are observed on their own.
+        let candidate = if self.candidate.is_empty() {
+            None
+        } else {
+            self.get(&self.candidate).await?
+        };
         let mut stable_state = state(stable.as_ref());
         if stable_state.exists {
             stable_state.autoscaler = self.autoscaler(&self.stable).await?;

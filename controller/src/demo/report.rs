@@ -214,8 +214,10 @@ impl Reporter {
             s.elapsed.as_secs_f64(),
             s.message
         ));
-        if let Some(winner) = &s.winner {
-            self.line(&format!("  winner: {winner}"));
+        if let Some(experiment) = &s.experiment {
+            for line in crate::report::table("demo", experiment).lines() {
+                self.line(&format!("  {line}"));
+            }
         }
         if let Some(t) = s.time_to_zero {
             self.line(&format!(

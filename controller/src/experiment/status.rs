@@ -141,6 +141,26 @@ mod tests {
         }
     }
 
+    /// Status is JSON, which has no infinity: a histogram's `+Inf` bound must survive the trip
+    /// (the API server refused the status when it was written as `null`).
+    #[test]
+    fn an_arm_with_its_infinite_bucket_round_trips_through_json() {
+        use crate::experiment::verdict::Histogram;
+        let arm = ArmSummary {
+            name: "control".into(),
+            latency: Histogram {
+                bounds: vec![0.1, f64::INFINITY],
+                cumulative: vec![3, 4],
+                sum: 0.5,
+            },
+            ..ArmSummary::default()
+        };
+        let json = serde_json::to_value(&arm).expect("serialises");
+        assert_eq!(json["latency"]["bounds"], serde_json::json!(["0.1", "+Inf"]));
+        let back: ArmSummary = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, arm);
+    }
+
     #[test]
     fn history_stays_bounded_and_spans_the_whole_run() {
         let mut history = Vec::new();

@@ -26,7 +26,10 @@ const TAIL: f64 = 0.99;
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Histogram {
-    /// Upper bounds of the buckets, increasing, the last `+Inf`.
+    /// Upper bounds of the buckets, increasing, the last `+Inf`. Written as Prometheus writes
+    /// `le` ("0.05", "+Inf"), since JSON has no infinity.
+    #[serde(with = "crate::counters::le_strings")]
+    #[schemars(with = "Vec<String>")]
     pub bounds: Vec<f64>,
     /// Observations at or below each bound.
     pub cumulative: Vec<u64>,

@@ -14,8 +14,11 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24
 h1 { font-size: 1.5em; margin: 0 0 4px; }
 p.plan { color: #555; margin: 0 0 16px; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin-bottom: 12px; }
-th, td { padding: 5px 12px; border-bottom: 1px solid #ddd; white-space: nowrap; }
+table { font-size: 14px; }
+th, td { padding: 5px 10px; border-bottom: 1px solid #ddd; white-space: nowrap; vertical-align: top; }
 th { text-align: left; background: #f4f4f6; font-weight: 600; }
+thead th { white-space: normal; vertical-align: bottom; }
+td.better, td.worse, td.unclear { white-space: normal; }
 td.right { text-align: right; }
 td.better { color: #1e7b34; }
 td.worse { color: #b3261e; }
@@ -89,7 +92,10 @@ fn grid_table(grid: &Grid) -> String {
                 (None, Align::Right) => "right",
                 (None, Align::Left) => "left",
             };
-            out.push_str(&format!("<td class=\"{class}\">{}</td>", escape(&cell.text)));
+            // A narrow window wraps an interval cell between estimate, interval and word, never
+            // inside the interval.
+            let text = escape(&cell.text).replace(", ", ",\u{a0}");
+            out.push_str(&format!("<td class=\"{class}\">{text}</td>"));
         }
         out.push_str("</tr>\n");
     }

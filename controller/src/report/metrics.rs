@@ -101,6 +101,16 @@ pub fn number(value: Option<f64>) -> String {
     }
 }
 
+/// A value without trailing zeros: `95`, `0.5`, `1234`.
+pub fn trimmed(value: f64) -> String {
+    let text = number(Some(value));
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 /// A signed difference at `decimals` places: `+0.031`, `-1.20`, `+0.00` for a rounded zero.
 fn signed(value: f64, decimals: usize) -> String {
     let text = format!("{value:+.decimals$}");
@@ -126,7 +136,11 @@ pub fn interval(estimate: f64, low: f64, high: f64) -> String {
 
 /// A count such as users or requests, rounded: `12345`.
 pub fn count(value: f64) -> String {
-    if value.is_finite() { format!("{:.0}", value.max(0.0)) } else { "-".to_string() }
+    if value.is_finite() {
+        format!("{:.0}", value.max(0.0))
+    } else {
+        "-".to_string()
+    }
 }
 
 /// A weight in percent, with a decimal only when it has one: `33.5`, `50`.

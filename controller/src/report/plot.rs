@@ -27,6 +27,15 @@ pub const HEIGHT: u32 = 380;
 
 const FONT: &str = "sans-serif";
 
+/// Largest magnitude drawn; farther values (a scrape gone wrong) are left out, since plotters
+/// cannot place ticks on a range that overflows.
+const LIMIT: f64 = 1e12;
+
+/// Whether `value` can be placed on an axis (on a log axis only above [`1 / LIMIT`]).
+fn placeable(value: f64, log: bool) -> bool {
+    value.is_finite() && value.abs() <= LIMIT && (!log || value >= 1.0 / LIMIT)
+}
+
 /// One point of a line: the estimate and, for a band, its low and high ends.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Point {
@@ -90,9 +99,7 @@ fn label(svg: &str, title: &str) -> String {
         return svg.to_string();
     };
     let (attributes, content) = rest.split_at(end + 1);
-    format!(
-        "<svg class=\"chart\" role=\"img\" aria-label=\"{title}\" {attributes}\n<title>{title}</title>{content}"
-    )
+    format!("<svg class=\"chart\" role=\"img\" aria-label=\"{title}\" {attributes}\n<title>{title}</title>{content}")
 }
 
 fn fallback(note: &str) -> String {
@@ -103,31 +110,51 @@ fn fallback(note: &str) -> String {
     )
 }
 
-/// The smallest and largest of `values`, ignoring what is not finite.
+/// The smallest and largest of `values`, ignoring what cannot be placed.
 fn extent(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    values.filter(|v| v.is_finite()).fold(None, |range, v| match range {
-        None => Some((v, v)),
-        Some((low, high)) => Some((low.min(v), high.max(v))),
-    })
+    values
+        .filter(|&v| placeable(v, false))
+        .fold(None, |range, v| match range {
+            None => Some((v, v)),
+            Some((low, high)) => Some((low.min(v), high.max(v))),
+        })
 }
 
-/// A range with room around the data, never empty.
+/// A range with room around the data, never narrower than a millionth of its magnitude
+/// (plotters needs some width to place ticks).
 fn padded((low, high): (f64, f64), log: bool) -> (f64, f64) {
     if log {
-        if high > low { (low, high) } else { (low / 2.0, high * 2.0) }
-    } else if high > low {
+        return if high > low * 1.01 {
+            (low, high)
+        } else {
+            (low / 2.0, high * 2.0)
+        };
+    }
+    let magnitude = low.abs().max(high.abs());
+    if high - low > 1e-6 * magnitude && high - low > 1e-12 {
         let room = (high - low) * 0.05;
         (low - room, high + room)
     } else {
-        let room = if low == 0.0 { 1.0 } else { low.abs() * 0.1 };
+        let room = if magnitude < 1e-9 { 1.0 } else { magnitude * 0.1 };
         (low - room, high + room)
     }
 }
 
+/// Whether a point can be drawn on the chart.
+fn usable(chart: &Chart, point: &Point) -> bool {
+    placeable(point.x, chart.log_x) && placeable(point.y, false)
+}
+
+/// Its band when both ends can be drawn.
+fn band(point: &Point) -> Option<(f64, f64)> {
+    point
+        .band
+        .filter(|&(low, high)| placeable(low, false) && placeable(high, false))
+}
+
 fn points(chart: &Chart) -> impl Iterator<Item = &Point> {
-    let log = chart.log_x;
-    let usable = move |p: &&Point| p.x.is_finite() && (!log || p.x > 0.0) && p.y.is_finite();
-    chart.lines.iter().flat_map(|line| line.runs.iter().flatten()).filter(usable)
+    let lines = chart.lines.iter().flat_map(|line| line.runs.iter().flatten());
+    lines.filter(|point| usable(chart, point))
 }
 
 fn draw(chart: &Chart, body: &mut String) -> Result<(), Box<dyn Error>> {
@@ -140,7 +167,7 @@ fn draw(chart: &Chart, body: &mut String) -> Result<(), Box<dyn Error>> {
     let has_data = points(chart).next().is_some();
     let x_range = extent(points(chart).map(|p| p.x));
     let y_values = points(chart).flat_map(|p| {
-        let (low, high) = p.band.unwrap_or((p.y, p.y));
+        let (low, high) = band(p).unwrap_or((p.y, p.y));
         [p.y, low, high]
     });
     let zero = chart.zero_line.then_some(0.0);
@@ -160,6 +187,12 @@ fn draw(chart: &Chart, body: &mut String) -> Result<(), Box<dyn Error>> {
         draw_content(&mut context, chart, has_data)?;
     } else {
         let (x0, x1) = padded(x_range.unwrap_or((0.0, 1.0)), false);
+        // Times and look numbers start at 0: padding must not invent negative ones.
+        let x0 = if x_range.is_some_and(|(low, _)| low >= 0.0) {
+            x0.max(0.0)
+        } else {
+            x0
+        };
         let mut context = builder.build_cartesian_2d(x0..x1, y0..y1)?;
         draw_content(&mut context, chart, has_data)?;
     }
@@ -167,15 +200,10 @@ fn draw(chart: &Chart, body: &mut String) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// A tick label: the shortest of `{}` and three significant digits.
+/// A tick label: the shorter of `{}` and three significant digits.
 fn tick(value: &f64) -> String {
     let plain = format!("{value}");
-    let short = super::metrics::number(Some(*value));
-    let short = if short.contains('.') {
-        short.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        short
-    };
+    let short = super::metrics::trimmed(*value);
     if plain.len() <= short.len() { plain } else { short }
 }
 
@@ -205,21 +233,19 @@ where
         let zero = [(x_range.start, 0.0), (x_range.end, 0.0)];
         context.draw_series(DashedLineSeries::new(zero, 6, 4, BLACK.stroke_width(1)))?;
     }
-    let usable = |p: &&Point| p.x.is_finite() && (!chart.log_x || p.x > 0.0) && p.y.is_finite();
     for line in &chart.lines {
         let color = RGBColor(line.color.0, line.color.1, line.color.2);
         for run in &line.runs {
-            let run: Vec<&Point> = run.iter().filter(usable).collect();
-            let band: Vec<(f64, f64, f64)> = run
+            let run: Vec<&Point> = run.iter().filter(|point| usable(chart, point)).collect();
+            let shaded: Vec<(f64, f64, f64)> = run
                 .iter()
-                .filter_map(|p| p.band.map(|(low, high)| (p.x, low, high)))
-                .filter(|(_, low, high)| low.is_finite() && high.is_finite())
+                .filter_map(|p| band(p).map(|(low, high)| (p.x, low, high)))
                 .collect();
-            if band.len() >= 2 {
-                let outline: Vec<(f64, f64)> = band
+            if shaded.len() >= 2 {
+                let outline: Vec<(f64, f64)> = shaded
                     .iter()
                     .map(|&(x, low, _)| (x, low))
-                    .chain(band.iter().rev().map(|&(x, _, high)| (x, high)))
+                    .chain(shaded.iter().rev().map(|&(x, _, high)| (x, high)))
                     .collect();
                 context.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.18).filled())))?;
             }
@@ -248,7 +274,10 @@ where
 }
 
 /// One swatch and name per line, left to right.
-fn draw_legend(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, lines: &[Line]) -> Result<(), Box<dyn Error>> {
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    lines: &[Line],
+) -> Result<(), Box<dyn Error>> {
     let mut x = 90;
     for line in lines {
         let color = RGBColor(line.color.0, line.color.1, line.color.2);

@@ -194,7 +194,11 @@ pub fn heading(name: &str, experiment: &ExperimentStatus) -> String {
     } else {
         guardrails.join(", ")
     };
-    let started = if experiment.started_at.is_empty() { "-" } else { &experiment.started_at };
+    let started = if experiment.started_at.is_empty() {
+        "-"
+    } else {
+        &experiment.started_at
+    };
     let ended = match &experiment.ended_at {
         Some(ended) => format!(", ended {ended}"),
         None => String::new(),
@@ -202,7 +206,7 @@ pub fn heading(name: &str, experiment: &ExperimentStatus) -> String {
     format!(
         "experiment {name}: primary {}, guardrails {guardrails}, confidence {}%, {} users per arm, started {started}{ended}",
         metrics::label(plan.primary),
-        metrics::number(Some(plan.confidence * 100.0)),
+        metrics::trimmed(plan.confidence * 100.0),
         metrics::count(plan.min_users_per_variant),
     )
 }

@@ -32,7 +32,13 @@ fn summary(&(name, _, error_rate, score, median): &(&str, f64, f64, f64, f64), l
     let share = |bound: f64| 1.0 / (1.0 + (-(bound / median).ln() / 0.4).exp());
     let cumulative: Vec<u64> = BOUNDS
         .iter()
-        .map(|&bound| if bound.is_finite() { (share(bound) * requests) as u64 } else { count })
+        .map(|&bound| {
+            if bound.is_finite() {
+                (share(bound) * requests) as u64
+            } else {
+                count
+            }
+        })
         .collect();
     let scored = requests * 0.9;
     ArmSummary {
@@ -126,10 +132,18 @@ fn table_columns_line_up() {
     let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("arm ")).take(4).collect();
     let end = lines[0].find("requests").expect("a requests column") + "requests".len();
     for row in &lines[1..] {
-        assert!(row[..end].ends_with(" 24000"), "600 requests a look for 40 looks: {text}");
+        assert!(
+            row[..end].ends_with(" 24000"),
+            "600 requests a look for 40 looks: {text}"
+        );
         assert_eq!(&row[end..end + 2], "  ", "{text}");
     }
-    for header in ["error ratio (%)", "p99 (ms)", "score vs stable", "error ratio vs stable (pp)"] {
+    for header in [
+        "error ratio (%)",
+        "p99 (ms)",
+        "score vs stable",
+        "error ratio vs stable (pp)",
+    ] {
         assert!(lines[0].contains(header), "{header}: {text}");
     }
 }
@@ -192,11 +206,9 @@ fn any_number() -> impl Strategy<Value = f64> {
 }
 
 fn any_interval() -> impl Strategy<Value = Option<Interval>> {
-    proptest::option::of((any_number(), any_number(), any_number()).prop_map(|(estimate, low, high)| Interval {
-        estimate,
-        low,
-        high,
-    }))
+    proptest::option::of(
+        (any_number(), any_number(), any_number()).prop_map(|(estimate, low, high)| Interval { estimate, low, high }),
+    )
 }
 
 proptest! {

@@ -1,0 +1,134 @@
+//! An A/B/n experiment on the real control plane: control and two variant Deployments, each
+//! with a model server of its own on loopback, the route split three ways by a real proxy
+//! watching the Rollout's ConfigMap, and the better-scoring variant found and promoted.
+
+use super::*;
+
+fn scored(version: &'static str, latency_ms: f64, score: f64) -> Behavior {
+    Behavior {
+        latency_ms,
+        score: Some(score),
+        ..model(version, 0.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promotes_it() -> Result<()> {
+    let world = World::start_serving(
+        "an_experiment_of_three_arms",
+        scored("v1", 20.0, 0.70),
+        model("v2", 0.0),
+        None,
+    )
+    .await?;
+    let post = PostParams::default();
+    world
+        .deployments()
+        .create(&post, &deployment("m-fast", "registry.invalid/m:fast", 1)?)
+        .await?;
+    world
+        .deployments()
+        .create(&post, &deployment("m-better", "registry.invalid/m:better", 1)?)
+        .await?;
+    let fast = ModelServer::start(scored("fast", 10.0, 0.70), 3, world.dir.path()).await?;
+    let better = ModelServer::start(scored("better", 20.0, 0.85), 4, world.dir.path()).await?;
+    let rollout: Rollout = serde_json::from_value(json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": { "name": "sentiment" },
+        "spec": {
+            "gateway": world.ns.name,
+            "route": { "name": ROUTE, "sticky": { "header": "x-user-id" }, "timeout": "5s" },
+            "stable": { "deployment": "m-v1", "endpoints": [world.stable.addr.to_string()] },
+            "strategy": { "experiment": {
+                "variants": [
+                    { "name": "fast", "weight": 30, "deployment": "m-fast", "endpoints": [fast.addr.to_string()] },
+                    { "name": "better", "weight": 30, "deployment": "m-better", "endpoints": [better.addr.to_string()] }
+                ],
+                "primary": "score",
+                "guardrails": ["errorRatio", "p99"],
+                "duration": "2m",
+                "minUsersPerVariant": 50,
+                "decide": "promoteWinner",
+                "stopWhenConclusive": true
+            } },
+            "analysis": { "interval": "1s" }
+        }
+    }))?;
+    world.rollouts().create(&post, &rollout).await?;
+    world
+        .wait_status("the experiment to start", |s| s.phase == Phase::Progressing)
+        .await?;
+    // The proxy splits the route three ways, as the controller wrote it.
+    eventually("the proxy to split three ways", Duration::from_secs(30), || async {
+        let config = get_json(world.proxy_admin, "/config").await?;
+        let route = config["config"]["routes"]
+            .as_array()
+            .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE).cloned())
+            .unwrap_or_default();
+        let arms: Vec<(String, u64)> = route["variants"]
+            .as_array()
+            .map(|vs| {
+                vs.iter()
+                    .map(|v| (v["name"].as_str().unwrap_or_default().to_owned(), v["weight"].as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want = [("control", 4000), ("fast", 3000), ("better", 3000)];
+        Ok(if arms.iter().map(|(n, w)| (n.as_str(), *w)).eq(want) {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("{arms:?}"))
+        })
+    })
+    .await?;
+    let load = Load::start(world.proxy_listen);
+    let done = world
+        .wait_status("the experiment to promote its winner", |s| s.phase.is_terminal())
+        .await?;
+    drop(load);
+    assert_eq!(done.phase, Phase::Succeeded, "{}", done.message);
+    let experiment = done.experiment.context("status.experiment")?;
+    assert_eq!(experiment.winner.as_deref(), Some("better"), "{}", done.message);
+    assert!(!experiment.history.is_empty(), "the looks are recorded for weir report");
+    assert!(
+        experiment.arms.iter().all(|a| a.summary.score.count > 0.0),
+        "every arm's score was read from its trailers: {:?}",
+        experiment.arms
+    );
+    let stable = world.deployments().get("m-v1").await?;
+    let image = stable
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers[0].image.clone());
+    assert_eq!(
+        image.flatten().as_deref(),
+        Some("registry.invalid/m:better"),
+        "stable runs the winner's template"
+    );
+    // All traffic back on control, which now runs the winner.
+    let config = get_json(world.proxy_admin, "/config").await?;
+    let weights: Vec<u64> = config["config"]["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
+        .and_then(|r| r["variants"].as_array())
+        .map(|vs| vs.iter().map(|v| v["weight"].as_u64().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    assert_eq!(weights, [10_000, 0, 0]);
+    let events = world.events().await?;
+    for reason in ["ExperimentStarted", "RolloutPromoting", "RolloutSucceeded"] {
+        assert_eq!(count(&events, reason), 1, "{reason} once in {events:#?}");
+    }
+    // weir report shows the same verdict, and writes the page with its plots.
+    let page = world.dir.path().join("report.html");
+    let (code, out, err) = weir_cli(&world, &["report", "sentiment", "--html", &page.display().to_string()])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("winner: better"), "{out}");
+    for arm in ["control", "fast", "better"] {
+        assert!(out.contains(arm), "{arm} missing from\n{out}");
+    }
+    let html = std::fs::read_to_string(&page)?;
+    assert_eq!(html.matches("<svg").count(), 4, "four plots");
+    Ok(())
+}
