@@ -312,6 +312,13 @@ impl Ctx<'_> {
         let stable = &self.obs.stable;
         if stable.template_hash == judged && stable.rolled_out {
             self.set_traffic(TrafficIntent::control_only(e.weights.len()));
+            // Control now runs the winner's revision: that is the arm as it stands, not a new
+            // template to start another experiment for.
+            let mut experiment = experiment;
+            if let Some(control) = experiment.revisions.first_mut() {
+                control.clone_from(&judged);
+            }
+            self.next.experiment = Some(experiment);
             self.next.phase = Phase::Succeeded;
             self.next.message = format!(
                 "promoted variant {} (revision {judged}): stable runs it and takes all traffic",

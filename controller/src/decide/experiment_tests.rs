@@ -175,6 +175,11 @@ fn a_manual_experiment_reports_its_winner_and_promotes_it_only_when_asked() {
     let d = decide(&spec, &d.status, &obs, t(80.0));
     assert_eq!(d.status.phase, Phase::Succeeded);
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+    // Later looks leave it done: stable running the winner is no new template to compare.
+    let later = decide(&spec, &d.status, &obs, t(200.0));
+    assert_eq!(later.status.phase, Phase::Succeeded, "{}", later.status.message);
+    assert_eq!(later.status.experiment, d.status.experiment);
+    assert!(later.actions.is_empty(), "{:?}", later.actions);
 }
 
 #[test]
