@@ -63,6 +63,7 @@ fn split_decision(c: &mut Criterion) {
         weight,
         overrides: Vec::new(),
         sticky: None,
+        variants: None,
     };
     let user = HeaderName::from_static("x-user-id");
     let sticky = SplitPolicy {

@@ -250,7 +250,12 @@ impl Counters {
             arms: self
                 .arms
                 .iter()
-                .map(|(name, now)| Some((name.clone(), now.checked_since(earlier.arms.get(name).unwrap_or(&empty))?)))
+                .map(|(name, now)| {
+                    Some((
+                        name.clone(),
+                        now.checked_since(earlier.arms.get(name).unwrap_or(&empty))?,
+                    ))
+                })
                 .collect::<Option<BTreeMap<_, _>>>()?,
         })
     }

@@ -137,11 +137,19 @@ mod tests {
         )
         .expect("valid");
         let split = route_layer(&template, "e", &TrafficIntent::experiment(vec![7000, 3000])).expect("applies");
-        let weights: Vec<u16> = split.routes[0].variants.iter().map(|v| v.weight.basis_points()).collect();
+        let weights: Vec<u16> = split.routes[0]
+            .variants
+            .iter()
+            .map(|v| v.weight.basis_points())
+            .collect();
         assert_eq!(weights, [7000, 3000]);
         assert_eq!(split.routes[0].overrides.len(), 2);
         let closed = route_layer(&template, "e", &TrafficIntent::control_only(2)).expect("applies");
-        let weights: Vec<u16> = closed.routes[0].variants.iter().map(|v| v.weight.basis_points()).collect();
+        let weights: Vec<u16> = closed.routes[0]
+            .variants
+            .iter()
+            .map(|v| v.weight.basis_points())
+            .collect();
         assert_eq!(weights, [10_000, 0]);
         assert_eq!(closed.routes[0].overrides.len(), 1);
         assert_eq!(closed.routes[0].overrides[0].side, Side::Variant(0));

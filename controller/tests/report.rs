@@ -14,7 +14,6 @@ use weir::experiment::status::{self, ArmState, ExperimentStatus, HistoryPoint};
 use weir::experiment::verdict::{self, ArmSummary, Histogram, Metric, Plan};
 use weir_proxy::metrics::LATENCY_BUCKETS;
 
-const INSTALL: &str = "chromium is missing: sudo apt-get install -y chromium";
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 2400;
 const LOOKS: usize = 40;
@@ -137,11 +136,7 @@ fn experiment() -> ExperimentStatus {
 }
 
 fn chromium() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("chromium"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{INSTALL}"))
+    weir_test_tools::debian_tool("chromium", "chromium").unwrap_or_else(|missing| panic!("{missing:#}"))
 }
 
 /// Runs headless Chromium on `page` with `args`, within a deadline; returns its stdout.
@@ -163,7 +158,7 @@ fn run_chromium(dir: &Path, page: &Path, args: &[String]) -> String {
         .stdout(File::create(&stdout_path).expect("temp file"))
         .stderr(File::create(&stderr_path).expect("temp file"))
         .spawn()
-        .unwrap_or_else(|error| panic!("{INSTALL} ({error})"));
+        .unwrap_or_else(|error| panic!("starting chromium: {error}"));
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Some(status) = child.try_wait().expect("chromium's status") {

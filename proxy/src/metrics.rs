@@ -118,7 +118,6 @@ impl SideLabel {
     }
 }
 
-
 /// The `code` label: how a request ended. The status class of a response whose body ended
 /// cleanly; `error` when no response came or its body failed or went silent; `cancelled` when
 /// the client went away (or its own gRPC deadline passed) before the response ended.
@@ -555,7 +554,11 @@ impl ProxyMetrics {
         // A poisoned cache only means a panic mid-insert; its entries are still valid handles.
         let mut routes = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(handles) = routes.get(route)
-            && handles.variants.iter().map(|v| v.extra.labels.side.as_str()).eq(variants.iter().copied())
+            && handles
+                .variants
+                .iter()
+                .map(|v| v.extra.labels.side.as_str())
+                .eq(variants.iter().copied())
         {
             return handles.clone();
         }

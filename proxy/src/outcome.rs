@@ -166,7 +166,9 @@ impl Completion {
         self.scored = true;
         match parse_score(value.as_bytes()) {
             Some(score) => self.route.metrics.side(self.side).score(score),
-            None => tracing::debug!(route = %self.route.name, header = %name, value = ?value, "score is not a non-negative number; counted as missing"),
+            None => {
+                tracing::debug!(route = %self.route.name, header = %name, value = ?value, "score is not a non-negative number; counted as missing")
+            }
         }
     }
 

@@ -161,7 +161,14 @@ impl SplitPolicy {
         };
         // At most MAX_VARIANTS (8): validation refuses more.
         let side = Side::Variant(index as u8);
-        (side, if sticky.is_some() { Reason::Sticky } else { Reason::Weight })
+        (
+            side,
+            if sticky.is_some() {
+                Reason::Sticky
+            } else {
+                Reason::Weight
+            },
+        )
     }
 }
 
@@ -535,7 +542,10 @@ mod tests {
         headers.insert("x-user-id", HeaderValue::from_static("alice"));
         assert_eq!(p.decide(&headers, never_called), (Side::Variant(1), Reason::Sticky));
         headers.insert("x-weir-side", HeaderValue::from_static("candidate"));
-        assert_eq!(p.decide(&headers, never_called), (Side::Variant(2), Reason::Override(0)));
+        assert_eq!(
+            p.decide(&headers, never_called),
+            (Side::Variant(2), Reason::Override(0))
+        );
     }
 
     proptest! {

@@ -70,7 +70,12 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
             .as_array()
             .map(|vs| {
                 vs.iter()
-                    .map(|v| (v["name"].as_str().unwrap_or_default().to_owned(), v["weight"].as_u64().unwrap_or(0)))
+                    .map(|v| {
+                        (
+                            v["name"].as_str().unwrap_or_default().to_owned(),
+                            v["weight"].as_u64().unwrap_or(0),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

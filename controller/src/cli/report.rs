@@ -37,9 +37,15 @@ async fn report_inner(args: &ReportArgs) -> Result<()> {
     let rollout = get(&api, &namespace, &args.name).await?;
     let Some(experiment) = rollout.status.as_ref().and_then(|s| s.experiment.as_ref()) else {
         if rollout.spec.strategy.experiment.is_none() {
-            bail!("Rollout {namespace}/{} is not an experiment (its strategy has no experiment)", args.name);
+            bail!(
+                "Rollout {namespace}/{} is not an experiment (its strategy has no experiment)",
+                args.name
+            );
         }
-        bail!("Rollout {namespace}/{}'s experiment has not started yet (see weir status)", args.name);
+        bail!(
+            "Rollout {namespace}/{}'s experiment has not started yet (see weir status)",
+            args.name
+        );
     };
     print!("{}", crate::report::table(&args.name, experiment));
     if let Some(path) = &args.html {

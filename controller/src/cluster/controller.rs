@@ -431,7 +431,12 @@ async fn reconcile_one(rollout: &Rollout, ctx: &Context, api: Api<Rollout>) -> R
         ("spec.stable.service".to_owned(), &spec.stable),
         ("spec.candidate.service".to_owned(), &spec.candidate),
     ];
-    for (i, variant) in spec.strategy.experiment.iter().flat_map(|e| e.variants.iter().enumerate()) {
+    for (i, variant) in spec
+        .strategy
+        .experiment
+        .iter()
+        .flat_map(|e| e.variants.iter().enumerate())
+    {
         sides.push((format!("spec.strategy.experiment.variants[{i}].service"), &variant.side));
     }
     for (field, side) in sides.into_iter().filter(|_| starting) {

@@ -129,7 +129,12 @@ impl Ctx<'_> {
             split.join(", "),
             humantime::format_duration(e.duration)
         );
-        self.condition("Progressing", "True", reasons::EXPERIMENT_STARTED, &self.next.message.clone());
+        self.condition(
+            "Progressing",
+            "True",
+            reasons::EXPERIMENT_STARTED,
+            &self.next.message.clone(),
+        );
         self.event(reasons::EXPERIMENT_STARTED, self.next.message.clone(), false);
     }
 
@@ -191,7 +196,12 @@ impl Ctx<'_> {
                 return;
             }
         }
-        let started = self.next.started_at.as_ref().map(crate::status::system_time).unwrap_or(self.now);
+        let started = self
+            .next
+            .started_at
+            .as_ref()
+            .map(crate::status::system_time)
+            .unwrap_or(self.now);
         let elapsed = self.now.duration_since(started).unwrap_or_default();
         let winner = match experiment.verdict.as_ref().map(|v| &v.outcome) {
             Some(Outcome::Winner { arm }) => Some(arm.clone()),
@@ -331,7 +341,12 @@ impl Ctx<'_> {
             self.requeue_after = Duration::from_secs(30);
             return;
         }
-        let now = self.obs.variants.get(index).map(|s| s.template_hash.clone()).unwrap_or_default();
+        let now = self
+            .obs
+            .variants
+            .get(index)
+            .map(|s| s.template_hash.clone())
+            .unwrap_or_default();
         if now != judged && stable.template_hash != judged {
             // The judged template is gone from the winner and never reached stable.
             return self.stop_experiment(
@@ -366,7 +381,9 @@ impl Ctx<'_> {
         }
         let winner = self.old.experiment.as_ref().and_then(|x| x.winner.clone());
         match (verb, winner) {
-            (Some(Verb::Promote), Some(arm)) if arm != crate::rollout::CONTROL && self.old.phase == Phase::Succeeded => {
+            (Some(Verb::Promote), Some(arm))
+                if arm != crate::rollout::CONTROL && self.old.phase == Phase::Succeeded =>
+            {
                 self.begin_promotion(spec, e, &arm)
             }
             (Some(Verb::Promote), _) => {

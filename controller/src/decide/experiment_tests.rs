@@ -10,9 +10,7 @@ use super::tests::{t, workload};
 use super::*;
 use crate::counters::{ArmCounters, Counters, SideCounters};
 use crate::experiment::verdict::Metric;
-use crate::rollout::{
-    Analysis, Experiment, ExperimentDecide, KeySpec, RouteSpec, SideSpec, Strategy, VariantSpec,
-};
+use crate::rollout::{Analysis, Experiment, ExperimentDecide, KeySpec, RouteSpec, SideSpec, Strategy, VariantSpec};
 use crate::status::{Verb, WindowMark, micro_time};
 
 fn experiment_spec(decide: ExperimentDecide) -> RolloutSpec {
@@ -79,7 +77,10 @@ fn arm(n: u64, errors: u64, mean: f64, users: f64) -> ArmCounters {
 fn reading(at: SystemTime, arms: &[(&str, ArmCounters)]) -> Result<Reading, MetricsUnavailable> {
     Ok(Reading {
         window: Some(Counters {
-            arms: arms.iter().map(|(n, a)| ((*n).to_owned(), a.clone())).collect::<BTreeMap<_, _>>(),
+            arms: arms
+                .iter()
+                .map(|(n, a)| ((*n).to_owned(), a.clone()))
+                .collect::<BTreeMap<_, _>>(),
             ..Counters::default()
         }),
         mark: WindowMark {
@@ -110,7 +111,12 @@ fn request(verb: Verb, at: SystemTime) -> Option<UserRequest> {
 }
 
 fn started(spec: &RolloutSpec) -> RolloutStatus {
-    let d = decide(spec, &RolloutStatus::default(), &observe(reading(t(0.0), &[]), None), t(0.0));
+    let d = decide(
+        spec,
+        &RolloutStatus::default(),
+        &observe(reading(t(0.0), &[]), None),
+        t(0.0),
+    );
     assert_eq!(d.status.phase, Phase::Progressing, "{}", d.status.message);
     d.status
 }
@@ -137,7 +143,12 @@ fn it_starts_only_when_every_arm_can_serve_and_then_splits_by_the_weights() {
     assert!(d.status.message.contains("better"), "{}", d.status.message);
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
 
-    let d = decide(&spec, &RolloutStatus::default(), &observe(reading(t(0.0), &[]), None), t(0.0));
+    let d = decide(
+        &spec,
+        &RolloutStatus::default(),
+        &observe(reading(t(0.0), &[]), None),
+        t(0.0),
+    );
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!(
         d.actions,
@@ -161,9 +172,17 @@ fn a_manual_experiment_reports_its_winner_and_promotes_it_only_when_asked() {
     let d = decide(&spec, &d.status, &observe(clear_winner(61.0), None), t(61.0));
     assert_eq!(d.status.phase, Phase::Succeeded, "{}", d.status.message);
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
-    assert_eq!(d.status.experiment.as_ref().and_then(|e| e.winner.as_deref()), Some("better"));
+    assert_eq!(
+        d.status.experiment.as_ref().and_then(|e| e.winner.as_deref()),
+        Some("better")
+    );
     // A person's promote: the winner's judged revision goes into stable.
-    let d = decide(&spec, &d.status, &observe(clear_winner(70.0), request(Verb::Promote, t(70.0))), t(70.0));
+    let d = decide(
+        &spec,
+        &d.status,
+        &observe(clear_winner(70.0), request(Verb::Promote, t(70.0))),
+        t(70.0),
+    );
     assert_eq!(d.status.phase, Phase::Promoting, "{}", d.status.message);
     assert!(d.actions.contains(&Action::PromoteVariant {
         deployment: "model-better".into(),
@@ -210,7 +229,11 @@ fn a_variant_failing_more_than_control_ends_the_experiment_at_once() {
     );
     let d = decide(&spec, &status, &observe(failing, None), t(10.0));
     assert_eq!(d.status.phase, Phase::Aborted);
-    assert!(d.status.message.contains("variant fast fails more often"), "{}", d.status.message);
+    assert!(
+        d.status.message.contains("variant fast fails more often"),
+        "{}",
+        d.status.message
+    );
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
 }
 
@@ -253,7 +276,12 @@ fn a_new_template_on_any_arm_starts_the_experiment_again() {
 fn abort_puts_everything_on_control() {
     let spec = experiment_spec(ExperimentDecide::Manual);
     let status = started(&spec);
-    let d = decide(&spec, &status, &observe(clear_winner(5.0), request(Verb::Abort, t(5.0))), t(5.0));
+    let d = decide(
+        &spec,
+        &status,
+        &observe(clear_winner(5.0), request(Verb::Abort, t(5.0))),
+        t(5.0),
+    );
     assert_eq!(d.status.phase, Phase::Aborted);
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
 }

@@ -141,7 +141,11 @@ async fn answer(
             if i > 0 {
                 tokio::time::sleep(gap).await;
             }
-            if tx.send(Frame::data(Bytes::from(format!("data: token {i}\n\n")))).await.is_err() {
+            if tx
+                .send(Frame::data(Bytes::from(format!("data: token {i}\n\n"))))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

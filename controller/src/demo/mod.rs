@@ -360,7 +360,10 @@ pub async fn run_inner(args: &DemoArgs, mode: Mode) -> anyhow::Result<Summary> {
     if args.strategy == DemoStrategy::Experiment {
         for (i, (_, behavior)) in args.variants().into_iter().enumerate() {
             let seed = args.seed.wrapping_add(10 + i as u64);
-            variant_backends.push((behavior, DemoBackend::start(behavior, seed, backends_stopped.clone()).await?));
+            variant_backends.push((
+                behavior,
+                DemoBackend::start(behavior, seed, backends_stopped.clone()).await?,
+            ));
         }
     }
     let variant_addrs: Vec<std::net::SocketAddr> = variant_backends.iter().map(|(_, b)| b.addr).collect();

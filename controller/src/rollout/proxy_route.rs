@@ -58,7 +58,12 @@ fn document(spec: &RolloutSpec, route: &str) -> Value {
 
 /// An experiment's route: control (stable) and the variants as an N-way route at their
 /// weights, control taking what the variants leave, and the score header.
-fn experiment_document(spec: &RolloutSpec, experiment: &Experiment, route: &str, mut written: Map<String, Value>) -> Value {
+fn experiment_document(
+    spec: &RolloutSpec,
+    experiment: &Experiment,
+    route: &str,
+    mut written: Map<String, Value>,
+) -> Value {
     let weights = arm_weights(experiment);
     let mut variants = vec![json!({ "name": CONTROL, "backend": backend_name(route, CONTROL), "weight": weights[0] })];
     let mut backends = Map::new();
@@ -120,7 +125,11 @@ fn spec_path(path: &str, route: &str, spec: &RolloutSpec) -> String {
     if let Some(rest) = path.strip_prefix(&format!("backends.{}", backend_name(route, CONTROL))) {
         return format!("spec.stable{rest}");
     }
-    let variants = spec.strategy.experiment.iter().flat_map(|e| e.variants.iter().enumerate());
+    let variants = spec
+        .strategy
+        .experiment
+        .iter()
+        .flat_map(|e| e.variants.iter().enumerate());
     for (i, variant) in variants {
         if let Some(rest) = path.strip_prefix(&format!("backends.{}", backend_name(route, &variant.name)))
             && (rest.is_empty() || rest.starts_with(['.', '[']))

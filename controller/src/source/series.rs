@@ -255,13 +255,17 @@ mod tests {
         let gap = format!("{}{}", names::STREAM_GAP, names::BUCKET_SUFFIX);
         s.add(&gap, arm(None, Some("0.05")), 7.0).expect("ok");
         s.add(&gap, arm(None, Some("+Inf")), 9.0).expect("ok");
-        s.add(&format!("{}_sum", names::STREAM_GAP), arm(None, None), 0.4).expect("ok");
+        s.add(&format!("{}_sum", names::STREAM_GAP), arm(None, None), 0.4)
+            .expect("ok");
         let mirror = |k: &str| (k == "side").then_some("mirror");
         s.add(names::REQUESTS, mirror, 5.0).expect("ok");
         let counters = s.finish().counters;
         let a = &counters.arms["distilled"];
         assert_eq!((a.side.requests, a.side.errors), (100, 10));
-        assert_eq!((a.score_sum, a.score_squares, a.score_count, a.users), (42.5, 20.0, 60, 37.0));
+        assert_eq!(
+            (a.score_sum, a.score_squares, a.score_count, a.users),
+            (42.5, 20.0, 60, 37.0)
+        );
         assert_eq!(a.stream_gap.cumulative, vec![7, 9]);
         assert_eq!(a.stream_gap_sum, 0.4);
         assert_eq!(counters.arms.len(), 1, "mirror copies are no arm");

@@ -412,14 +412,22 @@ fn a_variants_route_parses_and_reads_back_equal() {
     assert_eq!(route.overrides[0].side, Side::Variant(2));
     assert_eq!(route.side_name(Side::Variant(1)), "distilled");
     assert_eq!(route.score.as_ref().map(|h| h.as_str()), Some("x-weir-score"));
-    assert_eq!(route.stable, "l", "the first variant's backend stands for the route's default");
+    assert_eq!(
+        route.stable, "l",
+        "the first variant's backend stands for the route's default"
+    );
     assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
 }
 
 #[test]
 fn bad_variants_are_rejected_with_their_paths() {
     let nine: Vec<String> = (0..9)
-        .map(|i| format!("{{ name: v{i}, backend: l, weight: {} }}", if i == 0 { 2000 } else { 1000 }))
+        .map(|i| {
+            format!(
+                "{{ name: v{i}, backend: l, weight: {} }}",
+                if i == 0 { 2000 } else { 1000 }
+            )
+        })
         .collect();
     let got = messages(&format!(
         "routes:\n  - {{ name: many, match: {{ pathPrefix: /many }}, variants: [{}] }}\n  - {{ name: sum, match: {{ pathPrefix: /sum }}, variants: [{{ name: a, backend: l, weight: 5000 }}, {{ name: b, backend: d, weight: 4000 }}] }}\n  - {{ name: dup, match: {{ pathPrefix: /dup }}, variants: [{{ name: a, backend: l, weight: 5000 }}, {{ name: a, backend: d, weight: 5000 }}] }}\n  - {{ name: one, match: {{ pathPrefix: /one }}, variants: [{{ name: a, backend: l, weight: 10000 }}] }}\n  - {{ name: mixed, match: {{ pathPrefix: /mixed }}, stable: {{ backend: l }}, candidate: {{ backend: d }}, candidateWeight: 5, mirror: {{ weight: 10 }}, variants: [{{ name: stable, backend: nowhere, weight: 10001 }}, {{ name: b, backend: d, weight: 0 }}], overrides: [{{ header: x, equals: v, side: c }}] }}\n  - {{ name: score, match: {{ pathPrefix: /score }}, stable: {{ backend: l }}, score: {{ header: 'bad header' }} }}\n{VARIANT_BACKENDS}",
@@ -465,6 +473,9 @@ fn a_built_config_with_bad_variants_is_refused() {
     cfg.routes[0].variants[1].weight = Weight::new(4000).expect("in range");
     cfg.routes[0].variants[0].backend = "gone".into();
     let errors = check_built(&cfg).expect_err("refused").to_string();
-    assert!(errors.contains("routes[0].variants[0].backend: backend \"gone\""), "{errors}");
+    assert!(
+        errors.contains("routes[0].variants[0].backend: backend \"gone\""),
+        "{errors}"
+    );
     assert!(errors.contains("weights summing to 10000"), "{errors}");
 }

@@ -234,7 +234,10 @@ pub(super) fn check_built(cfg: &ProxyConfig) -> Result<(), ConfigErrors> {
             .iter()
             .any(|o| matches!(o.side, Side::Variant(i) if usize::from(i) >= route.variants.len()))
         {
-            errors.add(format!("{path}.overrides"), "sends requests to a variant the route does not have");
+            errors.add(
+                format!("{path}.overrides"),
+                "sends requests to a variant the route does not have",
+            );
         }
         if route.candidate.is_none() {
             if route.candidate_weight > Weight::ZERO {
@@ -331,7 +334,10 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
             None
         }
         (None, _) if route.variants.is_empty() => {
-            errors.add(format!("{path}.stable"), "is missing: a route needs stable, or variants");
+            errors.add(
+                format!("{path}.stable"),
+                "is missing: a route needs stable, or variants",
+            );
             None
         }
         (_, Some(variants)) => variants.first().map(|v| v.backend.clone()),
@@ -350,7 +356,10 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
                 "is set with variants, whose own weights split the route",
             );
         }
-        for (field, set) in [("mirror", route.mirror.is_some()), ("failFast", route.fail_fast.is_some())] {
+        for (field, set) in [
+            ("mirror", route.mirror.is_some()),
+            ("failFast", route.fail_fast.is_some()),
+        ] {
             if set {
                 errors.add(
                     format!("{path}.{field}"),
@@ -397,7 +406,11 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
                     let names: Vec<&str> = list.iter().map(|v| v.name.as_str()).collect();
                     errors.add(
                         format!("{rule_path}.side"),
-                        format!("{:?} is not one of the route's variants ({})", rule.side, names.join(", ")),
+                        format!(
+                            "{:?} is not one of the route's variants ({})",
+                            rule.side,
+                            names.join(", ")
+                        ),
                     );
                     None
                 }
@@ -441,7 +454,9 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
     let timeout = errors.check(format!("{path}.timeout"), duration(&route.timeout));
     let score = match &route.score {
         None => Some(None),
-        Some(score) => errors.check(format!("{path}.score.header"), header_name(&score.header)).map(Some),
+        Some(score) => errors
+            .check(format!("{path}.score.header"), header_name(&score.header))
+            .map(Some),
     };
     let fail_fast = match &route.fail_fast {
         None => Some(None),
@@ -554,7 +569,10 @@ fn validate_variants(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut
         } else if RESERVED_SIDE_NAMES.contains(&v.name.as_str()) {
             errors.add(
                 format!("{vp}.name"),
-                format!("{:?} is a side name the proxy uses itself; name the variant otherwise", v.name),
+                format!(
+                    "{:?} is a side name the proxy uses itself; name the variant otherwise",
+                    v.name
+                ),
             );
         } else if !names.insert(v.name.as_str()) {
             errors.add(format!("{vp}.name"), format!("duplicate variant name {:?}", v.name));

@@ -74,7 +74,9 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
     // Weight-decided requests: exactly 5:3:2 in every run of 10.
     let mut counts: HashMap<String, u32> = HashMap::new();
     for i in 0..1000 {
-        *counts.entry(side_of(&client, proxy.listen_addr(), None).await).or_default() += 1;
+        *counts
+            .entry(side_of(&client, proxy.listen_addr(), None).await)
+            .or_default() += 1;
         if i % 10 == 9 {
             assert_eq!(counts.values().sum::<u32>(), i + 1);
             assert_eq!(counts["large"] * 10, (i + 1) * 5, "{counts:?} after {}", i + 1);
@@ -93,7 +95,11 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
     let mut placed: HashMap<String, String> = HashMap::new();
     for user in &users {
         let side = side_of(&client, proxy.listen_addr(), Some(user)).await;
-        assert_eq!(side_of(&client, proxy.listen_addr(), Some(user)).await, side, "{user} flapped");
+        assert_eq!(
+            side_of(&client, proxy.listen_addr(), Some(user)).await,
+            side,
+            "{user} flapped"
+        );
         placed.insert(user.clone(), side);
     }
     let metrics = admin_text(&proxy, "/metrics").await;
@@ -102,7 +108,10 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
         assert!((n / 1200.0 - share).abs() < 0.05, "{n} users on {side}");
         let estimate = sample(&metrics, &format!(r#"weir_sticky_users{{route="ab",side="{side}"}}"#))
             .unwrap_or_else(|| panic!("no sticky users series for {side}"));
-        assert!((estimate - n).abs() <= n * 0.05 + 2.0, "{side}: {estimate} estimated, {n} placed");
+        assert!(
+            (estimate - n).abs() <= n * 0.05 + 2.0,
+            "{side}: {estimate} estimated, {n} placed"
+        );
     }
 
     // Growing distilled (the others scaled down by one factor) moves users only into it.
@@ -112,7 +121,10 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
     for user in &users {
         let now = side_of(&client, proxy.listen_addr(), Some(user)).await;
         let before = &placed[user];
-        assert!(now == *before || now == "distilled", "{user} moved from {before} to {now}");
+        assert!(
+            now == *before || now == "distilled",
+            "{user} moved from {before} to {now}"
+        );
     }
     proxy.shutdown().await;
 }
@@ -188,7 +200,10 @@ async fn an_sse_stream_counts_its_frames_and_the_gaps_between_them() {
         metric(&proxy, &series("weir_stream_frames_count")).await == 2.0
     })
     .await;
-    assert_eq!(metric(&proxy, &series("weir_stream_frames_sum")).await, (2 * EVENTS) as f64);
+    assert_eq!(
+        metric(&proxy, &series("weir_stream_frames_sum")).await,
+        (2 * EVENTS) as f64
+    );
     assert_eq!(
         metric(&proxy, &series("weir_stream_gap_seconds_count")).await,
         (2 * (EVENTS - 1)) as f64
@@ -206,7 +221,8 @@ struct FedStream(Arc<Mutex<Vec<mpsc::Receiver<SayReply>>>>);
 impl tonic::server::ServerStreamingService<SayRequest> for FedStream {
     type Response = SayReply;
     type ResponseStream = ReplyStream;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<ReplyStream>, tonic::Status>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<ReplyStream>, tonic::Status>> + Send>>;
 
     fn call(&mut self, _request: tonic::Request<SayRequest>) -> Self::Future {
         let feed = self.0.lock().expect("feeds").pop().expect("a feed for every call");
@@ -237,10 +253,8 @@ async fn a_grpc_server_stream_counts_its_messages_and_the_gaps_between_them() {
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let mut client = tonic::client::Grpc::with_origin(
-        http,
-        format!("http://{}", proxy.listen_addr()).parse().expect("origin"),
-    );
+    let mut client =
+        tonic::client::Grpc::with_origin(http, format!("http://{}", proxy.listen_addr()).parse().expect("origin"));
     within(client.ready()).await.expect("ready");
     let rsp = within(client.server_streaming(
         tonic::Request::new(SayRequest::default()),
@@ -268,7 +282,10 @@ async fn a_grpc_server_stream_counts_its_messages_and_the_gaps_between_them() {
         metric(&proxy, &series("weir_stream_frames_count")).await == 1.0
     })
     .await;
-    assert_eq!(metric(&proxy, &series("weir_stream_frames_sum")).await, f64::from(MESSAGES));
+    assert_eq!(
+        metric(&proxy, &series("weir_stream_frames_sum")).await,
+        f64::from(MESSAGES)
+    );
     assert_eq!(
         metric(&proxy, &series("weir_stream_gap_seconds_count")).await,
         f64::from(MESSAGES - 1)
@@ -289,7 +306,10 @@ async fn scoring_backend() -> Served {
             _ => {
                 let mut trailers = HeaderMap::new();
                 trailers.insert("x-weir-score", value.clone());
-                vec![Ok(Frame::data(Bytes::from_static(b"answer"))), Ok(Frame::trailers(trailers))]
+                vec![
+                    Ok(Frame::data(Bytes::from_static(b"answer"))),
+                    Ok(Frame::trailers(trailers)),
+                ]
             }
         };
         let mut rsp = Response::new(http_body_util::StreamBody::new(futures::stream::iter(frames)));
@@ -332,7 +352,11 @@ async fn scores_are_read_from_headers_and_trailers_and_a_bad_one_counts_as_missi
             metric(&proxy, r#"weir_requests_total{route="r",side="stable",code="2xx"}"#).await == 7.0
         })
         .await;
-        assert_eq!(metric(&proxy, &series("weir_score_count")).await, 4.0, "over {protocol}");
+        assert_eq!(
+            metric(&proxy, &series("weir_score_count")).await,
+            4.0,
+            "over {protocol}"
+        );
         assert_eq!(metric(&proxy, &series("weir_score_sum")).await, 2.5, "over {protocol}");
         assert_eq!(
             metric(&proxy, &series("weir_score_squares_sum")).await,

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 pub const CACHE_ENV: &str = "WEIR_TESTCLUSTER_CACHE";
 
 /// The Debian packages weir's tests use, as README's test section lists them.
-pub const DEBIAN_PACKAGES: &str = "curl nginx prometheus procps util-linux iproute2";
+pub const DEBIAN_PACKAGES: &str = "curl nginx prometheus procps util-linux iproute2 chromium";
 
 /// README's install line for [`DEBIAN_PACKAGES`].
 pub fn apt_install_line() -> String {

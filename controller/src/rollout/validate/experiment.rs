@@ -64,15 +64,24 @@ pub(super) fn validate(spec: &RolloutSpec, experiment: &Experiment, errors: &mut
         if !is_label_value(&variant.name) {
             errors.add(
                 format!("{path}.name"),
-                format!("{:?} is not a name (1 to 63 letters, digits, '-', '_' or '.')", variant.name),
+                format!(
+                    "{:?} is not a name (1 to 63 letters, digits, '-', '_' or '.')",
+                    variant.name
+                ),
             );
         } else if [CONTROL, "stable", "candidate", "mirror"].contains(&variant.name.as_str()) {
             errors.add(
                 format!("{path}.name"),
-                format!("{:?} names an arm weir keeps for itself; name the variant otherwise", variant.name),
+                format!(
+                    "{:?} names an arm weir keeps for itself; name the variant otherwise",
+                    variant.name
+                ),
             );
         } else if !names.insert(variant.name.as_str()) {
-            errors.add(format!("{path}.name"), format!("duplicate variant name {:?}", variant.name));
+            errors.add(
+                format!("{path}.name"),
+                format!("duplicate variant name {:?}", variant.name),
+            );
         }
         if variant.side.deployment.is_empty() {
             errors.add(format!("{path}.deployment"), "is empty");

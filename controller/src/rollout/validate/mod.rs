@@ -285,7 +285,10 @@ pub fn validate(spec: &RolloutSpec) -> Result<ValidSpec, Vec<SpecError>> {
     }
 
     let strategy = match (&spec.strategy.canary, &spec.strategy.blue_green) {
-        _ if spec.strategy.experiment.is_some() && spec.strategy.canary.is_none() && spec.strategy.blue_green.is_none() => {
+        _ if spec.strategy.experiment.is_some()
+            && spec.strategy.canary.is_none()
+            && spec.strategy.blue_green.is_none() =>
+        {
             let experiment = spec.strategy.experiment.as_ref().expect("checked just above");
             ValidStrategy::Experiment(experiment::validate(spec, experiment, &mut errors))
         }

@@ -367,8 +367,11 @@ mod experiments {
 
     #[test]
     fn a_good_experiment_gives_control_the_weight_the_variants_leave() {
-        let valid = validate(&spec(vec![variant("fast", "m-fast", 25.0), variant("better", "m-better", 25.5)]))
-            .expect("valid");
+        let valid = validate(&spec(vec![
+            variant("fast", "m-fast", 25.0),
+            variant("better", "m-better", 25.5),
+        ]))
+        .expect("valid");
         let ValidStrategy::Experiment(e) = valid.strategy else {
             panic!("an experiment")
         };
@@ -423,6 +426,9 @@ mod experiments {
         let mut s = spec(vec![variant("fast", "m-fast", 25.0)]);
         s.strategy.canary = super::basics::spec(&[(5.0, "1m")]).strategy.canary;
         let text = describe(&validate(&s).expect_err("invalid"));
-        assert!(text.contains("needs exactly one of canary, blueGreen or experiment"), "{text}");
+        assert!(
+            text.contains("needs exactly one of canary, blueGreen or experiment"),
+            "{text}"
+        );
     }
 }
