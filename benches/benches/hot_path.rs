@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use weir_proxy::config;
 use weir_proxy::metrics::{CodeClass, ProxyMetrics};
 use weir_proxy::route::{HostMatch, RouteIndex};
-use weir_proxy::split::{KeySource, Override, Side, SplitPolicy, Weight};
+use weir_proxy::split::{KeySource, Override, Side, SplitPolicy, VariantWeight, Variants, Weight};
 use weir_proxy::table::Table;
 use weir_proxy::upstream::discovery::Discovery;
 
@@ -100,6 +100,24 @@ fn split_decision(c: &mut Criterion) {
     // Both overrides looked for and missed (the common case), then the sticky key.
     group.bench_function("overrides missed, then sticky", |b| {
         b.iter(|| overridden.decide(black_box(&with_user), next))
+    });
+    // An experiment's route: three variants, by the weight pattern and by sticky user.
+    let arms = ["control", "fast", "better"].iter().zip([4000, 3000, 3000]);
+    let three_way = SplitPolicy {
+        variants: Some(Variants::new(
+            arms.map(|(name, w)| VariantWeight {
+                name: (*name).into(),
+                weight: Weight::new(w).expect("in range"),
+            })
+            .collect(),
+        )),
+        ..sticky.clone()
+    };
+    group.bench_function("three variants, weight", |b| {
+        b.iter(|| three_way.decide(black_box(&headers), next))
+    });
+    group.bench_function("three variants, sticky", |b| {
+        b.iter(|| three_way.decide(black_box(&with_user), next))
     });
     group.finish();
 }
