@@ -1,15 +1,8 @@
 //! How the report shows each metric: its column name, its display unit (error ratio in percent,
 //! latencies and gaps in milliseconds, score as is), an arm's value of it, and the number
 //! formats shared by the table and the plots. Pure formatting; no I/O.
-//!
-//! The value and observation count mirror `Metric::value` and `Metric::observations` in
-//! [`crate::experiment::verdict`], which are private there.
 
 use crate::experiment::verdict::{ArmSummary, Metric};
-use crate::stats::confidence;
-
-/// The quantile the latency metrics compare, as in the verdict.
-const TAIL: f64 = 0.99;
 
 /// The metric's short name in a column header.
 pub fn label(metric: Metric) -> &'static str {
@@ -50,38 +43,15 @@ pub fn scale(metric: Metric) -> f64 {
 
 /// The arm's value of the metric in its display unit, if it can be computed.
 pub fn value(metric: Metric, arm: &ArmSummary) -> Option<f64> {
-    let raw = match metric {
-        Metric::ErrorRatio => {
-            let counted = arm.requests.is_finite() && arm.requests > 0.0;
-            let valid = counted && arm.errors >= 0.0 && arm.errors <= arm.requests;
-            valid.then(|| arm.errors / arm.requests)
-        }
-        Metric::P99 => confidence::histogram_quantile(&arm.latency.bounds, &arm.latency.cumulative, TAIL),
-        Metric::FirstByteP99 => {
-            confidence::histogram_quantile(&arm.first_byte.bounds, &arm.first_byte.cumulative, TAIL)
-        }
-        Metric::StreamGap => {
-            let gap = &arm.stream_gap;
-            confidence::histogram_moments(&gap.bounds, &gap.cumulative, gap.sum).mean()
-        }
-        Metric::Score => arm.score.mean(),
-    };
-    raw.map(|raw| raw * scale(metric)).filter(|value| value.is_finite())
+    metric
+        .value(arm)
+        .map(|raw| raw * scale(metric))
+        .filter(|value| value.is_finite())
 }
 
 /// How many observations of the metric the arm has, 0 when the count is not a number.
 pub fn observations(metric: Metric, arm: &ArmSummary) -> f64 {
-    let histogram_count = |h: &crate::experiment::verdict::Histogram| {
-        confidence::histogram_moments(&h.bounds, &h.cumulative, h.sum).count
-    };
-    let count = match metric {
-        Metric::ErrorRatio => arm.requests,
-        Metric::P99 => histogram_count(&arm.latency),
-        Metric::FirstByteP99 => histogram_count(&arm.first_byte),
-        Metric::StreamGap => histogram_count(&arm.stream_gap),
-        Metric::Score => arm.score.count,
-    };
-    if count.is_finite() { count.max(0.0) } else { 0.0 }
+    metric.observations(arm)
 }
 
 /// Decimals that show `reference` with `digits` significant digits (0 to 6).
