@@ -28,6 +28,8 @@ pub fn route_layer(
         message: format!("weight {} is over 10000", intent.weight),
     })?;
     if let Some(arms) = &intent.arms {
+        // An experiment's arms are the split's alone (validation refuses overrides on one).
+        r.overrides.clear();
         if arms.len() != r.variants.len() || arms.iter().map(|w| u32::from(*w)).sum::<u32>() != 10_000 {
             return Err(TrafficError::Invalid {
                 route: route.to_owned(),
@@ -143,7 +145,7 @@ mod tests {
             .map(|v| v.weight.basis_points())
             .collect();
         assert_eq!(weights, [7000, 3000]);
-        assert_eq!(split.routes[0].overrides.len(), 2);
+        assert!(split.routes[0].overrides.is_empty(), "no caller chooses an arm");
         let closed = route_layer(&template, "e", &TrafficIntent::control_only(2)).expect("applies");
         let weights: Vec<u16> = closed.routes[0]
             .variants
@@ -151,8 +153,7 @@ mod tests {
             .map(|v| v.weight.basis_points())
             .collect();
         assert_eq!(weights, [10_000, 0]);
-        assert_eq!(closed.routes[0].overrides.len(), 1);
-        assert_eq!(closed.routes[0].overrides[0].side, Side::Variant(0));
+        assert!(closed.routes[0].overrides.is_empty());
         let wrong = route_layer(&template, "e", &TrafficIntent::experiment(vec![10_000]));
         assert!(matches!(wrong, Err(TrafficError::Invalid { .. })), "{wrong:?}");
     }

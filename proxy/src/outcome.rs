@@ -251,7 +251,8 @@ pub fn parse_score(value: &[u8]) -> Option<f64> {
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|score| score.is_finite() && *score >= 0.0)
+        // Its square is summed too: a value whose square overflows would poison that sum.
+        .filter(|score| score.is_finite() && *score >= 0.0 && (score * score).is_finite())
 }
 
 #[cfg(test)]
@@ -264,7 +265,16 @@ mod tests {
         assert_eq!(parse_score(b" 1 "), Some(1.0));
         assert_eq!(parse_score(b"0"), Some(0.0));
         assert_eq!(parse_score(b"2e-3"), Some(0.002));
-        for bad in [&b""[..], b"n/a", b"NaN", b"inf", b"-0.5", b"0.8 good", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"n/a",
+            b"NaN",
+            b"inf",
+            b"-0.5",
+            b"0.8 good",
+            b"\xff",
+            b"1e200",
+        ] {
             assert_eq!(parse_score(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }

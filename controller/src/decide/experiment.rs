@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{Action, Ctx, MetricsUnavailable, TrafficIntent, WorkloadState, reasons};
 use crate::counters::{ArmCounters, Buckets};
 use crate::experiment::status::{ArmState, ExperimentStatus, HistoryPoint, push_point};
-use crate::experiment::verdict::{self, ArmSummary, Histogram, Metric, Outcome, Significance};
+use crate::experiment::verdict::{self, ArmSummary, Histogram, Outcome};
 use crate::rollout::ExperimentDecide;
 use crate::rollout::validate::{ValidExperiment, ValidSpec};
 use crate::stats::confidence::Moments;
@@ -41,13 +41,39 @@ impl Ctx<'_> {
         }
     }
 
+    /// An experiment whose spec became invalid holds as it is (nothing to judge it by), except
+    /// that a person's `abort` still puts all traffic on control.
+    pub(super) fn experiment_while_invalid(&mut self) {
+        let Some(experiment) = self.old.experiment.clone() else {
+            return;
+        };
+        if !matches!(self.old.phase, Phase::Progressing | Phase::Paused | Phase::Promoting) {
+            return;
+        }
+        let request = self.fresh_request().cloned();
+        if request.as_ref().is_some_and(|r| r.verb == Verb::Abort) {
+            self.next.last_request = request;
+            self.set_traffic(TrafficIntent::control_only(experiment.arms.len()));
+            let mut experiment = experiment;
+            experiment.ended_at = Some(rfc3339(self.now));
+            self.next.experiment = Some(experiment);
+            self.next.phase = Phase::Aborted;
+            self.next.message = "experiment aborted on request (its spec is invalid); all traffic is on control".into();
+            let message = self.next.message.clone();
+            self.condition("Ready", "False", reasons::ROLLOUT_ABORTED, &message);
+            self.event(reasons::ROLLOUT_ABORTED, message, true);
+        }
+    }
+
     /// Every arm's Deployment as observed, control first.
     fn arm_states(&self) -> Vec<&WorkloadState> {
         std::iter::once(&self.obs.stable).chain(&self.obs.variants).collect()
     }
 
-    /// The first arm whose Deployment cannot take traffic, in words.
-    fn unavailable_arm(&self, spec: &ValidSpec, e: &ValidExperiment) -> Option<String> {
+    /// The first arm whose Deployment cannot take traffic, in words: to start, every arm must
+    /// be rolled out with a ready pod; once running, a ready pod is enough (an autoscaler
+    /// adding pods, or one pod restarting, is no reason to stop).
+    fn unavailable_arm(&self, spec: &ValidSpec, e: &ValidExperiment, running: bool) -> Option<String> {
         let names = e.arm_names();
         let deployments: Vec<&str> = std::iter::once(spec.stable.as_str())
             .chain(e.variants.iter().map(|v| v.deployment.as_str()))
@@ -55,7 +81,13 @@ impl Ctx<'_> {
         self.arm_states()
             .iter()
             .zip(names.iter().zip(deployments))
-            .find(|(state, _)| !state.available())
+            .find(|(state, _)| {
+                if running {
+                    !(state.exists && state.ready_replicas >= 1)
+                } else {
+                    !state.available()
+                }
+            })
             .map(|(state, (arm, deployment))| {
                 if state.exists {
                     format!(
@@ -75,7 +107,7 @@ impl Ctx<'_> {
     fn start_experiment(&mut self, spec: &ValidSpec, e: &ValidExperiment) {
         // Until it starts, the route exists with everything on control.
         self.set_traffic(TrafficIntent::control_only(e.weights.len()));
-        if let Some(why) = self.unavailable_arm(spec, e) {
+        if let Some(why) = self.unavailable_arm(spec, e, false) {
             self.next.message = format!("waiting to start the experiment: {why}");
             self.requeue_after = Duration::from_secs(2);
             return;
@@ -146,17 +178,47 @@ impl Ctx<'_> {
         if experiment.revisions != self.revisions() {
             return self.restart_experiment(e, "an arm's Deployment changed its template");
         }
+        if !same_design(&experiment, spec, e) {
+            // Another metric, level, weight, or arm would judge the data gathered so far by
+            // rules it was not gathered under.
+            return self.restart_experiment(e, "was changed in the spec");
+        }
         if verb == Some(Verb::Retry) {
             return self.restart_experiment(e, "started again on request");
         }
         if verb == Some(Verb::Abort) {
             return self.stop_experiment(e, experiment, "aborted on request".into());
         }
-        if let Some(why) = self.unavailable_arm(spec, e) {
+        if let Some(why) = self.unavailable_arm(spec, e, true) {
             return self.stop_experiment(e, experiment, why);
         }
         let names = e.arm_names();
+        let started = self
+            .next
+            .started_at
+            .as_ref()
+            .map(crate::status::system_time)
+            .unwrap_or(self.now);
+        let elapsed = self.now.duration_since(started).unwrap_or_default();
         match &self.obs.metrics {
+            Err(_) if elapsed >= e.duration => {
+                // Over, with this look unreadable: the verdict stands as last seen, and the
+                // split ends rather than waiting on the metrics.
+                let winner = match experiment.verdict.as_ref().map(|v| &v.outcome) {
+                    Some(Outcome::Winner { arm }) => Some(arm.clone()),
+                    _ => None,
+                };
+                experiment.ended_at = Some(rfc3339(self.now));
+                experiment.winner = winner.clone();
+                let promote = verb == Some(Verb::Promote) || e.decide == ExperimentDecide::PromoteWinner;
+                return match winner {
+                    Some(arm) if arm != crate::rollout::CONTROL && promote => {
+                        self.next.experiment = Some(experiment);
+                        self.begin_promotion(spec, e, &arm)
+                    }
+                    _ => self.conclude(e, experiment),
+                };
+            }
             Ok(reading) => {
                 let window = reading.window.clone().unwrap_or_default();
                 let arms: Vec<ArmSummary> = names
@@ -171,16 +233,11 @@ impl Ctx<'_> {
                 for (state, arm) in experiment.arms.iter_mut().zip(&arms) {
                     state.summary = arm.clone();
                 }
-                let worse = judged.comparisons.iter().find(|c| {
-                    c.metric == Metric::ErrorRatio
-                        && c.significance == Significance::Worse
-                        && (e.plan.primary == Metric::ErrorRatio || e.plan.guardrails.contains(&Metric::ErrorRatio))
-                });
-                if let Some(bad) = worse {
-                    let interval = bad.interval.map_or_else(String::new, |i| {
-                        format!(" (difference {:+.4} [{:+.4}, {:+.4}])", i.estimate, i.low, i.high)
-                    });
-                    let why = format!("variant {} fails more often than control{interval}", bad.arm);
+                if let Some((arm, i)) = verdict::failing_more_than_control(&e.plan, &arms) {
+                    let why = format!(
+                        "variant {arm} fails more often than control (error ratio difference {:+.4} [{:+.4}, {:+.4}])",
+                        i.estimate, i.low, i.high
+                    );
                     experiment.verdict = Some(judged);
                     return self.stop_experiment(e, experiment, why);
                 }
@@ -196,13 +253,6 @@ impl Ctx<'_> {
                 return;
             }
         }
-        let started = self
-            .next
-            .started_at
-            .as_ref()
-            .map(crate::status::system_time)
-            .unwrap_or(self.now);
-        let elapsed = self.now.duration_since(started).unwrap_or_default();
         let winner = match experiment.verdict.as_ref().map(|v| &v.outcome) {
             Some(Outcome::Winner { arm }) => Some(arm.clone()),
             _ => None,
@@ -296,6 +346,7 @@ impl Ctx<'_> {
     }
 
     fn begin_promotion(&mut self, spec: &ValidSpec, e: &ValidExperiment, arm: &str) {
+        self.actions.clear();
         self.next.phase = Phase::Promoting;
         self.next.message = format!("experiment ended: {arm} won; promoting its template into stable");
         let message = self.next.message.clone();
@@ -311,6 +362,12 @@ impl Ctx<'_> {
         let Some(experiment) = self.next.experiment.clone() else {
             return self.start_experiment(spec, e);
         };
+        if self.old.phase == Phase::Promoting && self.next.last_request != self.old.last_request {
+            let verb = self.next.last_request.as_ref().map(|r| r.verb);
+            if verb == Some(Verb::Abort) {
+                return self.stop_experiment(e, experiment, "aborted on request while promoting".into());
+            }
+        }
         let Some((index, variant)) = experiment
             .winner
             .as_ref()
@@ -319,6 +376,9 @@ impl Ctx<'_> {
             return self.conclude(e, experiment);
         };
         let judged = experiment.revisions.get(index + 1).cloned().unwrap_or_default();
+        if let Some(why) = self.unavailable_arm(spec, e, true) {
+            return self.stop_experiment(e, experiment, why);
+        }
         let stable = &self.obs.stable;
         if stable.template_hash == judged && stable.rolled_out {
             self.set_traffic(TrafficIntent::control_only(e.weights.len()));
@@ -358,7 +418,23 @@ impl Ctx<'_> {
                 ),
             );
         }
-        self.set_traffic(TrafficIntent::experiment(e.weights.clone()));
+        // Only control and the winner keep traffic while stable rolls: the losers' share goes
+        // to control, which served all traffic before the experiment and is sized for it.
+        let mut weights = e.weights.clone();
+        let lost: u16 = weights
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(i, _)| *i != index + 1)
+            .map(|(_, w)| *w)
+            .sum();
+        for (i, w) in weights.iter_mut().enumerate().skip(1) {
+            if i != index + 1 {
+                *w = 0;
+            }
+        }
+        weights[0] += lost;
+        self.set_traffic(TrafficIntent::experiment(weights));
         if stable.template_hash != judged {
             self.actions.push(Action::PromoteVariant {
                 deployment: variant.deployment.clone(),
@@ -392,6 +468,25 @@ impl Ctx<'_> {
             _ => {}
         }
     }
+}
+
+/// Whether the experiment recorded in status was run under the spec's design: the same plan,
+/// and the same arms (name, Deployment, weight) in the same order.
+fn same_design(experiment: &ExperimentStatus, spec: &ValidSpec, e: &ValidExperiment) -> bool {
+    let deployments = std::iter::once(spec.stable.as_str()).chain(e.variants.iter().map(|v| v.deployment.as_str()));
+    let now: Vec<(String, &str, f64)> = e
+        .arm_names()
+        .into_iter()
+        .zip(deployments)
+        .zip(&e.weights)
+        .map(|((name, deployment), w)| (name, deployment, f64::from(*w) / 100.0))
+        .collect();
+    let recorded: Vec<(String, &str, f64)> = experiment
+        .arms
+        .iter()
+        .map(|a| (a.summary.name.clone(), a.deployment.as_str(), a.weight))
+        .collect();
+    experiment.plan == e.plan && now == recorded
 }
 
 /// One arm's summary from its counters since the start (none read yet: all zero).

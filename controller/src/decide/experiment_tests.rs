@@ -286,6 +286,107 @@ fn abort_puts_everything_on_control() {
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
 }
 
+#[test]
+fn while_promoting_only_control_and_the_winner_keep_traffic_and_abort_still_works() {
+    let spec = experiment_spec(ExperimentDecide::PromoteWinner);
+    let status = started(&spec);
+    let d = decide(&spec, &status, &observe(clear_winner(61.0), None), t(61.0));
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(
+        d.actions.first(),
+        Some(&Action::SetTraffic(TrafficIntent::experiment(vec![7000, 0, 3000]))),
+        "the loser's share goes to control"
+    );
+    let d = decide(
+        &spec,
+        &d.status,
+        &observe(clear_winner(63.0), request(Verb::Abort, t(63.0))),
+        t(63.0),
+    );
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn the_experiment_ends_on_time_even_when_the_metrics_cannot_be_read() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    let down = || Err(MetricsUnavailable::NoData("no proxy answered".into()));
+    let d = decide(&spec, &status, &observe(down(), None), t(30.0));
+    assert_eq!(d.status.phase, Phase::Progressing, "holds while there is time");
+    let d = decide(&spec, &d.status, &observe(down(), None), t(61.0));
+    assert_eq!(d.status.phase, Phase::Succeeded, "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn a_failing_variant_is_stopped_even_when_errors_are_not_among_the_metrics() {
+    let mut spec = experiment_spec(ExperimentDecide::Manual);
+    if let Some(e) = spec.strategy.experiment.as_mut() {
+        e.guardrails = vec![Metric::P99];
+    }
+    let status = started(&spec);
+    let failing = reading(
+        t(10.0),
+        &[
+            ("control", arm(2000, 4, 0.70, 400.0)),
+            ("fast", arm(2000, 600, 0.70, 400.0)),
+            ("better", arm(2000, 4, 0.70, 400.0)),
+        ],
+    );
+    let d = decide(&spec, &status, &observe(failing, None), t(10.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
+#[test]
+fn a_changed_plan_or_weight_starts_the_experiment_again() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    for edit in [
+        (|e: &mut Experiment| e.primary = Metric::P99) as fn(&mut Experiment),
+        |e| e.confidence = 0.8,
+        |e| e.variants[0].weight = 20.0,
+        |e| e.variants.swap(0, 1),
+    ] {
+        let mut edited = spec.clone();
+        edit(edited.strategy.experiment.as_mut().expect("an experiment"));
+        let mut obs = observe(clear_winner(20.0), None);
+        if edited
+            .strategy
+            .experiment
+            .as_ref()
+            .is_some_and(|e| e.variants[0].name == "better")
+        {
+            obs.variants.swap(0, 1);
+        }
+        let d = decide(&edited, &status, &obs, t(20.0));
+        assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+        assert_eq!(d.status.experiment, None);
+    }
+}
+
+#[test]
+fn an_experiment_whose_spec_turns_invalid_holds_and_still_obeys_abort() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    let mut broken = spec.clone();
+    if let Some(e) = broken.strategy.experiment.as_mut() {
+        e.duration = "soon".into();
+    }
+    let d = decide(&broken, &status, &observe(clear_winner(5.0), None), t(5.0));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let d = decide(
+        &broken,
+        &status,
+        &observe(clear_winner(6.0), request(Verb::Abort, t(6.0))),
+        t(6.0),
+    );
+    assert_eq!(d.status.phase, Phase::Aborted);
+    assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+}
+
 proptest! {
     /// Whatever the data and the requests, a variant's template is promoted only when the
     /// verdict recorded in status named it the winner, and every end puts traffic on control

@@ -212,7 +212,11 @@ pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observation, now
             ctx.condition("SpecValid", "False", reasons::INVALID_SPEC, &message);
             ctx.next.message = format!("invalid spec: {message}");
             ctx.requeue_after = Duration::from_secs(60);
-            ctx.while_invalid(&message);
+            if status.experiment.is_some() {
+                ctx.experiment_while_invalid();
+            } else {
+                ctx.while_invalid(&message);
+            }
         }
     }
     Decision {

@@ -246,15 +246,26 @@ impl Reporter {
                 round(v.threshold)
             ));
         }
-        self.line(&format!(
-            "  clients saw {stable} stable and {candidate} candidate answers, {errors} errors, {skipped} skipped"
-        ));
-        let verdict = if s.phase == s.expected {
+        if s.experiment.is_some() {
+            // The arms' own counts are in the table above.
+            let answers = stable + candidate;
+            self.line(&format!(
+                "  clients saw {answers} answers, {errors} errors, {skipped} skipped"
+            ));
+        } else {
+            self.line(&format!(
+                "  clients saw {stable} stable and {candidate} candidate answers, {errors} errors, {skipped} skipped"
+            ));
+        }
+        let verdict = if s.as_expected() {
             "as the flags predict"
         } else {
             "NOT what the flags predict"
         };
-        self.line(&format!("  expected {:?}: {verdict}", s.expected));
+        match &s.expected_winner {
+            Some(winner) => self.line(&format!("  expected {:?} with winner {winner}: {verdict}", s.expected)),
+            None => self.line(&format!("  expected {:?}: {verdict}", s.expected)),
+        }
     }
 }
 

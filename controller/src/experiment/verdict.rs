@@ -139,26 +139,75 @@ impl Metric {
         }
     }
 
-    /// The variance of one observation, for metrics compared by their mean.
+    /// The variance of one observation, for metrics compared by their mean, inflated by the
+    /// arm's design effect (see [`design_effect`]).
     fn observation_variance(self, arm: &ArmSummary) -> Option<f64> {
-        match self {
+        let d = design_effect(arm, self.observations(arm));
+        let variance = match self {
             Metric::ErrorRatio => confidence::proportion_variance(arm.errors, arm.requests),
             Metric::P99 | Metric::FirstByteP99 => None,
             Metric::StreamGap => gap_moments(arm).variance(),
             Metric::Score => arm.score.variance(),
-        }
+        }?;
+        Some(variance * d)
     }
 
-    /// The interval of `treatment - control` on this metric at level `alpha`.
+    /// The interval of `treatment - control` on this metric at level `alpha`, each arm's data
+    /// counted as no more observations than it has users.
     fn difference(self, treatment: &ArmSummary, control: &ArmSummary, alpha: f64) -> Option<Interval> {
+        let (dt, dc) = (
+            design_effect(treatment, self.observations(treatment)),
+            design_effect(control, self.observations(control)),
+        );
         let (t, c) = (treatment, control);
         match self {
-            Metric::ErrorRatio => confidence::proportion_difference(t.errors, t.requests, c.errors, c.requests, alpha),
-            Metric::P99 => quantiles(&t.latency, &c.latency, alpha),
-            Metric::FirstByteP99 => quantiles(&t.first_byte, &c.first_byte, alpha),
-            Metric::StreamGap => confidence::mean_difference(&gap_moments(t), &gap_moments(c), alpha),
-            Metric::Score => confidence::mean_difference(&t.score, &c.score, alpha),
+            Metric::ErrorRatio => {
+                confidence::proportion_difference(t.errors / dt, t.requests / dt, c.errors / dc, c.requests / dc, alpha)
+            }
+            Metric::P99 => quantiles(&thin(&t.latency, dt), &thin(&c.latency, dc), alpha),
+            Metric::FirstByteP99 => quantiles(&thin(&t.first_byte, dt), &thin(&c.first_byte, dc), alpha),
+            Metric::StreamGap => confidence::mean_difference(
+                &thin_moments(&gap_moments(t), dt),
+                &thin_moments(&gap_moments(c), dc),
+                alpha,
+            ),
+            Metric::Score => {
+                confidence::mean_difference(&thin_moments(&t.score, dt), &thin_moments(&c.score, dc), alpha)
+            }
         }
+    }
+}
+
+/// How many observations of an arm count as one: users are what the split randomises, and one
+/// user's requests (the same person's prompts) and one response's token gaps are alike, so
+/// treating them as independent would make the intervals too narrow (a user whose requests
+/// score alike would count for hundreds). An arm's `n` observations count as at most its
+/// `users` independent ones: the design effect of clusters that are alike within, `n / users`
+/// when that is above 1. With no users counted (a route without a sticky key) each observation
+/// counts as one.
+fn design_effect(arm: &ArmSummary, observations: f64) -> f64 {
+    if arm.users.is_finite() && arm.users >= 1.0 && observations > arm.users {
+        observations / arm.users
+    } else {
+        1.0
+    }
+}
+
+/// Moments of `d` times fewer observations with the same mean and (nearly) the same spread.
+fn thin_moments(m: &Moments, d: f64) -> Moments {
+    Moments {
+        count: m.count / d,
+        sum: m.sum / d,
+        squares: m.squares / d,
+    }
+}
+
+/// A histogram of `d` times fewer observations in the same proportions.
+fn thin(h: &Histogram, d: f64) -> Histogram {
+    Histogram {
+        bounds: h.bounds.clone(),
+        cumulative: h.cumulative.iter().map(|c| (*c as f64 / d).floor() as u64).collect(),
+        sum: h.sum / d,
     }
 }
 
@@ -334,6 +383,20 @@ pub fn verdict(plan: &Plan, arms: &[ArmSummary]) -> Verdict {
 }
 
 /// The per-comparison level: `1 - confidence` over the pairs of arms.
+/// The first variant whose errors are significantly more frequent than control's, with the
+/// interval of the difference: the experiment's safety stop, checked at every look whatever
+/// metrics the plan judges (a variant answering 5xx must not keep its users for the whole
+/// experiment because errors are not a guardrail). At the plan's per-comparison level.
+pub fn failing_more_than_control(plan: &Plan, arms: &[ArmSummary]) -> Option<(String, Interval)> {
+    let alpha = comparison_alpha(plan, arms.len())?;
+    let control = arms.first()?;
+    arms[1..].iter().find_map(|arm| {
+        let interval = Metric::ErrorRatio.difference(arm, control, alpha)?;
+        (Significance::of(Metric::ErrorRatio, Some(&interval)) == Significance::Worse)
+            .then(|| (arm.name.clone(), interval))
+    })
+}
+
 fn comparison_alpha(plan: &Plan, arms: usize) -> Option<f64> {
     let pairs = (arms * arms.saturating_sub(1) / 2) as f64;
     let alpha = (1.0 - plan.confidence) / pairs;

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use crate::counters::{ArmCounters, Buckets, InstanceCounters, SideCounters};
 
-/// Most arms read from one route: a route splits between at most 8 variants, and a page
-/// from elsewhere must not grow the controller's memory with made-up side names.
-const MAX_ARMS: usize = 8;
+/// Most arms read from one route: a route splits between at most 8 variants at a time, but a
+/// proxy keeps the series of variants a route had before (series are never removed), and a
+/// page from elsewhere must not grow the controller's memory with made-up side names.
+const MAX_ARMS: usize = 64;
 
 /// Why a sample cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -59,6 +59,29 @@ fn clear_winner_among_three_arms() {
     assert_eq!(b_score.significance, Significance::Better);
 }
 
+/// A few heavy users whose answers score alike are a few observations, not thousands: the
+/// same numbers that name a winner when every request is its own user name none here.
+#[test]
+fn many_requests_from_few_users_count_as_few_observations() {
+    let mut few = plan(Metric::Score);
+    few.min_users_per_variant = 10.0;
+    let independent = [arm("stable", 20_000.0, 0.70), arm("b", 20_000.0, 0.72)];
+    assert_eq!(
+        verdict(&few, &independent).outcome,
+        Outcome::Winner { arm: "b".to_string() }
+    );
+    let clustered = independent.clone().map(|mut a| {
+        a.users = 20.0;
+        a
+    });
+    let judged = verdict(&few, &clustered);
+    assert!(
+        matches!(judged.outcome, Outcome::Inconclusive { .. }),
+        "{:?}",
+        judged.outcome
+    );
+}
+
 #[test]
 fn two_variants_beating_control_but_not_each_other_is_inconclusive() {
     let arms = [

@@ -145,6 +145,13 @@ pub(super) fn validate(spec: &RolloutSpec, experiment: &Experiment, errors: &mut
              (or set minUsersPerVariant: 0)",
         );
     }
+    if !spec.route.overrides.is_empty() {
+        errors.add(
+            "spec.route.overrides",
+            "cannot be used by an experiment: who sees which arm is the split's alone, and a caller choosing \
+             its arm would bias that arm's numbers",
+        );
+    }
     if spec.analysis.source.prometheus.is_some() {
         errors.add(
             "spec.analysis.source.prometheus",

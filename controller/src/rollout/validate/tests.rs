@@ -396,6 +396,12 @@ mod experiments {
         ]);
         s.candidate.deployment = "v2".into();
         s.route.sticky = None;
+        s.route.overrides = vec![crate::rollout::OverrideSpec {
+            header: Some("x-arm".into()),
+            cookie: None,
+            equals: "b".into(),
+            side: "b".into(),
+        }];
         s.analysis.source.prometheus = Some(PrometheusSource {
             url: "http://127.0.0.1:9090".into(),
         });
@@ -415,6 +421,7 @@ mod experiments {
             "spec.strategy.experiment.duration: \"soon\" is not a duration",
             "spec.strategy.experiment.confidence: 1.5 is not above 0.5 and below 1",
             "spec.route.sticky: is needed by an experiment",
+            "spec.route.overrides: cannot be used by an experiment",
             "spec.analysis.source.prometheus: cannot feed an experiment yet",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in {text}");
