@@ -29,7 +29,7 @@ pub struct Experiment {
     /// Distinct users (by the route's sticky key) each arm needs before any verdict.
     #[serde(default = "default_min_users")]
     pub min_users_per_variant: u64,
-    /// Chance that no interval of the verdict ever misses, at any look, like 0.95.
+    /// Chance that no interval of the primary metric ever misses, at any look, like 0.95.
     #[serde(default = "default_confidence")]
     pub confidence: f64,
     /// What happens to a winning variant: `manual` (a person runs `weir promote`) or
