@@ -467,6 +467,20 @@ fn outcome(plan: &Plan, arms: &[ArmSummary], alpha: f64) -> Outcome {
                 metric.name()
             ));
         }
+        // A guardrail the winner has no data for, though control has, cannot vouch for it: a
+        // variant that stopped streaming has no stream gaps to be worse on.
+        let unseen = plan
+            .guardrails
+            .iter()
+            .find(|&&metric| metric.observations(winner) < 1.0 && metric.observations(&arms[0]) >= 1.0);
+        if let Some(metric) = unseen {
+            return Outcome::inconclusive(format!(
+                "arm {} is better on the {} but has no {} to compare with control's",
+                winner.name,
+                primary.name(),
+                metric.name()
+            ));
+        }
     }
     Outcome::Winner {
         arm: winner.name.clone(),

@@ -171,6 +171,24 @@ fn a_guardrail_regression_holds_the_winner_back() {
 }
 
 #[test]
+fn a_winner_without_data_on_a_guardrail_control_has_is_held_back() {
+    let mut guarded = plan(Metric::Score);
+    guarded.guardrails = vec![Metric::StreamGap];
+    let mut arms = [arm("stable", 5000.0, 0.7), arm("b", 5000.0, 0.8)];
+    assert_eq!(
+        verdict(&guarded, &arms).outcome,
+        Outcome::Winner { arm: "b".to_string() }
+    );
+    arms[1].stream_gap = Histogram::default();
+    let held = verdict(&guarded, &arms);
+    assert!(
+        reason(&held.outcome).contains("has no mean stream gap"),
+        "{:?}",
+        held.outcome
+    );
+}
+
+#[test]
 fn a_slower_tail_is_worse_on_p99() {
     let mut arms = [arm("stable", 20_000.0, 0.7), arm("a", 20_000.0, 0.7)];
     // Control: 99.5 % under 0.1 s. Variant: 5 % past 0.5 s.
