@@ -17,12 +17,12 @@ fn args(flags: &[&str]) -> DemoArgs {
     Wrapper::parse_from(std::iter::once("demo").chain(flags.iter().copied())).demo
 }
 
-/// The demo's four stories and the Prometheus source, one after another so that they do not
-/// compete for the CPU.
+/// The demo's stories (canary healthy and bad twice, blue-green, an experiment) and the Prometheus
+/// source, one after another so that they do not compete for the CPU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
     weir_test_tools::debian_tool("prometheus", "prometheus").unwrap_or_else(|e| panic!("{e:#}"));
-    let cases: [(&[&str], Phase, &str); 5] = [
+    let cases: [(&[&str], Phase, &str); 6] = [
         (&["--fast"], Phase::Succeeded, "promoted revision"),
         (
             &["--fast", "--candidate-error-rate", "0.05"],
@@ -44,6 +44,11 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
             Phase::Succeeded,
             "promoted revision",
         ),
+        (
+            &["--fast", "--strategy", "experiment"],
+            Phase::Succeeded,
+            "promoted variant better",
+        ),
     ];
     for (flags, expected, message) in cases {
         let a = args(flags);
@@ -54,7 +59,15 @@ async fn the_demo_promotes_a_healthy_candidate_and_aborts_bad_ones() {
             .expect("the demo runs");
         assert_eq!(summary.phase, expected, "{flags:?}: {}", summary.message);
         assert!(summary.message.contains(message), "{flags:?}: {}", summary.message);
-        if expected == Phase::Aborted {
+        assert!(summary.as_expected(), "{flags:?}: {:?}", summary.winner);
+        if let Some(experiment) = &summary.experiment {
+            // The better-scoring variant won, with every arm's score read from its trailers.
+            assert_eq!(experiment.winner.as_deref(), Some("better"));
+            assert!(
+                experiment.arms.iter().all(|a| a.summary.score.count > 0.0),
+                "{experiment:?}"
+            );
+        } else if expected == Phase::Aborted {
             assert!(
                 summary.time_to_zero.is_some(),
                 "an abort reports its time to weight zero"

@@ -362,12 +362,9 @@ impl Ctx<'_> {
         let Some(experiment) = self.next.experiment.clone() else {
             return self.start_experiment(spec, e);
         };
-        if self.old.phase == Phase::Promoting && self.next.last_request != self.old.last_request {
-            let verb = self.next.last_request.as_ref().map(|r| r.verb);
-            if verb == Some(Verb::Abort) {
-                return self.stop_experiment(e, experiment, "aborted on request while promoting".into());
-            }
-        }
+        let abort = self.old.phase == Phase::Promoting
+            && self.next.last_request != self.old.last_request
+            && self.next.last_request.as_ref().is_some_and(|r| r.verb == Verb::Abort);
         let Some((index, variant)) = experiment
             .winner
             .as_ref()
@@ -376,10 +373,19 @@ impl Ctx<'_> {
             return self.conclude(e, experiment);
         };
         let judged = experiment.revisions.get(index + 1).cloned().unwrap_or_default();
-        if let Some(why) = self.unavailable_arm(spec, e, true) {
-            return self.stop_experiment(e, experiment, why);
-        }
         let stable = &self.obs.stable;
+        if abort {
+            if stable.template_hash != judged {
+                return self.stop_experiment(e, experiment, "aborted on request while promoting".into());
+            }
+            // As for a canary: once stable runs the judged template there is nothing to take
+            // back but by hand.
+            self.next.message = format!(
+                "cannot abort: stable is already rolling to variant {}'s revision {judged}; roll stable back by \
+                 hand if needed",
+                variant.name
+            );
+        }
         if stable.template_hash == judged && stable.rolled_out {
             self.set_traffic(TrafficIntent::control_only(e.weights.len()));
             // Control now runs the winner's revision: that is the arm as it stands, not a new
@@ -434,17 +440,30 @@ impl Ctx<'_> {
             }
         }
         weights[0] += lost;
-        self.set_traffic(TrafficIntent::experiment(weights));
+        let winner_ready = self
+            .obs
+            .variants
+            .get(index)
+            .is_some_and(|w| w.exists && w.ready_replicas >= 1);
+        if winner_ready {
+            self.set_traffic(TrafficIntent::experiment(weights));
+        } else {
+            // The winner lost its pods: its users go to control while stable rolls (stable's
+            // own readiness is the rolling update's business, as in a canary's promotion).
+            self.set_traffic(TrafficIntent::control_only(e.weights.len()));
+        }
         if stable.template_hash != judged {
             self.actions.push(Action::PromoteVariant {
                 deployment: variant.deployment.clone(),
                 revision: judged.clone(),
             });
         }
-        self.next.message = format!(
-            "promoting variant {}: stable rolling to revision {judged} ({}/{} ready)",
-            variant.name, stable.ready_replicas, stable.replicas
-        );
+        if !abort {
+            self.next.message = format!(
+                "promoting variant {}: stable rolling to revision {judged} ({}/{} ready)",
+                variant.name, stable.ready_replicas, stable.replicas
+            );
+        }
     }
 
     /// After the end: a person's `promote` promotes a winning variant; `retry`, or any arm's

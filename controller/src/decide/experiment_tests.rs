@@ -297,6 +297,30 @@ fn while_promoting_only_control_and_the_winner_keep_traffic_and_abort_still_work
         Some(&Action::SetTraffic(TrafficIntent::experiment(vec![7000, 0, 3000]))),
         "the loser's share goes to control"
     );
+    let promoting = d.status.clone();
+    // Stable rolling to the winner, no pod ready yet, and the winner losing its pods: the
+    // winner's users go to control, and the promotion waits for stable.
+    let mut obs = observe(clear_winner(62.0), None);
+    obs.stable.template_hash = "b1".into();
+    obs.stable.ready_replicas = 0;
+    obs.stable.rolled_out = false;
+    obs.variants[1].ready_replicas = 0;
+    let waiting = decide(&spec, &promoting, &obs, t(62.0));
+    assert_eq!(waiting.status.phase, Phase::Promoting, "{}", waiting.status.message);
+    assert_eq!(
+        waiting.actions,
+        vec![Action::SetTraffic(TrafficIntent::control_only(3))]
+    );
+    // Abort once stable runs the judged template: refused, as for a canary.
+    obs.request = request(Verb::Abort, t(62.5));
+    let refused = decide(&spec, &promoting, &obs, t(62.5));
+    assert_eq!(refused.status.phase, Phase::Promoting);
+    assert!(
+        refused.status.message.contains("cannot abort"),
+        "{}",
+        refused.status.message
+    );
+    // Abort before the copy: all traffic on control.
     let d = decide(
         &spec,
         &d.status,
