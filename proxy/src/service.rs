@@ -168,8 +168,8 @@ impl ProxyService {
         h.remove(MIRROR_HEADER);
         if route.score.is_some() {
             // A streaming server knows its score only at the end: let it send a trailer (an
-            // HTTP/1.1 server sends trailers only to a client that accepts them). The proxy
-            // passes trailers on only to a client that asked for them itself.
+            // HTTP/1.1 server sends trailers only to a client that accepts them). An HTTP/1.1
+            // client still gets trailers only if it asked for them itself.
             h.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         h.insert(header::HOST, host);

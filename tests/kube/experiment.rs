@@ -112,15 +112,27 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         Some("registry.invalid/m:better"),
         "stable runs the winner's template"
     );
-    // All traffic back on control, which now runs the winner.
-    let config = get_json(world.proxy_admin, "/config").await?;
-    let weights: Vec<u64> = config["config"]["routes"]
-        .as_array()
-        .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
-        .and_then(|r| r["variants"].as_array())
-        .map(|vs| vs.iter().map(|v| v["weight"].as_u64().unwrap_or(0)).collect())
-        .unwrap_or_default();
-    assert_eq!(weights, [10_000, 0, 0]);
+    // All traffic back on control, which now runs the winner (as soon as the proxy has read
+    // the ConfigMap the controller wrote before its status).
+    eventually(
+        "the proxy to send everything to control",
+        Duration::from_secs(30),
+        || async {
+            let config = get_json(world.proxy_admin, "/config").await?;
+            let weights: Vec<u64> = config["config"]["routes"]
+                .as_array()
+                .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
+                .and_then(|r| r["variants"].as_array())
+                .map(|vs| vs.iter().map(|v| v["weight"].as_u64().unwrap_or(0)).collect())
+                .unwrap_or_default();
+            Ok(if weights == [10_000, 0, 0] {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("{weights:?}"))
+            })
+        },
+    )
+    .await?;
     let events = world.events().await?;
     for reason in ["ExperimentStarted", "RolloutPromoting", "RolloutSucceeded"] {
         assert_eq!(count(&events, reason), 1, "{reason} once in {events:#?}");
