@@ -133,7 +133,7 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         },
     )
     .await?;
-    let events = world.events().await?;
+    let events = world.events_after("RolloutSucceeded").await?;
     for reason in ["ExperimentStarted", "RolloutPromoting", "RolloutSucceeded"] {
         assert_eq!(count(&events, reason), 1, "{reason} once in {events:#?}");
     }

@@ -267,6 +267,20 @@ impl World {
         Ok(load)
     }
 
+    /// Events on the Rollout once one with `reason` is among them: a decision's Events are
+    /// posted after its status is written, so a test that saw the status waits for them.
+    async fn events_after(&self, reason: &str) -> Result<Vec<String>> {
+        eventually(&format!("the {reason} Event"), Duration::from_secs(30), || async {
+            let events = self.events().await?;
+            Ok(if count(&events, reason) > 0 {
+                Check::Done(events)
+            } else {
+                Check::Waiting(format!("{events:?}"))
+            })
+        })
+        .await
+    }
+
     /// Events on the Rollout, as `reason: note` lines in time order.
     async fn events(&self) -> Result<Vec<String>> {
         let events: Api<Event> = Api::namespaced(self.ns.client.clone(), &self.ns.name);
@@ -407,7 +421,7 @@ async fn a_healthy_candidate_walks_its_steps_and_is_promoted() -> Result<()> {
         "with its own selector labels"
     );
     world.wait_candidate_replicas(0).await?;
-    let events = world.events().await?;
+    let events = world.events_after("RolloutSucceeded").await?;
     for reason in ["RolloutStarted", "StepAdvanced", "RolloutPromoting", "RolloutSucceeded"] {
         assert_eq!(count(&events, reason), 1, "{reason} once in {events:#?}");
     }
@@ -443,7 +457,7 @@ async fn a_candidate_with_a_fifth_of_its_answers_failing_is_aborted() -> Result<
     assert_eq!(aborted.candidate_weight, 0);
     world.wait_proxy_weight(0).await?;
     world.wait_candidate_replicas(0).await?;
-    let events = world.events().await?;
+    let events = world.events_after("RolloutAborted").await?;
     let abort = events
         .iter()
         .find(|e| e.starts_with("RolloutAborted:"))
@@ -1391,7 +1405,7 @@ async fn under_max_surge_one_the_fleet_never_passes_stable_plus_one_through_thre
         Some(1),
         "stable gave up pods down to the one that carries 20% at 80%"
     );
-    let events = world.events().await?;
+    let events = world.events_after("RolloutSucceeded").await?;
     assert_eq!(count(&events, "RolloutSucceeded"), 1, "{events:#?}");
     Ok(())
 }
@@ -1461,7 +1475,7 @@ async fn an_api_server_gone_for_thirty_seconds_mid_rollout_is_ridden_out_with_no
         .await?;
     drop(load);
     assert_eq!(done.candidate_weight, 0);
-    let events = world.events().await?;
+    let events = world.events_after("RolloutSucceeded").await?;
     for (reason, times) in [
         ("RolloutStarted", 1),
         ("StepAdvanced", 1),

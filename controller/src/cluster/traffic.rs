@@ -83,8 +83,9 @@ impl KubeTraffic {
     }
 
     /// Refuses a layer that another route ConfigMap of the gateway already claims. Returns who
-    /// edited ours by hand since it was last written, if anyone did.
-    async fn check_clashes(&self, layer: &PartialConfig) -> Result<Option<String>, TrafficError> {
+    /// edited ours by hand since it was last written, if anyone did, and the resourceVersion
+    /// ours was read at (none before it exists).
+    async fn check_clashes(&self, layer: &PartialConfig) -> Result<(Option<String>, Option<String>), TrafficError> {
         let selector = format!("{GATEWAY_LABEL}={}", self.gateway);
         let listed = self
             .all
@@ -99,11 +100,13 @@ impl KubeTraffic {
             name: self.name.clone(),
         };
         let mut edited_by = None;
+        let mut read_at = None;
         for cm in listed.items {
             let (id, text) = text_of(&cm);
             if id.namespace == ours.namespace && id.name == ours.name {
                 ours.created = id.created;
                 edited_by = cm.metadata.managed_fields.as_deref().and_then(foreign_data_manager);
+                read_at.clone_from(&cm.metadata.resource_version);
                 continue;
             }
             layers.push(Layer {
@@ -128,7 +131,7 @@ impl KubeTraffic {
                 route: self.route.clone(),
                 message: format!("the gateway {:?} would reject it: {errors}", self.gateway),
             }),
-            _ => Ok(edited_by),
+            _ => Ok((edited_by, read_at)),
         }
     }
 }
@@ -161,8 +164,8 @@ impl Traffic for KubeTraffic {
                 route_layer(&written, &route, intent)?
             }
         };
-        let edited_by = self.check_clashes(&layer).await?;
-        let patch = json!({
+        let (edited_by, read_at) = self.check_clashes(&layer).await?;
+        let mut patch = json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -173,6 +176,12 @@ impl Traffic for KubeTraffic {
             },
             "data": { DATA_KEY: layer.to_yaml() },
         });
+        // Written only over the version just read: a hand edit that lands between the read
+        // and this write makes it fail with a conflict, and the next reconcile reads the edit,
+        // undoes it and reports it, instead of undoing it unseen.
+        if let Some(version) = read_at {
+            patch["metadata"]["resourceVersion"] = json!(version);
+        }
         self.api
             .patch(
                 &self.name,
