@@ -81,7 +81,6 @@ impl Pending {
             route: Arc::clone(&self.route),
             side: self.side,
             start: self.start,
-            first_byte_seen: false,
             frames: 0,
             last_frame: None,
             scored: false,
@@ -110,8 +109,7 @@ pub struct Completion {
     route: Arc<Route>,
     side: Side,
     start: Instant,
-    first_byte_seen: bool,
-    /// Data frames passed so far.
+    /// Data frames passed so far; the first is the time to first byte.
     frames: u64,
     /// When the last data frame passed.
     last_frame: Option<Instant>,
@@ -135,23 +133,22 @@ impl Completion {
     pub fn data(&mut self) {
         let now = Instant::now();
         self.frames += 1;
-        if let Some(last) = self.last_frame.replace(now) {
-            self.route
+        match self.last_frame.replace(now) {
+            Some(last) => self
+                .route
                 .metrics
                 .side(self.side)
-                .observe_stream_gap(now.duration_since(last).as_secs_f64());
+                .observe_stream_gap(now.duration_since(last).as_secs_f64()),
+            None => self.first_byte(now),
         }
-        self.first_byte();
     }
 
-    fn first_byte(&mut self) {
-        if !self.first_byte_seen {
-            self.first_byte_seen = true;
-            self.route
-                .metrics
-                .side(self.side)
-                .observe_first_byte(self.start.elapsed().as_secs_f64());
-        }
+    /// The first body byte passed at `now`.
+    fn first_byte(&self, now: Instant) {
+        self.route
+            .metrics
+            .side(self.side)
+            .observe_first_byte(now.duration_since(self.start).as_secs_f64());
     }
 
     /// Counts the route's score if `headers` carry it, once per response. A value that is not
@@ -237,7 +234,9 @@ impl Drop for Completion {
             self.route.metrics.side(self.side).count(CodeClass::Cancelled);
         }
         // A response without a body has its first (and last) byte at its end.
-        self.first_byte();
+        if self.frames == 0 {
+            self.first_byte(Instant::now());
+        }
         let metrics = self.route.metrics.side(self.side);
         metrics.observe_duration(self.start.elapsed().as_secs_f64());
         metrics.observe_stream_frames(self.frames);

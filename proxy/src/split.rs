@@ -143,32 +143,31 @@ impl SplitPolicy {
     /// Decides the side of one request. `next_sequence` is called only when the weight decides,
     /// so that overrides and sticky requests do not disturb the exactness of the weight split.
     pub fn decide(&self, headers: &HeaderMap, next_sequence: impl FnOnce() -> u64) -> (Side, Reason) {
+        let (side, reason, _) = self.decide_user(headers, next_sequence);
+        (side, reason)
+    }
+
+    /// As [`SplitPolicy::decide`], with the [`sticky_hash`] of the request's sticky key (its
+    /// user), whatever decided the side, when it carries one: the key is read and hashed once.
+    pub fn decide_user(&self, headers: &HeaderMap, next_sequence: impl FnOnce() -> u64) -> (Side, Reason, Option<u64>) {
+        let key = self.sticky.as_ref().and_then(|source| source.find(headers));
+        let user = key.map(|key| sticky_hash(&self.route, key));
         for (index, rule) in self.overrides.iter().enumerate() {
             if rule.key.find(headers) == Some(rule.equals.as_bytes()) {
-                return (rule.side, Reason::Override(index));
+                return (rule.side, Reason::Override(index), user);
             }
         }
-        let sticky = self.sticky.as_ref().and_then(|source| source.find(headers));
-        let Some(variants) = &self.variants else {
-            return match sticky {
-                Some(key) => (sticky_side(&self.route, key, self.weight), Reason::Sticky),
-                None => (weighted_side(next_sequence(), self.weight), Reason::Weight),
-            };
+        let (side, reason) = match (&self.variants, key, user) {
+            (None, Some(_), Some(hash)) => (bucket_side(bucket_of(hash), self.weight), Reason::Sticky),
+            (None, _, _) => (weighted_side(next_sequence(), self.weight), Reason::Weight),
+            (Some(variants), Some(key), _) => (
+                Side::Variant(sticky_variant(&self.route, key, variants.list()) as u8),
+                Reason::Sticky,
+            ),
+            // At most MAX_VARIANTS (8): validation refuses more.
+            (Some(variants), None, _) => (Side::Variant(variants.weighted(next_sequence()) as u8), Reason::Weight),
         };
-        let index = match sticky {
-            Some(key) => sticky_variant(&self.route, key, variants.list()),
-            None => variants.weighted(next_sequence()),
-        };
-        // At most MAX_VARIANTS (8): validation refuses more.
-        let side = Side::Variant(index as u8);
-        (
-            side,
-            if sticky.is_some() {
-                Reason::Sticky
-            } else {
-                Reason::Weight
-            },
-        )
+        (side, reason, user)
     }
 }
 
@@ -278,8 +277,13 @@ pub fn sticky_hash(route: &str, key: &[u8]) -> u64 {
 
 /// The bucket (0..10000) of a sticky key on a route. Stable across processes and versions.
 pub fn sticky_bucket(route: &str, key: &[u8]) -> u16 {
+    bucket_of(sticky_hash(route, key))
+}
+
+/// The bucket (0..10000) of a [`sticky_hash`].
+fn bucket_of(hash: u64) -> u16 {
     // Multiply-shift reduction: unbiased enough for 10000 buckets and free of a division.
-    ((u128::from(sticky_hash(route, key)) * u128::from(BASIS_POINTS)) >> 64) as u16
+    ((u128::from(hash) * u128::from(BASIS_POINTS)) >> 64) as u16
 }
 
 /// FNV-1a over the parts, each but the last followed by a 0xff separator (a byte no UTF-8
@@ -306,7 +310,11 @@ fn hash_parts(parts: &[&[u8]]) -> u64 {
 /// The side of a sticky key: candidate when its bucket is below the weight, so raising the
 /// weight only ever moves users from stable to candidate.
 pub fn sticky_side(route: &str, key: &[u8], weight: Weight) -> Side {
-    if sticky_bucket(route, key) < weight.0 {
+    bucket_side(sticky_bucket(route, key), weight)
+}
+
+fn bucket_side(bucket: u16, weight: Weight) -> Side {
+    if bucket < weight.0 {
         Side::Candidate
     } else {
         Side::Stable

@@ -14,7 +14,7 @@ use crate::failfast::FailFast;
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::mirror::Mirror;
 use crate::route::RouteIndex;
-use crate::split::{Reason, Side, SplitPolicy, VariantWeight, Variants, sticky_hash};
+use crate::split::{Reason, Side, SplitPolicy, VariantWeight, Variants};
 use crate::upstream::discovery::Discovery;
 use crate::upstream::tls::TlsSettings;
 use crate::upstream::{self, Backend};
@@ -65,17 +65,17 @@ impl Route {
     /// Decides the side of a request. The flag is set when the request would have gone to
     /// the candidate but fail-fast sent it to stable.
     pub fn decide(&self, headers: &HeaderMap) -> (Side, Reason, bool) {
-        let (side, reason) = self
+        let (side, reason, user) = self
             .split
-            .decide(headers, || self.sequence.fetch_add(1, Ordering::Relaxed));
+            .decide_user(headers, || self.sequence.fetch_add(1, Ordering::Relaxed));
         let (side, diverted) =
             if side == Side::Candidate && self.fail_fast.as_ref().is_some_and(|f| f.tripped().is_some()) {
                 (Side::Stable, true)
             } else {
                 (side, false)
             };
-        if let Some(key) = self.split.sticky.as_ref().and_then(|source| source.find(headers)) {
-            self.metrics.side(side).user(sticky_hash(&self.name, key));
+        if let Some(user) = user {
+            self.metrics.side(side).user(user);
         }
         (side, reason, diverted)
     }
