@@ -204,20 +204,7 @@ impl Ctx<'_> {
             Err(_) if elapsed >= e.duration => {
                 // Over, with this look unreadable: the verdict stands as last seen, and the
                 // split ends rather than waiting on the metrics.
-                let winner = match experiment.verdict.as_ref().map(|v| &v.outcome) {
-                    Some(Outcome::Winner { arm }) => Some(arm.clone()),
-                    _ => None,
-                };
-                experiment.ended_at = Some(rfc3339(self.now));
-                experiment.winner = winner.clone();
-                let promote = verb == Some(Verb::Promote) || e.decide == ExperimentDecide::PromoteWinner;
-                return match winner {
-                    Some(arm) if arm != crate::rollout::CONTROL && promote => {
-                        self.next.experiment = Some(experiment);
-                        self.begin_promotion(spec, e, &arm)
-                    }
-                    _ => self.conclude(e, experiment),
-                };
+                return self.end_experiment(spec, e, experiment, verb);
             }
             Ok(reading) => {
                 let window = reading.window.clone().unwrap_or_default();
@@ -253,10 +240,7 @@ impl Ctx<'_> {
                 return;
             }
         }
-        let winner = match experiment.verdict.as_ref().map(|v| &v.outcome) {
-            Some(Outcome::Winner { arm }) => Some(arm.clone()),
-            _ => None,
-        };
+        let winner = experiment.verdict.as_ref().and_then(|v| v.outcome.winner());
         let ends = elapsed >= e.duration
             || (e.stop_when_conclusive && winner.is_some())
             || (verb == Some(Verb::Promote) && winner.is_some());
@@ -283,8 +267,26 @@ impl Ctx<'_> {
             self.next.experiment = Some(experiment);
             return;
         }
+        self.end_experiment(spec, e, experiment, verb);
+    }
+
+    /// The end, with the verdict of the last look: the winner recorded, and promoted when it
+    /// is a variant and `promoteWinner` or a person's `promote` says so; else all traffic on
+    /// control.
+    fn end_experiment(
+        &mut self,
+        spec: &ValidSpec,
+        e: &ValidExperiment,
+        mut experiment: ExperimentStatus,
+        verb: Option<Verb>,
+    ) {
+        let winner = experiment
+            .verdict
+            .as_ref()
+            .and_then(|v| v.outcome.winner())
+            .map(str::to_owned);
         experiment.ended_at = Some(rfc3339(self.now));
-        experiment.winner = winner.clone();
+        experiment.winner.clone_from(&winner);
         let promote = verb == Some(Verb::Promote) || e.decide == ExperimentDecide::PromoteWinner;
         match winner {
             Some(arm) if arm != crate::rollout::CONTROL && promote => {
@@ -426,20 +428,9 @@ impl Ctx<'_> {
         }
         // Only control and the winner keep traffic while stable rolls: the losers' share goes
         // to control, which served all traffic before the experiment and is sized for it.
-        let mut weights = e.weights.clone();
-        let lost: u16 = weights
-            .iter()
-            .enumerate()
-            .skip(1)
-            .filter(|(i, _)| *i != index + 1)
-            .map(|(_, w)| *w)
-            .sum();
-        for (i, w) in weights.iter_mut().enumerate().skip(1) {
-            if i != index + 1 {
-                *w = 0;
-            }
-        }
-        weights[0] += lost;
+        let mut weights = vec![0; e.weights.len()];
+        weights[index + 1] = e.weights[index + 1];
+        weights[0] = weir_proxy::split::BASIS_POINTS - weights[index + 1];
         let winner_ready = self
             .obs
             .variants

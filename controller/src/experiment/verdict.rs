@@ -299,6 +299,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The winning arm, if there is one.
+    pub fn winner(&self) -> Option<&str> {
+        match self {
+            Outcome::Winner { arm } => Some(arm),
+            Outcome::Inconclusive { .. } => None,
+        }
+    }
+
     fn inconclusive(reason: String) -> Outcome {
         Outcome::Inconclusive {
             reason,

@@ -107,12 +107,7 @@ impl Samples {
             } else {
                 &mut self.instance.counters.candidate
             };
-            target.requests = target.requests.saturating_add(n);
-            match label(names::label::CODE).and_then(CodeClass::from_label) {
-                Some(code) if code.is_error() => target.errors = target.errors.saturating_add(n),
-                Some(CodeClass::Cancelled) => target.cancelled = target.cancelled.saturating_add(n),
-                _ => {}
-            }
+            count_requests(target, label(names::label::CODE), n);
             return Ok(());
         }
         let list = match name.strip_suffix(names::BUCKET_SUFFIX) {
@@ -120,12 +115,7 @@ impl Samples {
             Some(h) if h == names::FIRST_BYTE => &mut self.first_byte[side],
             _ => return Ok(()),
         };
-        let le = label(names::label::LE).ok_or(BadSample::NoBound)?;
-        let bound = parse_value(le)
-            .ok()
-            .filter(|b| !b.is_nan())
-            .ok_or_else(|| BadSample::Bound(le.to_owned()))?;
-        list.push((bound, n));
+        list.push((bucket_bound(label(names::label::LE))?, n));
         Ok(())
     }
 
@@ -147,12 +137,7 @@ impl Samples {
         match name {
             _ if name == names::REQUESTS => {
                 self.requests_seen = true;
-                target.side.requests = target.side.requests.saturating_add(n);
-                match label(names::label::CODE).and_then(CodeClass::from_label) {
-                    Some(code) if code.is_error() => target.side.errors = target.side.errors.saturating_add(n),
-                    Some(CodeClass::Cancelled) => target.side.cancelled = target.side.cancelled.saturating_add(n),
-                    _ => {}
-                }
+                count_requests(&mut target.side, label(names::label::CODE), n);
                 return Ok(());
             }
             _ if name == names::SCORE_SUM => target.score_sum += amount,
@@ -167,12 +152,7 @@ impl Samples {
                     Some(h) if h == names::STREAM_GAP => &mut samples.stream_gap,
                     _ => return Ok(()),
                 };
-                let le = label(names::label::LE).ok_or(BadSample::NoBound)?;
-                let bound = parse_value(le)
-                    .ok()
-                    .filter(|b| !b.is_nan())
-                    .ok_or_else(|| BadSample::Bound(le.to_owned()))?;
-                list.push((bound, n));
+                list.push((bucket_bound(label(names::label::LE))?, n));
             }
         }
         Ok(())
@@ -207,6 +187,25 @@ impl Samples {
             .collect();
         instance
     }
+}
+
+/// Adds `n` requests that ended as the `code` label says to `side`.
+fn count_requests(side: &mut SideCounters, code: Option<&str>, n: u64) {
+    side.requests = side.requests.saturating_add(n);
+    match code.and_then(CodeClass::from_label) {
+        Some(code) if code.is_error() => side.errors = side.errors.saturating_add(n),
+        Some(CodeClass::Cancelled) => side.cancelled = side.cancelled.saturating_add(n),
+        _ => {}
+    }
+}
+
+/// A histogram bucket's upper bound, from its `le` label.
+fn bucket_bound(le: Option<&str>) -> Result<f64, BadSample> {
+    let le = le.ok_or(BadSample::NoBound)?;
+    parse_value(le)
+        .ok()
+        .filter(|b| !b.is_nan())
+        .ok_or_else(|| BadSample::Bound(le.to_owned()))
 }
 
 /// Buckets in bound order, cumulative even if a scrape caught them mid-update.
