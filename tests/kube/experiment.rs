@@ -12,6 +12,24 @@ fn scored(version: &'static str, latency_ms: f64, score: f64) -> Behavior {
     }
 }
 
+/// The arms of the route as the proxy serves it: (variant name, weight).
+async fn proxy_arms(world: &World) -> Result<Vec<(String, u64)>> {
+    let route = world.proxy_route().await?;
+    Ok(route["variants"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or_default().to_owned(),
+                        v["weight"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promotes_it() -> Result<()> {
     let world = World::start_serving(
@@ -61,24 +79,7 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         .await?;
     // The proxy splits the route three ways, as the controller wrote it.
     eventually("the proxy to split three ways", Duration::from_secs(30), || async {
-        let config = get_json(world.proxy_admin, "/config").await?;
-        let route = config["config"]["routes"]
-            .as_array()
-            .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE).cloned())
-            .unwrap_or_default();
-        let arms: Vec<(String, u64)> = route["variants"]
-            .as_array()
-            .map(|vs| {
-                vs.iter()
-                    .map(|v| {
-                        (
-                            v["name"].as_str().unwrap_or_default().to_owned(),
-                            v["weight"].as_u64().unwrap_or(0),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let arms = proxy_arms(&world).await?;
         let want = [("control", 4000), ("fast", 3000), ("better", 3000)];
         Ok(if arms.iter().map(|(n, w)| (n.as_str(), *w)).eq(want) {
             Check::Done(())
@@ -101,14 +102,8 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         "every arm's score was read from its trailers: {:?}",
         experiment.arms
     );
-    let stable = world.deployments().get("m-v1").await?;
-    let image = stable
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers[0].image.clone());
     assert_eq!(
-        image.flatten().as_deref(),
+        world.stable_image().await?.as_deref(),
         Some("registry.invalid/m:better"),
         "stable runs the winner's template"
     );
@@ -118,13 +113,7 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         "the proxy to send everything to control",
         Duration::from_secs(30),
         || async {
-            let config = get_json(world.proxy_admin, "/config").await?;
-            let weights: Vec<u64> = config["config"]["routes"]
-                .as_array()
-                .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
-                .and_then(|r| r["variants"].as_array())
-                .map(|vs| vs.iter().map(|v| v["weight"].as_u64().unwrap_or(0)).collect())
-                .unwrap_or_default();
+            let weights: Vec<u64> = proxy_arms(&world).await?.into_iter().map(|(_, w)| w).collect();
             Ok(if weights == [10_000, 0, 0] {
                 Check::Done(())
             } else {

@@ -215,13 +215,28 @@ impl World {
         result.with_context(|| format!("controller log:\n{}", self.controller.tail(40)))
     }
 
-    /// The route's candidate weight as the proxy serves it.
-    async fn proxy_weight(&self) -> Result<Option<u64>> {
+    /// The route as the proxy serves it (its `/config`), `null` while it has none.
+    async fn proxy_route(&self) -> Result<serde_json::Value> {
         let config = get_json(self.proxy_admin, "/config").await?;
         Ok(config["config"]["routes"]
             .as_array()
-            .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE))
-            .and_then(|r| r["candidateWeight"].as_u64()))
+            .and_then(|routes| routes.iter().find(|r| r["name"] == ROUTE).cloned())
+            .unwrap_or_default())
+    }
+
+    /// The route's candidate weight as the proxy serves it.
+    async fn proxy_weight(&self) -> Result<Option<u64>> {
+        Ok(self.proxy_route().await?["candidateWeight"].as_u64())
+    }
+
+    /// The image of the stable Deployment's (first) container.
+    async fn stable_image(&self) -> Result<Option<String>> {
+        let stable = self.deployments().get("m-v1").await?;
+        Ok(stable
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.containers.into_iter().next())
+            .and_then(|c| c.image))
     }
 
     /// Waits until the proxy serves the route at `weight` basis points.
@@ -736,13 +751,8 @@ async fn a_controller_killed_between_two_acts_is_finished_by_a_fresh_one_with_no
             at_crash.phase, at_crash.step, at_crash.candidate_weight
         );
         assert_eq!(done.candidate_weight, 0, "{point}");
-        let stable = world.deployments().get("m-v1").await?;
-        let image = stable
-            .spec
-            .and_then(|s| s.template.spec)
-            .and_then(|p| p.containers[0].image.clone());
         assert_eq!(
-            image.as_deref(),
+            world.stable_image().await?.as_deref(),
             Some("registry.invalid/m:2"),
             "{point}: stable runs the analysed template"
         );
