@@ -172,7 +172,7 @@ impl Proxy {
             tls: listener_tls.as_ref().map(|t| t.acceptor.clone()),
             errors: Arc::new(listener::ListenerErrors::new(metrics.clone())),
         };
-        let data = tokio::spawn(listener::serve(
+        let data = tokio::spawn(ignore_drain(listener::serve(
             listener,
             transport,
             move |peer| service::ProxyService::new(Arc::clone(&shared), peer, proto),
@@ -180,9 +180,9 @@ impl Proxy {
             drain,
             bounds,
             "listen",
-        ));
+        )));
         let admin_service = admin::AdminService::new(Arc::clone(&state), Arc::new(registry));
-        let admin = tokio::spawn(listener::serve(
+        let admin = tokio::spawn(ignore_drain(listener::serve(
             admin,
             listener::Transport::Plain,
             move |_| admin_service.clone(),
@@ -193,7 +193,7 @@ impl Proxy {
                 limits: config::ConnectionLimits::default(),
             },
             "admin",
-        ));
+        )));
         let mut tasks = vec![data, admin];
         tasks.push(tokio::spawn(ca_watch::watch(
             Arc::clone(&state),
@@ -248,4 +248,9 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A listener as a proxy task: how its drain ended is logged where it ends.
+async fn ignore_drain(serve: impl Future<Output = listener::Drain>) {
+    serve.await;
 }

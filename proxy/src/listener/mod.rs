@@ -37,7 +37,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// dropped: an HTTP/2 client that never answers the GOAWAY's ping would otherwise keep it.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a draining HTTP/1.1 connection may stay idle before it is closed: a client
-/// sending requests meets a `Connection: close` answer well within it.
+/// sending requests meets a `Connection: close` answer well within it. A short drain shortens
+/// it (see [`drain_idle_grace`]).
 const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// File descriptors kept back from the default connection cap for listeners, config and
 /// certificate files, and the resolver.
@@ -210,8 +211,25 @@ impl Gate {
     }
 }
 
+/// How a listener's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection closed within the drain timeout.
+    Drained,
+    /// The timeout passed with connections still open; they are dropped.
+    TimedOut,
+}
+
+/// The idle grace of a draining HTTP/1.1 connection under a drain of `drain`: at most half of
+/// it, so a keep-alive connection that stays idle (a metrics scraper keeps one open to the
+/// admin listener) closes well before the drain times out instead of holding it to the end.
+fn drain_idle_grace(drain: Duration) -> Duration {
+    DRAIN_IDLE_GRACE.min(drain / 2)
+}
+
 /// Accepts on `listener` until `shutdown`, then closes the listener (new connections are
-/// refused), lets open connections finish their requests for up to `drain`, and returns.
+/// refused), lets open connections finish their requests for up to `drain`, and returns how
+/// the drain ended.
 /// Every connection task is watched by the drain or ends on `shutdown`, so none outlives this
 /// function by more than the drain timeout. At most `bounds.max_connections` are open at
 /// once, and each is closed when its client stops doing its part (see [`supervise`]).
@@ -224,7 +242,8 @@ pub async fn serve<S, F>(
     drain: Duration,
     bounds: Bounds,
     name: &'static str,
-) where
+) -> Drain
+where
     F: Fn(SocketAddr) -> S,
     S: Service<hyper::Request<Incoming>, Response = hyper::Response<ProxyBody>, Error = std::convert::Infallible>
         + Clone
@@ -262,6 +281,7 @@ pub async fn serve<S, F>(
                         watcher: graceful.watcher(),
                         activity,
                         limits: bounds.limits,
+                        drain_idle_grace: drain_idle_grace(drain),
                         shutdown: shutdown.clone(),
                         peer,
                         admitted,
@@ -298,8 +318,14 @@ pub async fn serve<S, F>(
     drop(listener);
     tracing::info!(listener = name, "stopped accepting; draining open connections");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!(listener = name, "drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(listener = name, ?drain, "drain timeout passed with requests in flight"),
+        () = graceful.shutdown() => {
+            tracing::info!(listener = name, "drained");
+            Drain::Drained
+        }
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(listener = name, ?drain, "drain timeout passed with requests in flight");
+            Drain::TimedOut
+        }
     }
 }
 
@@ -328,6 +354,8 @@ struct Conn {
     watcher: hyper_util::server::graceful::Watcher,
     activity: Arc<Activity>,
     limits: ConnectionLimits,
+    /// How long it may stay idle once the listener drains (HTTP/1.1).
+    drain_idle_grace: Duration,
     shutdown: ShutdownSignal,
     peer: SocketAddr,
     /// Its place under the connection cap.
@@ -346,6 +374,7 @@ impl Conn {
             watcher,
             activity,
             limits,
+            drain_idle_grace,
             shutdown,
             peer,
             admitted,
@@ -379,7 +408,7 @@ impl Conn {
                         // HTTP/1.1 has no GOAWAY: closing an idle keep-alive connection races
                         // a request the client may be sending on it. Its next answer says
                         // `Connection: close` instead; one that stays idle closes after a grace.
-                        drain_close.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
+                        drain_close.as_mut().reset(tokio::time::Instant::now() + drain_idle_grace);
                         drain_armed = true;
                     } else {
                         http.as_mut().close_gently();
@@ -568,6 +597,62 @@ async fn open_data_connection<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A scraper's idle keep-alive connection used to hold the admin listener's one-second
+    /// drain to its timeout (the idle grace was the whole second), warning of requests in
+    /// flight at every shutdown.
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_closes_within_the_drain() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, signal) = tokio::sync::watch::channel(false);
+        let answer = |_request: hyper::Request<Incoming>| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                ProxyBody::full(bytes::Bytes::from_static(b"ok")),
+            )))
+        };
+        let served = tokio::spawn(serve(
+            listener,
+            Transport::Plain,
+            move |_| hyper::service::service_fn(answer),
+            signal,
+            Duration::from_secs(1),
+            Bounds {
+                max_connections: 8,
+                limits: ConnectionLimits::default(),
+            },
+            "test",
+        ));
+
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"ok") {
+            let mut chunk = [0u8; 256];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&head));
+            head.extend_from_slice(&chunk[..n]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+
+        // The connection stays open and idle, as a scraper's does between scrapes.
+        stop.send(true).unwrap();
+        assert_eq!(served.await.unwrap(), Drain::Drained);
+        let mut rest = [0u8; 16];
+        assert_eq!(
+            client.read(&mut rest).await.unwrap(),
+            0,
+            "the server closed the idle connection"
+        );
+    }
+
+    #[test]
+    fn the_idle_grace_is_at_most_half_the_drain() {
+        assert_eq!(drain_idle_grace(Duration::from_secs(30)), DRAIN_IDLE_GRACE);
+        assert_eq!(drain_idle_grace(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(drain_idle_grace(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn the_default_cap_leaves_an_upstream_fd_per_client_and_a_reserve() {
