@@ -69,6 +69,8 @@ pub fn route_layer(
         );
     }
     r.candidate_revision = intent.candidate_revision.clone();
+    // Users are counted only by a sticky key; the proxy refuses an epoch without one.
+    r.users_epoch = intent.users_epoch.clone().filter(|_| r.sticky.is_some());
     Ok(next)
 }
 
@@ -100,6 +102,7 @@ mod tests {
             candidate_overrides: true,
             candidate_revision: Some("r1".into()),
             arms: None,
+            users_epoch: None,
         };
         let open = route_layer(&template(), "m", &preview).expect("applies");
         let route = &open.routes[0];
@@ -123,6 +126,7 @@ mod tests {
             candidate_overrides: true,
             candidate_revision: None,
             arms: None,
+            users_epoch: None,
         };
         let layer = route_layer(&template(), "m", &intent).expect("applies");
         assert_eq!(layer.routes[0].candidate_weight.basis_points(), 2500);
@@ -156,5 +160,27 @@ mod tests {
         assert!(closed.routes[0].overrides.is_empty());
         let wrong = route_layer(&template, "e", &TrafficIntent::experiment(vec![10_000]));
         assert!(matches!(wrong, Err(TrafficError::Invalid { .. })), "{wrong:?}");
+    }
+
+    /// The proxy counts users by the sticky key alone, and refuses an epoch without one.
+    #[test]
+    fn the_users_epoch_is_written_on_a_sticky_route_only() {
+        let text = "routes:\n  - name: e\n    variants: [{ name: control, backend: a, weight: 5000 }, { name: v, backend: b, weight: 5000 }]\n    sticky: { header: x-user }\nbackends: { a: { endpoints: ['127.0.0.1:1'] }, b: { endpoints: ['127.0.0.1:2'] } }\n";
+        let intent = TrafficIntent::experiment(vec![5000, 5000])
+            .counting_users_since(Some("2026-12-03T02:33:53.123456Z".into()));
+        let sticky = weir_proxy::config::parse_partial(text).expect("valid");
+        let layer = route_layer(&sticky, "e", &intent).expect("applies");
+        assert_eq!(
+            layer.routes[0].users_epoch.as_deref(),
+            Some("2026-12-03T02:33:53.123456Z")
+        );
+        let written = weir_proxy::config::parse_partial(&layer.to_yaml()).expect("the proxy takes it");
+        assert_eq!(written.routes[0].users_epoch, layer.routes[0].users_epoch);
+
+        let plain =
+            weir_proxy::config::parse_partial(&text.replace("    sticky: { header: x-user }\n", "")).expect("valid");
+        let layer = route_layer(&plain, "e", &intent).expect("applies");
+        assert_eq!(layer.routes[0].users_epoch, None);
+        weir_proxy::config::parse_partial(&layer.to_yaml()).expect("the proxy takes it");
     }
 }

@@ -131,6 +131,7 @@ fn experiment() -> ExperimentStatus {
         verdict: last,
         ended_at: None,
         winner: None,
+        stopped_by: None,
         history,
     }
 }

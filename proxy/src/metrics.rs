@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use arc_swap::ArcSwap;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -730,7 +731,47 @@ struct OnDemand {
     families: OnDemandFamilies,
     stream: OnceLock<(Histogram, Histogram)>,
     score: OnceLock<(Total, Total, Gauge)>,
-    users: OnceLock<(DistinctUsers, Gauge)>,
+    users: OnceLock<Users>,
+}
+
+/// A side's distinct sticky users since the route's users epoch began.
+#[derive(Debug)]
+struct Users {
+    /// The current epoch's sketch; a new epoch swaps in an empty one.
+    sketch: ArcSwap<EpochSketch>,
+    gauge: Gauge,
+}
+
+#[derive(Debug, Default)]
+struct EpochSketch {
+    /// The route's `usersEpoch` it counts for (empty: none given).
+    epoch: String,
+    users: DistinctUsers,
+}
+
+impl Users {
+    fn count(&self, key_hash: u64) {
+        let sketch = self.sketch.load();
+        if sketch.users.insert(key_hash) {
+            self.gauge.set(sketch.users.estimate() as i64);
+            // A new epoch may have begun since the load: the current sketch's count wins.
+            let now = self.sketch.load();
+            if !Arc::ptr_eq(&now, &sketch) {
+                self.gauge.set(now.users.estimate() as i64);
+            }
+        }
+    }
+
+    /// Starts counting afresh unless `epoch` is the one being counted.
+    fn begin(&self, epoch: &str) {
+        if self.sketch.load().epoch != epoch {
+            self.sketch.store(Arc::new(EpochSketch {
+                epoch: epoch.to_owned(),
+                users: DistinctUsers::default(),
+            }));
+            self.gauge.set(0);
+        }
+    }
 }
 
 impl OnDemand {
@@ -755,12 +796,10 @@ impl OnDemand {
         })
     }
 
-    fn users(&self) -> &(DistinctUsers, Gauge) {
-        self.users.get_or_init(|| {
-            (
-                DistinctUsers::default(),
-                self.families.sticky_users.get_or_create(&self.labels).clone(),
-            )
+    fn users(&self) -> &Users {
+        self.users.get_or_init(|| Users {
+            sketch: ArcSwap::from_pointee(EpochSketch::default()),
+            gauge: self.families.sticky_users.get_or_create(&self.labels).clone(),
         })
     }
 }
@@ -808,10 +847,7 @@ impl SideMetrics {
 
     /// Counts a sticky key (its hash) among this side's distinct users.
     pub fn user(&self, key_hash: u64) {
-        let (users, gauge) = self.extra.users();
-        if users.insert(key_hash) {
-            gauge.set(users.estimate() as i64);
-        }
+        self.extra.users().count(key_hash);
     }
 
     /// Exports the score series from 0 now, before any response reports a score, so a
@@ -820,9 +856,11 @@ impl SideMetrics {
         self.extra.score();
     }
 
-    /// Exports the distinct-users series from 0 now, for a route with a sticky key.
-    pub fn export_users(&self) {
-        self.extra.users();
+    /// Exports the distinct-users series now, for a route with a sticky key, counting the
+    /// users of `epoch` (the route's `usersEpoch`, empty when it has none): a new epoch
+    /// starts from 0, the same one (a reload) keeps its count.
+    pub fn export_users(&self, epoch: &str) {
+        self.extra.users().begin(epoch);
     }
 }
 

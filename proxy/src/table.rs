@@ -175,7 +175,7 @@ impl Table {
                         side.export_score();
                     }
                     if r.sticky.is_some() {
-                        side.export_users();
+                        side.export_users(r.users_epoch.as_deref().unwrap_or_default());
                     }
                 }
                 let fail_fast = r.fail_fast.map(|policy| {

@@ -74,7 +74,7 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         }
     }))?;
     world.rollouts().create(&post, &rollout).await?;
-    world
+    let started = world
         .wait_status("the experiment to start", |s| s.phase == Phase::Progressing)
         .await?;
     // The proxy splits the route three ways, as the controller wrote it.
@@ -88,6 +88,9 @@ async fn an_experiment_of_three_arms_finds_the_better_scoring_variant_and_promot
         })
     })
     .await?;
+    // Users are counted from the experiment's start, not from the proxy's.
+    let epoch = started.started_at.as_ref().context("status.startedAt")?.0.to_string();
+    assert_eq!(world.proxy_route().await?["usersEpoch"], epoch.as_str());
     let load = Load::start(world.proxy_listen);
     let done = world
         .wait_status("the experiment to promote its winner", |s| s.phase.is_terminal())

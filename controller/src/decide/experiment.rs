@@ -73,7 +73,7 @@ impl Ctx<'_> {
     /// The first arm whose Deployment cannot take traffic, in words: to start, every arm must
     /// be rolled out with a ready pod; once running, a ready pod is enough (an autoscaler
     /// adding pods, or one pod restarting, is no reason to stop).
-    fn unavailable_arm(&self, spec: &ValidSpec, e: &ValidExperiment, running: bool) -> Option<String> {
+    fn unavailable_arm(&self, spec: &ValidSpec, e: &ValidExperiment, running: bool) -> Option<(String, String)> {
         let names = e.arm_names();
         let deployments: Vec<&str> = std::iter::once(spec.stable.as_str())
             .chain(e.variants.iter().map(|v| v.deployment.as_str()))
@@ -89,15 +89,21 @@ impl Ctx<'_> {
                 }
             })
             .map(|(state, (arm, deployment))| {
-                if state.exists {
+                let why = if state.exists {
                     format!(
                         "arm {arm} (Deployment {deployment}) has {}/{} pods ready",
                         state.ready_replicas, state.replicas
                     )
                 } else {
                     format!("arm {arm}: Deployment {deployment} does not exist")
-                }
+                };
+                (arm.clone(), why)
             })
+    }
+
+    /// The running experiment's split at `weights`, its users counted from its start.
+    fn experiment_traffic(&self, weights: Vec<u16>) -> TrafficIntent {
+        TrafficIntent::experiment(weights).counting_users_since(self.next.started_at.as_ref().map(|t| t.0.to_string()))
     }
 
     fn revisions(&self) -> Vec<String> {
@@ -107,7 +113,7 @@ impl Ctx<'_> {
     fn start_experiment(&mut self, spec: &ValidSpec, e: &ValidExperiment) {
         // Until it starts, the route exists with everything on control.
         self.set_traffic(TrafficIntent::control_only(e.weights.len()));
-        if let Some(why) = self.unavailable_arm(spec, e, false) {
+        if let Some((_, why)) = self.unavailable_arm(spec, e, false) {
             self.next.message = format!("waiting to start the experiment: {why}");
             self.requeue_after = Duration::from_secs(2);
             return;
@@ -118,11 +124,11 @@ impl Ctx<'_> {
             return;
         };
         self.actions.clear();
-        self.set_traffic(TrafficIntent::experiment(e.weights.clone()));
         let now = micro_time(self.now);
+        self.next.started_at = Some(now.clone());
+        self.set_traffic(self.experiment_traffic(e.weights.clone()));
         self.next.phase = Phase::Progressing;
         self.next.step = 0;
-        self.next.started_at = Some(now.clone());
         self.next.step_started_at = Some(now);
         self.next.evidence = Some(Evidence {
             window_start: Some(mark),
@@ -149,6 +155,7 @@ impl Ctx<'_> {
             verdict: None,
             ended_at: None,
             winner: None,
+            stopped_by: None,
             history: Vec::new(),
         });
         let split: Vec<String> = names
@@ -189,7 +196,8 @@ impl Ctx<'_> {
         if verb == Some(Verb::Abort) {
             return self.stop_experiment(e, experiment, "aborted on request".into());
         }
-        if let Some(why) = self.unavailable_arm(spec, e, true) {
+        if let Some((arm, why)) = self.unavailable_arm(spec, e, true) {
+            experiment.stopped_by = Some(arm);
             return self.stop_experiment(e, experiment, why);
         }
         let names = e.arm_names();
@@ -226,12 +234,13 @@ impl Ctx<'_> {
                         i.estimate, i.low, i.high
                     );
                     experiment.verdict = Some(judged);
+                    experiment.stopped_by = Some(arm.to_owned());
                     return self.stop_experiment(e, experiment, why);
                 }
                 experiment.verdict = Some(judged);
             }
             Err(unavailable) => {
-                self.set_traffic(TrafficIntent::experiment(e.weights.clone()));
+                self.set_traffic(self.experiment_traffic(e.weights.clone()));
                 self.next.message = format!("experiment holding, no verdict this look: {unavailable}");
                 if matches!(unavailable, MetricsUnavailable::NoData(_)) {
                     self.requeue_after = Duration::from_secs(2);
@@ -246,7 +255,7 @@ impl Ctx<'_> {
             || (verb == Some(Verb::Promote) && winner.is_some());
         if !ends {
             // Keep the split written, whatever happened to the route since.
-            self.set_traffic(TrafficIntent::experiment(e.weights.clone()));
+            self.set_traffic(self.experiment_traffic(e.weights.clone()));
             self.next.message = match experiment.verdict.as_ref().map(|v| &v.outcome) {
                 Some(Outcome::Inconclusive { reason, samples_needed }) => format!(
                     "experiment running ({} of {}): {reason}{}",
@@ -437,7 +446,7 @@ impl Ctx<'_> {
             .get(index)
             .is_some_and(|w| w.exists && w.ready_replicas >= 1);
         if winner_ready {
-            self.set_traffic(TrafficIntent::experiment(weights));
+            self.set_traffic(self.experiment_traffic(weights));
         } else {
             // The winner lost its pods: its users go to control while stable rolls (stable's
             // own readiness is the rolling update's business, as in a canary's promotion).
@@ -461,9 +470,24 @@ impl Ctx<'_> {
     /// new template, starts a new experiment.
     fn after_experiment(&mut self, spec: &ValidSpec, e: &ValidExperiment, verb: Option<Verb>) {
         self.requeue_after = Duration::from_secs(30);
-        let recorded = self.old.experiment.as_ref().map(|x| x.revisions.clone());
-        if verb == Some(Verb::Retry) || recorded.as_ref().is_some_and(|r| *r != self.revisions()) {
-            return self.restart_experiment(e, "has new revisions to compare");
+        if verb == Some(Verb::Retry) {
+            return self.restart_experiment(e, "started again on request");
+        }
+        if let Some(recorded) = &self.old.experiment {
+            let now = self.revisions();
+            let changed = |i: usize| recorded.revisions.get(i) != now.get(i);
+            let stopped_by = recorded
+                .stopped_by
+                .as_ref()
+                .and_then(|arm| e.arm_names().iter().position(|name| name == arm));
+            let new_revisions = match stopped_by {
+                // The arm that failed its users takes part again only once it has changed.
+                Some(culprit) => changed(culprit),
+                None => recorded.revisions != now,
+            };
+            if new_revisions {
+                return self.restart_experiment(e, "has new revisions to compare");
+            }
         }
         let winner = self.old.experiment.as_ref().and_then(|x| x.winner.clone());
         match (verb, winner) {

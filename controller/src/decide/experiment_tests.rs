@@ -110,6 +110,11 @@ fn request(verb: Verb, at: SystemTime) -> Option<UserRequest> {
     })
 }
 
+/// The users epoch an experiment's route carries: its start, to the microsecond.
+fn epoch_of(status: &RolloutStatus) -> String {
+    status.started_at.as_ref().expect("started").0.to_string()
+}
+
 fn started(spec: &RolloutSpec) -> RolloutStatus {
     let d = decide(
         spec,
@@ -152,7 +157,9 @@ fn it_starts_only_when_every_arm_can_serve_and_then_splits_by_the_weights() {
     assert_eq!(d.status.phase, Phase::Progressing);
     assert_eq!(
         d.actions,
-        vec![Action::SetTraffic(TrafficIntent::experiment(vec![4000, 3000, 3000]))]
+        vec![Action::SetTraffic(
+            TrafficIntent::experiment(vec![4000, 3000, 3000]).counting_users_since(Some(epoch_of(&d.status)))
+        )]
     );
     let experiment = d.status.experiment.expect("experiment status");
     assert_eq!(experiment.revisions, ["s1", "f1", "b1"]);
@@ -235,6 +242,57 @@ fn a_variant_failing_more_than_control_ends_the_experiment_at_once() {
         d.status.message
     );
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+    let stopped = d.status;
+    assert_eq!(
+        stopped.experiment.as_ref().and_then(|x| x.stopped_by.as_deref()),
+        Some("fast")
+    );
+
+    // A new template on another arm does not send fast's users back to the version that
+    // failed them: the experiment stays stopped, everything on control.
+    let mut obs = observe(clear_winner(40.0), None);
+    obs.variants[1].template_hash = "b2".into();
+    obs.stable.template_hash = "s2".into();
+    let d = decide(&spec, &stopped, &obs, t(40.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetTraffic(i) if i.arms.as_ref().is_some_and(|w| w[1] > 0))),
+        "{:?}",
+        d.actions
+    );
+
+    // A new template on fast starts a new experiment, as does a person's retry.
+    obs.variants[0].template_hash = "f2".into();
+    let d = decide(&spec, &stopped, &obs, t(41.0));
+    assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+    assert!(d.status.message.contains("new revisions"), "{}", d.status.message);
+    let retry = observe(clear_winner(42.0), request(Verb::Retry, t(42.0)));
+    let d = decide(&spec, &stopped, &retry, t(42.0));
+    assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+}
+
+/// An arm that loses its pods stops the experiment, and stays out until its template changes.
+#[test]
+fn an_arm_without_pods_is_not_brought_back_by_another_arms_change() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    let mut obs = observe(clear_winner(10.0), None);
+    obs.variants[1].ready_replicas = 0;
+    let d = decide(&spec, &status, &obs, t(10.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(
+        d.status.experiment.as_ref().and_then(|x| x.stopped_by.as_deref()),
+        Some("better")
+    );
+    obs.variants[0].template_hash = "f2".into();
+    let again = decide(&spec, &d.status, &obs, t(40.0));
+    assert_eq!(again.status.phase, Phase::Aborted, "{}", again.status.message);
+    obs.variants[1].template_hash = "b2".into();
+    obs.variants[1].ready_replicas = 2;
+    let again = decide(&spec, &d.status, &obs, t(41.0));
+    assert_eq!(again.status.phase, Phase::Idle, "{}", again.status.message);
 }
 
 #[test]
@@ -270,6 +328,17 @@ fn a_new_template_on_any_arm_starts_the_experiment_again() {
     assert_eq!(d.status.phase, Phase::Idle);
     assert_eq!(d.status.experiment, None);
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
+
+    // The new experiment counts its own users: its route carries a new epoch.
+    let again = decide(&spec, &d.status, &obs, t(21.0));
+    assert_eq!(again.status.phase, Phase::Progressing, "{}", again.status.message);
+    assert_ne!(epoch_of(&status), epoch_of(&again.status));
+    assert_eq!(
+        again.actions,
+        vec![Action::SetTraffic(
+            TrafficIntent::experiment(vec![4000, 3000, 3000]).counting_users_since(Some(epoch_of(&again.status)))
+        )]
+    );
 }
 
 #[test]
@@ -294,7 +363,9 @@ fn while_promoting_only_control_and_the_winner_keep_traffic_and_abort_still_work
     assert_eq!(d.status.phase, Phase::Promoting);
     assert_eq!(
         d.actions.first(),
-        Some(&Action::SetTraffic(TrafficIntent::experiment(vec![7000, 0, 3000]))),
+        Some(&Action::SetTraffic(
+            TrafficIntent::experiment(vec![7000, 0, 3000]).counting_users_since(Some(epoch_of(&status)))
+        )),
         "the loser's share goes to control"
     );
     let promoting = d.status.clone();

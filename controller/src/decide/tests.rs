@@ -301,6 +301,7 @@ fn a_new_available_candidate_starts_at_the_first_step() {
                 candidate_overrides: true,
                 candidate_revision: Some("b".into()),
                 arms: None,
+                users_epoch: None,
             })
         ]
     );

@@ -29,6 +29,9 @@ pub struct TrafficIntent {
     pub candidate_revision: Option<String>,
     /// An experiment's weights, in basis points per arm in route order (control first).
     pub arms: Option<Vec<u16>>,
+    /// The running experiment's start, written into the route as its `usersEpoch` so that the
+    /// proxies count each arm's distinct users from the start, not from the last experiment's.
+    pub users_epoch: Option<String>,
 }
 
 impl TrafficIntent {
@@ -40,6 +43,7 @@ impl TrafficIntent {
             candidate_overrides: false,
             candidate_revision,
             arms: None,
+            users_epoch: None,
         }
     }
 
@@ -51,6 +55,15 @@ impl TrafficIntent {
             candidate_overrides: true,
             candidate_revision: None,
             arms: Some(arms),
+            users_epoch: None,
+        }
+    }
+
+    /// This intent with the users of the experiment that started at `started_at` counted.
+    pub fn counting_users_since(self, started_at: Option<String>) -> Self {
+        TrafficIntent {
+            users_epoch: started_at,
+            ..self
         }
     }
 
@@ -83,6 +96,7 @@ impl TrafficIntent {
             candidate_overrides: true,
             candidate_revision,
             arms: None,
+            users_epoch: None,
         }
     }
 }

@@ -34,6 +34,11 @@ pub struct ExperimentStatus {
     /// The arm found better than every other, once the experiment has ended with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub winner: Option<String>,
+    /// The arm whose failure stopped the experiment (it failed more often than control, or
+    /// lost its pods): no new experiment starts until its template changes, or a person asks
+    /// to `retry`, so its users are not sent back to the version that failed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
     /// Looks over time, oldest first, at most [`MAX_HISTORY`].
     #[serde(default)]
     pub history: Vec<HistoryPoint>,

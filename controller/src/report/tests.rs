@@ -89,6 +89,7 @@ fn experiment(looks: usize) -> ExperimentStatus {
         verdict: last,
         ended_at: None,
         winner: None,
+        stopped_by: None,
         history,
     }
 }
@@ -102,6 +103,7 @@ fn empty() -> ExperimentStatus {
         verdict: None,
         ended_at: None,
         winner: None,
+        stopped_by: None,
         history: Vec::new(),
     }
 }

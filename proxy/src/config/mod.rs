@@ -83,6 +83,10 @@ pub struct RouteConfig {
     pub overrides: Vec<Override>,
     /// Key for sticky assignment.
     pub sticky: Option<KeySource>,
+    /// Names the period whose distinct sticky users `weir_sticky_users` counts (an
+    /// experiment's start, written by the controller): a new value starts the count from 0.
+    /// Only with `sticky`.
+    pub users_epoch: Option<String>,
     /// Time allowed from sending the request upstream to receiving the response headers.
     pub timeout: Duration,
     /// Stop sending the candidate traffic at once when it fails too often.
@@ -509,6 +513,7 @@ fn raw_route(r: &RouteConfig) -> raw::RawRoute {
             })
             .collect(),
         sticky: r.sticky.as_ref().map(raw_key),
+        users_epoch: r.users_epoch.clone(),
         timeout: humantime::format_duration(r.timeout).to_string(),
         mirror: r.mirror.map(|m| raw::RawMirror {
             weight: i64::from(m.weight.basis_points()),

@@ -51,6 +51,8 @@ pub(super) struct RawRoute {
     pub overrides: Vec<RawOverride>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<RawKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_epoch: Option<String>,
     #[serde(default = "default_timeout")]
     pub timeout: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -315,6 +315,27 @@ fn a_revision_is_for_the_candidate_only_and_round_trips() {
 }
 
 #[test]
+fn a_users_epoch_needs_a_sticky_key_and_round_trips() {
+    let text = "routes:\n  - { name: a, stable: { backend: v1 }, usersEpoch: '' }\n  - { name: b, match: { pathPrefix: /b }, stable: { backend: v1 }, sticky: { header: x-user }, usersEpoch: 2026-12-03T02:33:53.123456Z }\nbackends: { v1: { endpoints: ['127.0.0.1:1'] } }\n";
+    let got = messages(text);
+    assert_eq!(
+        got,
+        [
+            "routes[0].usersEpoch: counts distinct sticky users, but the route has no sticky key",
+            "routes[0].usersEpoch: is empty",
+        ],
+    );
+    let good = text.replace("usersEpoch: '' ", "");
+    let cfg = parse(&good).expect("valid");
+    assert_eq!(cfg.routes[0].users_epoch, None);
+    assert_eq!(
+        cfg.routes[1].users_epoch.as_deref(),
+        Some("2026-12-03T02:33:53.123456Z")
+    );
+    assert_eq!(parse(&cfg.to_json_pretty()).expect("round trip"), cfg);
+}
+
+#[test]
 fn connection_limits_default_and_every_bad_one_is_named() {
     let cfg = parse("routes: []\n").expect("valid");
     assert_eq!(cfg.limits, ConnectionLimits::default());

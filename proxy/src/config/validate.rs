@@ -371,7 +371,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
     if let Some(candidate) = &route.candidate {
         backend_ref(errors, "candidate", &candidate.backend);
         if let Some(revision) = &candidate.revision {
-            errors.check(format!("{path}.candidate.revision"), revision_name(revision));
+            errors.check(format!("{path}.candidate.revision"), opaque_label(revision));
         }
     }
     let has_candidate = route.candidate.is_some();
@@ -451,6 +451,15 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
             )
             .map(Some),
     };
+    if let Some(epoch) = &route.users_epoch {
+        let field = format!("{path}.usersEpoch");
+        if route.sticky.is_none() {
+            errors.add(&field, "counts distinct sticky users, but the route has no sticky key");
+        }
+        if let Err(message) = opaque_label(epoch) {
+            errors.add(&field, message);
+        }
+    }
     let timeout = errors.check(format!("{path}.timeout"), duration(&route.timeout));
     let score = match &route.score {
         None => Some(None),
@@ -534,6 +543,7 @@ fn validate_route(route: &RawRoute, path: &str, raw: &RawConfig, errors: &mut Er
         candidate_weight: candidate_weight?,
         overrides,
         sticky: sticky?,
+        users_epoch: route.users_epoch.clone(),
         timeout: timeout?,
         fail_fast: fail_fast?,
         mirror: mirror?,
@@ -698,14 +708,16 @@ fn dns_label(name: &str) -> Result<(), String> {
     }
 }
 
-/// Longest candidate revision: the controller writes a 16-digit hash; leave room for others.
-const MAX_REVISION_LEN: usize = 128;
+/// Longest opaque label (a candidate revision, a users epoch): the controller writes a
+/// 16-digit hash or a timestamp; leave room for others.
+const MAX_LABEL_LEN: usize = 128;
 
-fn revision_name(text: &str) -> Result<(), String> {
+/// A value the proxy only compares, never reads: a candidate's revision, a users epoch.
+fn opaque_label(text: &str) -> Result<(), String> {
     if text.is_empty() {
         Err("is empty".into())
-    } else if text.len() > MAX_REVISION_LEN {
-        Err(format!("is longer than {MAX_REVISION_LEN} characters"))
+    } else if text.len() > MAX_LABEL_LEN {
+        Err(format!("is longer than {MAX_LABEL_LEN} characters"))
     } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
         Err(format!("{text:?} may only hold printable ASCII without spaces"))
     } else {

@@ -129,6 +129,72 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
     proxy.shutdown().await;
 }
 
+/// An experiment started again must not count the last one's users: its `usersEpoch` starts
+/// each variant's distinct users from 0, while a reload with the same epoch (a weight change)
+/// keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_users_epoch_counts_sticky_users_afresh() {
+    let (control, variant) = (Backend::start("control").await, Backend::start("variant").await);
+    let yaml = |epoch: &str, weights: [u16; 2]| {
+        variants_yaml(
+            &[
+                ("control", control.addr, weights[0]),
+                ("variant", variant.addr, weights[1]),
+            ],
+            &format!("    sticky: {{ header: x-user-id }}\n    usersEpoch: \"{epoch}\"\n"),
+        )
+    };
+    let users_of = |metrics: &str, side: &str| {
+        sample(metrics, &format!(r#"weir_sticky_users{{route="ab",side="{side}"}}"#))
+            .unwrap_or_else(|| panic!("no sticky users series for {side}"))
+    };
+    let proxy = start_proxy(&yaml("first", [5000, 5000])).await;
+    let client = h1_client();
+    let mut placed: HashMap<String, u32> = HashMap::new();
+    for i in 0..200 {
+        *placed
+            .entry(side_of(&client, proxy.listen_addr(), Some(&format!("old-{i}"))).await)
+            .or_default() += 1;
+    }
+    let counted = |metrics: &str, side: &str, n: u32| {
+        let estimate = users_of(metrics, side);
+        let n = f64::from(n);
+        assert!(
+            (estimate - n).abs() <= n * 0.05 + 2.0,
+            "{side}: {estimate} estimated, {n} placed"
+        );
+    };
+    let metrics = admin_text(&proxy, "/metrics").await;
+    counted(&metrics, "control", placed["control"]);
+    counted(&metrics, "variant", placed["variant"]);
+
+    // The same epoch at other weights: a reload, not a new experiment.
+    proxy
+        .apply(config::parse(&yaml("first", [7000, 3000])).expect("valid"))
+        .expect("applies");
+    let metrics = admin_text(&proxy, "/metrics").await;
+    counted(&metrics, "control", placed["control"]);
+    counted(&metrics, "variant", placed["variant"]);
+
+    // A new epoch: both sides start from 0, and count only the users they see from now on.
+    proxy
+        .apply(config::parse(&yaml("second", [5000, 5000])).expect("valid"))
+        .expect("applies");
+    let metrics = admin_text(&proxy, "/metrics").await;
+    assert_eq!(users_of(&metrics, "control"), 0.0);
+    assert_eq!(users_of(&metrics, "variant"), 0.0);
+    let mut placed: HashMap<String, u32> = HashMap::new();
+    for i in 0..40 {
+        *placed
+            .entry(side_of(&client, proxy.listen_addr(), Some(&format!("new-{i}"))).await)
+            .or_default() += 1;
+    }
+    let metrics = admin_text(&proxy, "/metrics").await;
+    counted(&metrics, "control", placed["control"]);
+    counted(&metrics, "variant", placed["variant"]);
+    proxy.shutdown().await;
+}
+
 /// A backend whose responses are fed by the test, frame by frame: each request takes the
 /// next channel handed in, so a test can wait for each frame to reach its client before it
 /// sends the next (no two frames can merge on the way).
