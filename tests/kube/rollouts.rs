@@ -1462,6 +1462,9 @@ async fn an_api_server_gone_for_thirty_seconds_mid_rollout_is_ridden_out_with_no
     world.restart_controller("relayed-controller", Some(&relayed), None)?;
     world.create_rollout(canary(&[20.0, 50.0])).await?;
     let load = world.start_rollout_under_load().await?;
+    // The start's Event follows its status: cut only once it is posted, since an Event the
+    // API server cannot take is logged and dropped, not retried (the status holds the truth).
+    world.events_after("RolloutStarted").await?;
 
     relay.cut();
     let at_cut = world.proxy_weight().await?;
