@@ -70,25 +70,32 @@ impl Ctx<'_> {
         std::iter::once(&self.obs.stable).chain(&self.obs.variants).collect()
     }
 
+    /// Every arm's Deployment by name, as observed, control first.
+    fn arm_deployments<'s>(
+        &'s self,
+        spec: &'s ValidSpec,
+        e: &'s ValidExperiment,
+    ) -> impl Iterator<Item = (&'s str, &'s WorkloadState)> {
+        std::iter::once(spec.stable.as_str())
+            .chain(e.variants.iter().map(|v| v.deployment.as_str()))
+            .zip(self.arm_states())
+    }
+
     /// The first arm whose Deployment cannot take traffic, in words: to start, every arm must
     /// be rolled out with a ready pod; once running, a ready pod is enough (an autoscaler
     /// adding pods, or one pod restarting, is no reason to stop).
     fn unavailable_arm(&self, spec: &ValidSpec, e: &ValidExperiment, running: bool) -> Option<(String, String)> {
-        let names = e.arm_names();
-        let deployments: Vec<&str> = std::iter::once(spec.stable.as_str())
-            .chain(e.variants.iter().map(|v| v.deployment.as_str()))
-            .collect();
-        self.arm_states()
-            .iter()
-            .zip(names.iter().zip(deployments))
-            .find(|(state, _)| {
+        e.arm_names()
+            .into_iter()
+            .zip(self.arm_deployments(spec, e))
+            .find(|(_, (_, state))| {
                 if running {
                     !(state.exists && state.ready_replicas >= 1)
                 } else {
                     !state.available()
                 }
             })
-            .map(|(state, (arm, deployment))| {
+            .map(|(arm, (deployment, state))| {
                 let why = if state.exists {
                     format!(
                         "arm {arm} (Deployment {deployment}) has {}/{} pods ready",
@@ -97,7 +104,7 @@ impl Ctx<'_> {
                 } else {
                     format!("arm {arm}: Deployment {deployment} does not exist")
                 };
-                (arm.clone(), why)
+                (arm, why)
             })
     }
 
@@ -197,7 +204,8 @@ impl Ctx<'_> {
             return self.stop_experiment(e, experiment, "aborted on request".into());
         }
         if let Some((arm, why)) = self.unavailable_arm(spec, e, true) {
-            experiment.stopped_by = Some(arm);
+            // Control losing its pods (a node drained) is no verdict on any version.
+            experiment.stopped_by = (arm != crate::rollout::CONTROL).then_some(arm);
             return self.stop_experiment(e, experiment, why);
         }
         let names = e.arm_names();
@@ -474,16 +482,16 @@ impl Ctx<'_> {
             return self.restart_experiment(e, "started again on request");
         }
         if let Some(recorded) = &self.old.experiment {
-            let now = self.revisions();
-            let changed = |i: usize| recorded.revisions.get(i) != now.get(i);
-            let stopped_by = recorded
-                .stopped_by
-                .as_ref()
-                .and_then(|arm| e.arm_names().iter().position(|name| name == arm));
-            let new_revisions = match stopped_by {
-                // The arm that failed its users takes part again only once it has changed.
-                Some(culprit) => changed(culprit),
-                None => recorded.revisions != now,
+            let new_revisions = match culprit(recorded) {
+                // The arm that failed its users takes part again only once its Deployment
+                // runs another template. It is found by Deployment, since the spec's arms
+                // may have moved; one deleted, or recreated from the same manifest, has not
+                // changed; one no longer in the spec is left out of the next experiment.
+                Some((deployment, failed)) => self
+                    .arm_deployments(spec, e)
+                    .find(|(name, _)| *name == deployment)
+                    .is_none_or(|(_, state)| state.exists && state.template_hash != failed),
+                None => recorded.revisions != self.revisions(),
             };
             if new_revisions {
                 return self.restart_experiment(e, "has new revisions to compare");
@@ -502,6 +510,16 @@ impl Ctx<'_> {
             _ => {}
         }
     }
+}
+
+/// The Deployment and revision of the arm that stopped `experiment`, as recorded at its start.
+fn culprit(experiment: &ExperimentStatus) -> Option<(&str, &str)> {
+    let arm = experiment.stopped_by.as_ref()?;
+    let i = experiment.arms.iter().position(|a| &a.summary.name == arm)?;
+    Some((
+        experiment.arms[i].deployment.as_str(),
+        experiment.revisions.get(i)?.as_str(),
+    ))
 }
 
 /// Whether the experiment recorded in status was run under the spec's design: the same plan,

@@ -271,6 +271,67 @@ fn a_variant_failing_more_than_control_ends_the_experiment_at_once() {
     let retry = observe(clear_winner(42.0), request(Verb::Retry, t(42.0)));
     let d = decide(&spec, &stopped, &retry, t(42.0));
     assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+
+    // Deleted, then recreated from the same manifest: the same version, still out.
+    let mut obs = observe(clear_winner(43.0), None);
+    obs.variants[0] = WorkloadState::default();
+    let d = decide(&spec, &stopped, &obs, t(43.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "deleted: {}", d.status.message);
+    let d = decide(&spec, &stopped, &observe(clear_winner(44.0), None), t(44.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "recreated: {}", d.status.message);
+}
+
+/// The failed arm is found by its Deployment, wherever the spec's arms have moved.
+#[test]
+fn an_arm_that_failed_stays_out_when_another_arm_is_removed_from_the_spec() {
+    let spec = experiment_spec(ExperimentDecide::PromoteWinner);
+    let status = started(&spec);
+    let failing = reading(
+        t(10.0),
+        &[
+            ("control", arm(2000, 4, 0.70, 400.0)),
+            ("fast", arm(2000, 4, 0.70, 400.0)),
+            ("better", arm(2000, 300, 0.70, 400.0)),
+        ],
+    );
+    let stopped = decide(&spec, &status, &observe(failing, None), t(10.0)).status;
+    assert_eq!(
+        stopped.experiment.as_ref().and_then(|x| x.stopped_by.as_deref()),
+        Some("better")
+    );
+
+    // Without fast, better is the first variant: it still runs the revision that failed.
+    let mut without_fast = spec.clone();
+    if let Some(x) = without_fast.strategy.experiment.as_mut() {
+        x.variants.remove(0);
+        x.variants[0].weight = 60.0;
+    }
+    let mut obs = observe(clear_winner(40.0), None);
+    obs.variants.remove(0);
+    let d = decide(&without_fast, &stopped, &obs, t(40.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+
+    // Without better, a new experiment runs without it.
+    let mut without_better = spec.clone();
+    if let Some(x) = without_better.strategy.experiment.as_mut() {
+        x.variants.remove(1);
+    }
+    let mut obs = observe(clear_winner(41.0), None);
+    obs.variants.remove(1);
+    let d = decide(&without_better, &stopped, &obs, t(41.0));
+    assert_eq!(d.status.phase, Phase::Idle, "{}", d.status.message);
+}
+
+/// Control losing its pods stops the experiment but blames no version.
+#[test]
+fn control_without_pods_stops_the_experiment_and_is_no_arms_fault() {
+    let spec = experiment_spec(ExperimentDecide::Manual);
+    let status = started(&spec);
+    let mut obs = observe(clear_winner(10.0), None);
+    obs.stable.ready_replicas = 0;
+    let d = decide(&spec, &status, &obs, t(10.0));
+    assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
+    assert_eq!(d.status.experiment.as_ref().and_then(|x| x.stopped_by.as_deref()), None);
 }
 
 /// An arm that loses its pods stops the experiment, and stays out until its template changes.
