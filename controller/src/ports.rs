@@ -172,6 +172,10 @@ pub struct MetricsQuery<'a> {
     pub since: Option<&'a WindowMark>,
     /// The custom checks' PromQL, in check order.
     pub promql: &'a [String],
+    /// The running experiment's users epoch (see [`crate::decide::users_epoch`]): distinct-user
+    /// counts of another epoch (the last experiment's, on a proxy that has not read the route
+    /// since) are not this experiment's, and are not read.
+    pub users_epoch: Option<&'a str>,
     /// Now, by the controller's clock.
     pub now: SystemTime,
 }

@@ -86,10 +86,12 @@ impl<W: Workloads, T: Traffic, M: Metrics, R: Report> Reconciler<W, T, M, R> {
             .iter()
             .filter_map(|c| c.promql.clone())
             .collect();
+        let users_epoch = crate::decide::users_epoch(input.status);
         let query = MetricsQuery {
             route: input.spec.route.name.as_deref().unwrap_or_default(),
             since: input.status.evidence.as_ref().and_then(|e| e.window_start.as_ref()),
             promql: &promql,
+            users_epoch: users_epoch.as_deref(),
             now: input.now,
         };
         let metrics = self.metrics.read(&query).await.map_err(|error| {

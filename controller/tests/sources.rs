@@ -73,6 +73,7 @@ async fn read(source: &ProxyScrape, since: Option<&weir::status::WindowMark>) ->
         route: "r",
         since,
         promql: &[],
+        users_epoch: None,
         now: SystemTime::now(),
     };
     within(source.read(&query)).await
@@ -149,6 +150,7 @@ async fn a_proxy_that_cannot_be_scraped_leaves_the_window_unread_and_says_which(
         route: "missing",
         since: None,
         promql: &[],
+        users_epoch: None,
         now: SystemTime::now(),
     };
     let error = within(only_other_routes.read(&query)).await.expect_err("no such route");
@@ -194,6 +196,7 @@ async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
         route: "r",
         since: None,
         promql: &[],
+        users_epoch: None,
         now: SystemTime::now(),
     };
     let start = within(source.read(&first))
@@ -211,6 +214,7 @@ async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
             route: "r",
             since: Some(&mark),
             promql: &scraped,
+            users_epoch: None,
             now: SystemTime::now(),
         };
         let reading = within(source.read(&query)).await.expect("metrics");
@@ -238,6 +242,7 @@ async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
             route: "r",
             since: Some(&mark),
             promql: &promql,
+            users_epoch: None,
             now: SystemTime::now(),
         };
         let reading = within(source.read(&query))
@@ -274,6 +279,7 @@ async fn prometheus_reads_exact_windows_per_instance_and_runs_custom_checks() {
         route: "missing",
         since: Some(&mark),
         promql: &[],
+        users_epoch: None,
         now: SystemTime::now(),
     };
     let error = within(source.read(&query)).await.expect_err("no data");

@@ -71,6 +71,8 @@ pub mod names {
         pub const CODE: &str = "code";
         /// A histogram bucket's upper bound.
         pub const LE: &str = "le";
+        /// The route's `usersEpoch` a distinct-users count belongs to (empty: none).
+        pub const EPOCH: &str = "epoch";
     }
 
     /// A metric's name as registered: the exposition name without the `weir_` prefix the
@@ -339,6 +341,15 @@ struct RouteSideLabels {
     side: String,
 }
 
+/// A side's distinct users are counted per users epoch (the route's `usersEpoch`, empty when
+/// it has none), so a reader can tell this experiment's count from the last one's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UsersLabels {
+    route: String,
+    side: String,
+    epoch: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
@@ -391,7 +402,7 @@ struct OnDemandFamilies {
     score_sum: Family<RouteSideLabels, Total>,
     score_squares: Family<RouteSideLabels, Total>,
     score_count: Family<RouteSideLabels, Gauge>,
-    sticky_users: Family<RouteSideLabels, Gauge>,
+    sticky_users: Family<UsersLabels, Gauge>,
 }
 
 /// Every metric family of the proxy. Cheap to clone: families and the route cache share
@@ -534,7 +545,7 @@ impl ProxyMetrics {
         );
         registry.register(
             registered(names::STICKY_USERS),
-            "Distinct sticky keys seen, a HyperLogLog estimate (about 1.6 % standard error)",
+            "Distinct sticky keys seen since the route's usersEpoch began, a HyperLogLog estimate (about 1.6 % standard error)",
             on_demand.sticky_users.clone(),
         );
         // Both series exist from the start, so a scrape shows 0 rather than nothing.
@@ -731,45 +742,24 @@ struct OnDemand {
     families: OnDemandFamilies,
     stream: OnceLock<(Histogram, Histogram)>,
     score: OnceLock<(Total, Total, Gauge)>,
-    users: OnceLock<Users>,
+    users: OnceLock<ArcSwap<EpochSketch>>,
 }
 
-/// A side's distinct sticky users since the route's users epoch began.
+/// A side's distinct sticky users since the route's users epoch began: one sketch, and one
+/// series labelled with the epoch. A new epoch swaps in an empty sketch and a new series and
+/// removes the old one, so a count still landing in the old sketch shows nowhere.
 #[derive(Debug)]
-struct Users {
-    /// The current epoch's sketch; a new epoch swaps in an empty one.
-    sketch: ArcSwap<EpochSketch>,
-    gauge: Gauge,
-}
-
-#[derive(Debug, Default)]
 struct EpochSketch {
     /// The route's `usersEpoch` it counts for (empty: none given).
     epoch: String,
     users: DistinctUsers,
+    gauge: Gauge,
 }
 
-impl Users {
+impl EpochSketch {
     fn count(&self, key_hash: u64) {
-        let sketch = self.sketch.load();
-        if sketch.users.insert(key_hash) {
-            self.gauge.set(sketch.users.estimate() as i64);
-            // A new epoch may have begun since the load: the current sketch's count wins.
-            let now = self.sketch.load();
-            if !Arc::ptr_eq(&now, &sketch) {
-                self.gauge.set(now.users.estimate() as i64);
-            }
-        }
-    }
-
-    /// Starts counting afresh unless `epoch` is the one being counted.
-    fn begin(&self, epoch: &str) {
-        if self.sketch.load().epoch != epoch {
-            self.sketch.store(Arc::new(EpochSketch {
-                epoch: epoch.to_owned(),
-                users: DistinctUsers::default(),
-            }));
-            self.gauge.set(0);
+        if self.users.insert(key_hash) {
+            self.gauge.set(self.users.estimate() as i64);
         }
     }
 }
@@ -796,11 +786,39 @@ impl OnDemand {
         })
     }
 
-    fn users(&self) -> &Users {
-        self.users.get_or_init(|| Users {
-            sketch: ArcSwap::from_pointee(EpochSketch::default()),
-            gauge: self.families.sticky_users.get_or_create(&self.labels).clone(),
-        })
+    fn users(&self) -> &ArcSwap<EpochSketch> {
+        self.users
+            .get_or_init(|| ArcSwap::from_pointee(self.sketch_for(String::new())))
+    }
+
+    fn users_labels(&self, epoch: String) -> UsersLabels {
+        UsersLabels {
+            route: self.labels.route.clone(),
+            side: self.labels.side.clone(),
+            epoch,
+        }
+    }
+
+    fn sketch_for(&self, epoch: String) -> EpochSketch {
+        EpochSketch {
+            gauge: self
+                .families
+                .sticky_users
+                .get_or_create(&self.users_labels(epoch.clone()))
+                .clone(),
+            epoch,
+            users: DistinctUsers::default(),
+        }
+    }
+
+    /// Counts the users of `epoch` from now on, unless they are being counted already.
+    fn begin_users(&self, epoch: &str) {
+        let users = self.users();
+        let old = users.load_full();
+        if old.epoch != epoch {
+            users.store(Arc::new(self.sketch_for(epoch.to_owned())));
+            self.families.sticky_users.remove(&self.users_labels(old.epoch.clone()));
+        }
     }
 }
 
@@ -847,7 +865,7 @@ impl SideMetrics {
 
     /// Counts a sticky key (its hash) among this side's distinct users.
     pub fn user(&self, key_hash: u64) {
-        self.extra.users().count(key_hash);
+        self.extra.users().load().count(key_hash);
     }
 
     /// Exports the score series from 0 now, before any response reports a score, so a
@@ -860,7 +878,7 @@ impl SideMetrics {
     /// users of `epoch` (the route's `usersEpoch`, empty when it has none): a new epoch
     /// starts from 0, the same one (a reload) keeps its count.
     pub fn export_users(&self, epoch: &str) {
-        self.extra.users().begin(epoch);
+        self.extra.begin_users(epoch);
     }
 }
 

@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
 use super::{Action, Ctx, MetricsUnavailable, TrafficIntent, WorkloadState, reasons};
 use crate::counters::{ArmCounters, Buckets};
 use crate::experiment::status::{ArmState, ExperimentStatus, HistoryPoint, push_point};
@@ -22,7 +24,7 @@ use crate::experiment::verdict::{self, ArmSummary, Histogram, Outcome};
 use crate::rollout::ExperimentDecide;
 use crate::rollout::validate::{ValidExperiment, ValidSpec};
 use crate::stats::confidence::Moments;
-use crate::status::{Evidence, Phase, Verb, micro_time};
+use crate::status::{Evidence, Phase, RolloutStatus, Verb, micro_time};
 
 impl Ctx<'_> {
     pub(super) fn experiment(&mut self, spec: &ValidSpec, e: &ValidExperiment) {
@@ -110,7 +112,7 @@ impl Ctx<'_> {
 
     /// The running experiment's split at `weights`, its users counted from its start.
     fn experiment_traffic(&self, weights: Vec<u16>) -> TrafficIntent {
-        TrafficIntent::experiment(weights).counting_users_since(self.next.started_at.as_ref().map(|t| t.0.to_string()))
+        TrafficIntent::experiment(weights).counting_users_since(self.next.started_at.as_ref().map(epoch))
     }
 
     fn revisions(&self) -> Vec<String> {
@@ -510,6 +512,18 @@ impl Ctx<'_> {
             _ => {}
         }
     }
+}
+
+/// The users epoch of an experiment that started at `started_at`: written into its route, and
+/// required of the distinct-user counts read for it.
+fn epoch(started_at: &MicroTime) -> String {
+    started_at.0.to_string()
+}
+
+/// The users epoch of the experiment `status` records, if one is recorded.
+pub fn users_epoch(status: &RolloutStatus) -> Option<String> {
+    status.experiment.as_ref()?;
+    status.started_at.as_ref().map(epoch)
 }
 
 /// The Deployment and revision of the arm that stopped `experiment`, as recorded at its start.

@@ -32,6 +32,7 @@ use crate::status::{
     AnalysisRecord, Phase, PromotionStage, RolloutStatus, UserRequest, Verb, WindowMark, micro_time, set_condition,
     system_time,
 };
+pub use experiment::users_epoch;
 pub use traffic::{Preview, TrafficIntent, candidate_replicas};
 
 /// One Deployment as observed.

@@ -95,7 +95,8 @@ impl ProxyScrape {
             .map(|(url, why)| (url.clone(), Box::new(ScrapeFailure::Refused(why.clone())) as BoxError));
         for (target, text) in scrapes {
             let counters = text.and_then(|text| {
-                text::route_counters(&text, query.route).map_err(|e| Box::new(ScrapeFailure::from(e)) as BoxError)
+                text::route_counters(&text, query.route, query.users_epoch)
+                    .map_err(|e| Box::new(ScrapeFailure::from(e)) as BoxError)
             });
             match counters {
                 Ok(Some(counters)) => {

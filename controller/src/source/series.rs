@@ -60,6 +60,8 @@ pub struct Samples {
     first_byte: [Vec<(f64, u64)>; 2],
     /// An N-way route's arms, by variant name.
     arms: BTreeMap<String, ArmSamples>,
+    /// The only users epoch whose distinct-user counts are read; any, when `None`.
+    users_epoch: Option<String>,
 }
 
 /// The samples of one arm, folded as they come.
@@ -72,6 +74,14 @@ struct ArmSamples {
 }
 
 impl Samples {
+    /// Samples whose distinct-user counts are read only of `users_epoch`, when given.
+    pub fn counting_users_of(users_epoch: Option<&str>) -> Self {
+        Samples {
+            users_epoch: users_epoch.map(str::to_owned),
+            ..Samples::default()
+        }
+    }
+
     /// Folds one sample of the route's series named `name` (`label` reads its labels). Series
     /// the controller does not read are ignored.
     pub fn add<'l>(
@@ -132,6 +142,10 @@ impl Samples {
         }
         let n = count(value);
         let amount = if value.is_finite() && value > 0.0 { value } else { 0.0 };
+        let this_epoch = self
+            .users_epoch
+            .as_deref()
+            .is_none_or(|want| label(names::label::EPOCH).unwrap_or_default() == want);
         let samples = self.arms.entry(arm.to_owned()).or_default();
         let target = &mut samples.counters;
         match name {
@@ -143,7 +157,11 @@ impl Samples {
             _ if name == names::SCORE_SUM => target.score_sum += amount,
             _ if name == names::SCORE_SQUARES_SUM => target.score_squares += amount,
             _ if name == names::SCORE_COUNT => target.score_count = target.score_count.saturating_add(n),
-            _ if name == names::STICKY_USERS => target.users = target.users.max(amount),
+            _ if name == names::STICKY_USERS => {
+                if this_epoch {
+                    target.users = target.users.max(amount);
+                }
+            }
             _ if name.strip_suffix("_sum") == Some(names::STREAM_GAP) => target.stream_gap_sum += amount,
             _ => {
                 let list = match name.strip_suffix(names::BUCKET_SUFFIX) {

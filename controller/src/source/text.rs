@@ -40,9 +40,14 @@ impl Sample<'_> {
 }
 
 /// The route's counters in one proxy's exposition, or `None` when it has none of the route's
-/// request counters (a proxy that has not loaded the route).
-pub fn route_counters(text: &str, route: &str) -> Result<Option<InstanceCounters>, ParseError> {
-    let mut samples = Samples::default();
+/// request counters (a proxy that has not loaded the route). Distinct-user counts are read only
+/// of `users_epoch`, when given.
+pub fn route_counters(
+    text: &str,
+    route: &str,
+    users_epoch: Option<&str>,
+) -> Result<Option<InstanceCounters>, ParseError> {
+    let mut samples = Samples::counting_users_of(users_epoch);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -144,7 +149,7 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
 
     #[test]
     fn counters_of_one_route_are_read_and_buckets_sorted() {
-        let i = route_counters(TEXT, "r")
+        let i = route_counters(TEXT, "r", None)
             .expect("parses")
             .expect("the route has samples");
         let c = &i.counters;
@@ -163,14 +168,14 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
 
     #[test]
     fn a_route_without_samples_is_none() {
-        assert_eq!(route_counters(TEXT, "missing"), Ok(None));
+        assert_eq!(route_counters(TEXT, "missing", None), Ok(None));
     }
 
     #[test]
     fn garbage_is_rejected_with_its_line() {
-        let err = route_counters("<html>oops</html>\n", "r").expect_err("garbage");
+        let err = route_counters("<html>oops</html>\n", "r", None).expect_err("garbage");
         assert!(matches!(err, ParseError::Malformed { line: 1, .. }), "{err}");
-        let err = route_counters("weir_requests_total{route=\"r\" 5\n", "r").expect_err("garbage");
+        let err = route_counters("weir_requests_total{route=\"r\" 5\n", "r", None).expect_err("garbage");
         assert!(matches!(err, ParseError::Malformed { line: 1, .. }), "{err}");
     }
 
@@ -187,8 +192,39 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
                     weir_requests_total{route=\"r\",side=\"stable\",code=\"2xx\"} 7 # {trace_id=\"abc\"} 1.0 1700000000.1\n\
                     weir_requests_created{route=\"r\",side=\"stable\",code=\"2xx\"} 1700000000.0\n\
                     # EOF\n";
-        let i = route_counters(text, "r").expect("parses").expect("samples");
+        let i = route_counters(text, "r", None).expect("parses").expect("samples");
         assert_eq!(i.counters.stable.requests, 7);
+    }
+
+    /// An arm's distinct users are read only of the experiment's epoch: a proxy still counting
+    /// the last experiment's users must not lend them to this one.
+    #[test]
+    fn distinct_users_of_another_epoch_are_not_read() {
+        use prometheus_client::registry::Registry;
+        use weir_proxy::metrics::CodeClass;
+        use weir_proxy::split::Side;
+        let mut registry = Registry::default();
+        let metrics = weir_proxy::metrics::ProxyMetrics::register(&mut registry);
+        let route = metrics.route_with_variants("r", &["control", "v"]);
+        let arm = route.side(Side::Variant(1));
+        arm.export_users("2026-12-03T02:33:53.123456Z");
+        arm.count(CodeClass::Success);
+        for user in 0..10u64 {
+            arm.user(user.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let users = |epoch: Option<&str>| {
+            route_counters(&text, "r", epoch)
+                .expect("parses")
+                .expect("samples")
+                .counters
+                .arms["v"]
+                .users
+        };
+        assert_eq!(users(Some("2026-12-03T02:33:53.123456Z")), 10.0, "{text}");
+        assert_eq!(users(None), 10.0);
+        assert_eq!(users(Some("2026-12-03T02:40:00Z")), 0.0, "the last experiment's");
     }
 
     /// The real proxy's registry, in both formats, parses to what was counted.
@@ -209,7 +245,7 @@ weir_request_duration_seconds_sum{route="r",side="stable"} 42.5
         prometheus_client::encoding::text::encode(&mut openmetrics, &registry).expect("encodes");
         let prometheus = weir_proxy::admin::openmetrics_to_prometheus(&openmetrics);
         for text in [openmetrics, prometheus] {
-            let i = route_counters(&text, "r").expect("parses").expect("samples");
+            let i = route_counters(&text, "r", None).expect("parses").expect("samples");
             let c = &i.counters;
             assert_eq!((c.stable.requests, c.candidate.requests), (1, 2), "{text}");
             assert_eq!(

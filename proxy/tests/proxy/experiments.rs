@@ -106,8 +106,11 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
     for (side, share) in [("large", 0.5), ("distilled", 0.3), ("quantised", 0.2)] {
         let n = placed.values().filter(|s| *s == side).count() as f64;
         assert!((n / 1200.0 - share).abs() < 0.05, "{n} users on {side}");
-        let estimate = sample(&metrics, &format!(r#"weir_sticky_users{{route="ab",side="{side}"}}"#))
-            .unwrap_or_else(|| panic!("no sticky users series for {side}"));
+        let estimate = sample(
+            &metrics,
+            &format!(r#"weir_sticky_users{{route="ab",side="{side}",epoch=""}}"#),
+        )
+        .unwrap_or_else(|| panic!("no sticky users series for {side}"));
         assert!(
             (estimate - n).abs() <= n * 0.05 + 2.0,
             "{side}: {estimate} estimated, {n} placed"
@@ -130,8 +133,9 @@ async fn three_variants_split_exactly_stick_and_are_counted_by_name() {
 }
 
 /// An experiment started again must not count the last one's users: its `usersEpoch` starts
-/// each variant's distinct users from 0, while a reload with the same epoch (a weight change)
-/// keeps them.
+/// each variant's distinct users from 0 in a series labelled with it (the last epoch's series
+/// goes, so no reader mistakes it for this one's), while a reload with the same epoch (a weight
+/// change) keeps them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_users_epoch_counts_sticky_users_afresh() {
     let (control, variant) = (Backend::start("control").await, Backend::start("variant").await);
@@ -144,9 +148,11 @@ async fn a_new_users_epoch_counts_sticky_users_afresh() {
             &format!("    sticky: {{ header: x-user-id }}\n    usersEpoch: \"{epoch}\"\n"),
         )
     };
+    let series = |side: &str, epoch: &str| format!(r#"weir_sticky_users{{route="ab",side="{side}",epoch="{epoch}"}}"#);
+    let epoch = std::cell::Cell::new("first");
     let users_of = |metrics: &str, side: &str| {
-        sample(metrics, &format!(r#"weir_sticky_users{{route="ab",side="{side}"}}"#))
-            .unwrap_or_else(|| panic!("no sticky users series for {side}"))
+        sample(metrics, &series(side, epoch.get()))
+            .unwrap_or_else(|| panic!("no sticky users series for {side} in epoch {}:\n{metrics}", epoch.get()))
     };
     let proxy = start_proxy(&yaml("first", [5000, 5000])).await;
     let client = h1_client();
@@ -180,9 +186,17 @@ async fn a_new_users_epoch_counts_sticky_users_afresh() {
     proxy
         .apply(config::parse(&yaml("second", [5000, 5000])).expect("valid"))
         .expect("applies");
+    epoch.set("second");
     let metrics = admin_text(&proxy, "/metrics").await;
     assert_eq!(users_of(&metrics, "control"), 0.0);
     assert_eq!(users_of(&metrics, "variant"), 0.0);
+    for side in ["control", "variant"] {
+        assert_eq!(
+            sample(&metrics, &series(side, "first")),
+            None,
+            "the first epoch's {side} series is gone"
+        );
+    }
     let mut placed: HashMap<String, u32> = HashMap::new();
     for i in 0..40 {
         *placed
