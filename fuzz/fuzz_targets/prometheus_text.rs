@@ -22,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
     let (route, text) = input.split_once('\n').unwrap_or(("r", input));
     let route = if route.is_empty() { "r" } else { route };
 
-    let read = route_counters(text, route);
-    assert_eq!(route_counters(text, route), read, "parsing is not deterministic");
+    let read = route_counters(text, route, None);
+    assert_eq!(route_counters(text, route, None), read, "parsing is not deterministic");
     match &read {
         Ok(Some(instance)) => well_formed(instance),
         Ok(None) => {}
@@ -37,8 +37,36 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // Reading only one users epoch changes nothing but the arms' users, and never adds any.
+    let one_epoch = route_counters(text, route, Some("e"));
+    match (&read, &one_epoch) {
+        (Ok(Some(all)), Ok(Some(one))) => {
+            for (name, arm) in &one.counters.arms {
+                assert!(
+                    arm.users <= all.counters.arms[name].users,
+                    "{name}: more users of one epoch than of all"
+                );
+            }
+            let without_users = |i: &InstanceCounters| {
+                let mut i = i.clone();
+                i.counters.arms.values_mut().for_each(|arm| arm.users = 0.0);
+                i
+            };
+            assert_eq!(
+                without_users(one),
+                without_users(all),
+                "an epoch changed more than users"
+            );
+        }
+        _ => assert_eq!(one_epoch, read, "an epoch changed whether the text reads"),
+    }
+
     let crlf = text.replace('\n', "\r\n");
-    assert_eq!(route_counters(&crlf, route), read, "CRLF line ends read differently");
+    assert_eq!(
+        route_counters(&crlf, route, None),
+        read,
+        "CRLF line ends read differently"
+    );
 
     // A comment after the first line shifts later line numbers by one and changes nothing else.
     if let Some((first, rest)) = text.split_once('\n') {
@@ -51,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             other => other.clone(),
         };
         assert_eq!(
-            route_counters(&commented, route),
+            route_counters(&commented, route, None),
             shifted,
             "a comment line changed the reading"
         );
