@@ -198,62 +198,61 @@ impl ProxyService {
             .flatten()
             .filter(|call| *call < route.timeout);
         let deadline = call_deadline.unwrap_or(route.timeout);
-        let mut upstream =
-            match tokio::time::timeout(deadline, backend.send(&self.shared.upstreams, &endpoint, req)).await {
-                Ok(Ok(rsp)) => rsp,
-                Ok(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
-                    // The client broke its own request: it gave up on it, as far as the sides
-                    // are concerned (`cancelled`); neither side failed.
-                    pending.abandoned_by_client();
-                    return Err(ProxyError::BadRequestBody {
-                        route: route.name.clone(),
-                        side: route.side_name(side),
-                        endpoint: endpoint.authority.clone(),
-                        source: failure.source,
-                    });
+        let mut upstream = match before_deadline(deadline, backend.send(&self.shared.upstreams, &endpoint, req)).await {
+            Some(Ok(rsp)) => rsp,
+            Some(Err(failure)) if crate::upstream::body::caused_by_client_body(&*failure.source) => {
+                // The client broke its own request: it gave up on it, as far as the sides
+                // are concerned (`cancelled`); neither side failed.
+                pending.abandoned_by_client();
+                return Err(ProxyError::BadRequestBody {
+                    route: route.name.clone(),
+                    side: route.side_name(side),
+                    endpoint: endpoint.authority.clone(),
+                    source: failure.source,
+                });
+            }
+            Some(Err(failure)) => {
+                pending.failed(failure.kind);
+                let side = route.side_name(side);
+                let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);
+                return Err(match failure.kind {
+                    UpstreamErrorKind::tls => ProxyError::UpstreamTls {
+                        route,
+                        side,
+                        endpoint,
+                        source,
+                    },
+                    UpstreamErrorKind::connect => ProxyError::UpstreamConnect {
+                        route,
+                        side,
+                        endpoint,
+                        source,
+                    },
+                    _ => ProxyError::UpstreamReset {
+                        route,
+                        side,
+                        endpoint,
+                        source,
+                    },
+                });
+            }
+            None => {
+                // The client's own deadline passing is the client giving up, as if it had
+                // gone away (counted `cancelled`), not an error of the side: any client could
+                // otherwise raise either side's errors at will.
+                if call_deadline.is_some() {
+                    drop(pending);
+                } else {
+                    pending.failed(UpstreamErrorKind::timeout);
                 }
-                Ok(Err(failure)) => {
-                    pending.failed(failure.kind);
-                    let side = route.side_name(side);
-                    let (route, endpoint, source) = (route.name.clone(), endpoint.authority.clone(), failure.source);
-                    return Err(match failure.kind {
-                        UpstreamErrorKind::tls => ProxyError::UpstreamTls {
-                            route,
-                            side,
-                            endpoint,
-                            source,
-                        },
-                        UpstreamErrorKind::connect => ProxyError::UpstreamConnect {
-                            route,
-                            side,
-                            endpoint,
-                            source,
-                        },
-                        _ => ProxyError::UpstreamReset {
-                            route,
-                            side,
-                            endpoint,
-                            source,
-                        },
-                    });
-                }
-                Err(_elapsed) => {
-                    // The client's own deadline passing is the client giving up, as if it had
-                    // gone away (counted `cancelled`), not an error of the side: any client could
-                    // otherwise raise either side's errors at will.
-                    if call_deadline.is_some() {
-                        drop(pending);
-                    } else {
-                        pending.failed(UpstreamErrorKind::timeout);
-                    }
-                    return Err(ProxyError::UpstreamTimeout {
-                        route: route.name.clone(),
-                        side: route.side_name(side),
-                        endpoint: endpoint.authority.clone(),
-                        timeout: deadline,
-                    });
-                }
-            };
+                return Err(ProxyError::UpstreamTimeout {
+                    route: route.name.clone(),
+                    side: route.side_name(side),
+                    endpoint: endpoint.authority.clone(),
+                    timeout: deadline,
+                });
+            }
+        };
 
         let code = CodeClass::of_status(upstream.status());
         let mut completion = match (grpc, code) {
@@ -374,5 +373,37 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// `answer` if it comes before `deadline` has passed, `None` otherwise. An answer that is only
+/// read once the deadline has passed is as late as none: tokio's own timeout takes an answer
+/// that is ready when its timer is (a loaded runtime delivers both at once), which let a gRPC
+/// call whose 1 ns deadline had long passed stream its answer to a client that had given up.
+async fn before_deadline<F: Future>(deadline: std::time::Duration, answer: F) -> Option<F::Output> {
+    let sent = Instant::now();
+    let answered = tokio::time::timeout(deadline, answer).await.ok()?;
+    (sent.elapsed() < deadline).then_some(answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_answer_read_after_the_deadline_is_too_late() {
+        // Ready at once, but read 1 ms after a 1 ns deadline: tokio's timeout alone takes it.
+        let late = async {
+            std::thread::sleep(Duration::from_millis(1));
+            "answer"
+        };
+        assert_eq!(before_deadline(Duration::from_nanos(1), late).await, None);
+        assert_eq!(
+            before_deadline(Duration::from_secs(5), async { "answer" }).await,
+            Some("answer")
+        );
+        let never = std::future::pending::<()>();
+        assert_eq!(before_deadline(Duration::from_millis(10), never).await, None);
     }
 }
