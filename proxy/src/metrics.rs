@@ -411,8 +411,8 @@ struct OnDemandFamilies {
 pub struct ProxyMetrics {
     /// Each route's handles, by route name, as [`ProxyMetrics::route`] last built them.
     /// Series are never removed (but for a distinct-users series whose epoch has passed, which
-    /// its side swaps for the new one itself), so the handles stay valid; a reload then takes one lookup
-    /// per route instead of one per series (48 label sets, each hashed under its family's lock,
+    /// its side swaps for the new one itself), so the handles stay valid; a reload then takes
+    /// one lookup per route instead of one per series (48 label sets, each hashed under its family's lock,
     /// were 40 % of compiling a 10,000-route table).
     routes: Arc<Mutex<HashMap<String, RouteMetrics>>>,
     requests: Family<RequestLabels, Counter>,
@@ -814,7 +814,10 @@ impl OnDemand {
 
     /// Counts the users of `epoch` from now on, unless they are being counted already.
     fn begin_users(&self, epoch: &str) {
-        let users = self.users();
+        // A side's first epoch is its first series: no empty-epoch series comes and goes.
+        let users = self
+            .users
+            .get_or_init(|| ArcSwap::from_pointee(self.sketch_for(epoch.to_owned())));
         let old = users.load_full();
         if old.epoch != epoch {
             users.store(Arc::new(self.sketch_for(epoch.to_owned())));

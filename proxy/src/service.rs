@@ -381,9 +381,9 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 /// that is ready when its timer is (a loaded runtime delivers both at once), which let a gRPC
 /// call whose 1 ns deadline had long passed stream its answer to a client that had given up.
 async fn before_deadline<F: Future>(deadline: std::time::Duration, answer: F) -> Option<F::Output> {
-    let sent = Instant::now();
-    let answered = tokio::time::timeout(deadline, answer).await.ok()?;
-    (sent.elapsed() < deadline).then_some(answered)
+    let until = Instant::now() + deadline;
+    let answered = tokio::time::timeout_at(until, answer).await.ok()?;
+    (Instant::now() < until).then_some(answered)
 }
 
 #[cfg(test)]

@@ -138,6 +138,18 @@ fn clear_winner(at: f64) -> Result<Reading, MetricsUnavailable> {
     )
 }
 
+/// Every arm answers 2000 requests, 4 of them failed, but `failing`, which fails `errors`.
+fn one_failing(at: f64, failing: &str, errors: u64) -> Result<Reading, MetricsUnavailable> {
+    let arms: Vec<(&str, ArmCounters)> = ["control", "fast", "better"]
+        .into_iter()
+        .map(|name| {
+            let errors = if name == failing { errors } else { 4 };
+            (name, arm(2000, errors, 0.70, 400.0))
+        })
+        .collect();
+    reading(t(at), &arms)
+}
+
 #[test]
 fn it_starts_only_when_every_arm_can_serve_and_then_splits_by_the_weights() {
     let spec = experiment_spec(ExperimentDecide::Manual);
@@ -226,15 +238,7 @@ fn promote_winner_promotes_at_the_end_and_refuses_a_revision_nobody_judged() {
 fn a_variant_failing_more_than_control_ends_the_experiment_at_once() {
     let spec = experiment_spec(ExperimentDecide::PromoteWinner);
     let status = started(&spec);
-    let failing = reading(
-        t(10.0),
-        &[
-            ("control", arm(2000, 4, 0.70, 400.0)),
-            ("fast", arm(2000, 300, 0.70, 400.0)),
-            ("better", arm(2000, 4, 0.70, 400.0)),
-        ],
-    );
-    let d = decide(&spec, &status, &observe(failing, None), t(10.0));
+    let d = decide(&spec, &status, &observe(one_failing(10.0, "fast", 300), None), t(10.0));
     assert_eq!(d.status.phase, Phase::Aborted);
     assert!(
         d.status.message.contains("variant fast fails more often"),
@@ -286,15 +290,13 @@ fn a_variant_failing_more_than_control_ends_the_experiment_at_once() {
 fn an_arm_that_failed_stays_out_when_another_arm_is_removed_from_the_spec() {
     let spec = experiment_spec(ExperimentDecide::PromoteWinner);
     let status = started(&spec);
-    let failing = reading(
+    let stopped = decide(
+        &spec,
+        &status,
+        &observe(one_failing(10.0, "better", 300), None),
         t(10.0),
-        &[
-            ("control", arm(2000, 4, 0.70, 400.0)),
-            ("fast", arm(2000, 4, 0.70, 400.0)),
-            ("better", arm(2000, 300, 0.70, 400.0)),
-        ],
-    );
-    let stopped = decide(&spec, &status, &observe(failing, None), t(10.0)).status;
+    )
+    .status;
     assert_eq!(
         stopped.experiment.as_ref().and_then(|x| x.stopped_by.as_deref()),
         Some("better")
@@ -482,15 +484,7 @@ fn a_failing_variant_is_stopped_even_when_errors_are_not_among_the_metrics() {
         e.guardrails = vec![Metric::P99];
     }
     let status = started(&spec);
-    let failing = reading(
-        t(10.0),
-        &[
-            ("control", arm(2000, 4, 0.70, 400.0)),
-            ("fast", arm(2000, 600, 0.70, 400.0)),
-            ("better", arm(2000, 4, 0.70, 400.0)),
-        ],
-    );
-    let d = decide(&spec, &status, &observe(failing, None), t(10.0));
+    let d = decide(&spec, &status, &observe(one_failing(10.0, "fast", 600), None), t(10.0));
     assert_eq!(d.status.phase, Phase::Aborted, "{}", d.status.message);
     assert_eq!(d.actions, vec![Action::SetTraffic(TrafficIntent::control_only(3))]);
 }

@@ -142,10 +142,6 @@ impl Samples {
         }
         let n = count(value);
         let amount = if value.is_finite() && value > 0.0 { value } else { 0.0 };
-        let this_epoch = self
-            .users_epoch
-            .as_deref()
-            .is_none_or(|want| label(names::label::EPOCH).unwrap_or_default() == want);
         let samples = self.arms.entry(arm.to_owned()).or_default();
         let target = &mut samples.counters;
         match name {
@@ -158,6 +154,10 @@ impl Samples {
             _ if name == names::SCORE_SQUARES_SUM => target.score_squares += amount,
             _ if name == names::SCORE_COUNT => target.score_count = target.score_count.saturating_add(n),
             _ if name == names::STICKY_USERS => {
+                let this_epoch = self
+                    .users_epoch
+                    .as_deref()
+                    .is_none_or(|want| label(names::label::EPOCH).unwrap_or_default() == want);
                 if this_epoch {
                     target.users = target.users.max(amount);
                 }

@@ -154,33 +154,27 @@ async fn a_new_users_epoch_counts_sticky_users_afresh() {
         sample(metrics, &series(side, epoch.get()))
             .unwrap_or_else(|| panic!("no sticky users series for {side} in epoch {}:\n{metrics}", epoch.get()))
     };
+    // Each side's estimate is within 5 % (and 2) of the users placed on it.
+    let counted = |metrics: &str, placed: &HashMap<String, u32>| {
+        for side in ["control", "variant"] {
+            let estimate = users_of(metrics, side);
+            let n = f64::from(placed[side]);
+            assert!(
+                (estimate - n).abs() <= n * 0.05 + 2.0,
+                "{side}: {estimate} estimated, {n} placed"
+            );
+        }
+    };
     let proxy = start_proxy(&yaml("first", [5000, 5000])).await;
     let client = h1_client();
-    let mut placed: HashMap<String, u32> = HashMap::new();
-    for i in 0..200 {
-        *placed
-            .entry(side_of(&client, proxy.listen_addr(), Some(&format!("old-{i}"))).await)
-            .or_default() += 1;
-    }
-    let counted = |metrics: &str, side: &str, n: u32| {
-        let estimate = users_of(metrics, side);
-        let n = f64::from(n);
-        assert!(
-            (estimate - n).abs() <= n * 0.05 + 2.0,
-            "{side}: {estimate} estimated, {n} placed"
-        );
-    };
-    let metrics = admin_text(&proxy, "/metrics").await;
-    counted(&metrics, "control", placed["control"]);
-    counted(&metrics, "variant", placed["variant"]);
+    let placed = place_users(&client, proxy.listen_addr(), "old", 200).await;
+    counted(&admin_text(&proxy, "/metrics").await, &placed);
 
     // The same epoch at other weights: a reload, not a new experiment.
     proxy
         .apply(config::parse(&yaml("first", [7000, 3000])).expect("valid"))
         .expect("applies");
-    let metrics = admin_text(&proxy, "/metrics").await;
-    counted(&metrics, "control", placed["control"]);
-    counted(&metrics, "variant", placed["variant"]);
+    counted(&admin_text(&proxy, "/metrics").await, &placed);
 
     // A new epoch: both sides start from 0, and count only the users they see from now on.
     proxy
@@ -197,16 +191,20 @@ async fn a_new_users_epoch_counts_sticky_users_afresh() {
             "the first epoch's {side} series is gone"
         );
     }
-    let mut placed: HashMap<String, u32> = HashMap::new();
-    for i in 0..40 {
+    let placed = place_users(&client, proxy.listen_addr(), "new", 40).await;
+    counted(&admin_text(&proxy, "/metrics").await, &placed);
+    proxy.shutdown().await;
+}
+
+/// Sends one request for each of `n` users named `{prefix}-{i}`: how many landed on each side.
+async fn place_users(client: &TestClient, proxy: SocketAddr, prefix: &str, n: usize) -> HashMap<String, u32> {
+    let mut placed = HashMap::new();
+    for i in 0..n {
         *placed
-            .entry(side_of(&client, proxy.listen_addr(), Some(&format!("new-{i}"))).await)
+            .entry(side_of(client, proxy, Some(&format!("{prefix}-{i}"))).await)
             .or_default() += 1;
     }
-    let metrics = admin_text(&proxy, "/metrics").await;
-    counted(&metrics, "control", placed["control"]);
-    counted(&metrics, "variant", placed["variant"]);
-    proxy.shutdown().await;
+    placed
 }
 
 /// A backend whose responses are fed by the test, frame by frame: each request takes the
